@@ -1,0 +1,111 @@
+"""Configuration from ``GRIDFLOW_*`` environment variables (pydantic-settings).
+
+Secrets (HMAC and encryption keys, source tokens) come from the environment only. In
+``development`` and ``test`` a missing key is replaced by a random key kept in the state folder
+(mode 0600), so a fresh clone runs; any other environment refuses to start without real keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_PLACEHOLDERS = {"", "changeme", "change-me", "placeholder", "secret"}
+
+
+class ConfigError(RuntimeError):
+    """Configuration that must not be used (one clear sentence)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRIDFLOW_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    state_dir: Path = PROJECT_ROOT / ".state"
+    database_url: str | None = Field(
+        default=None, description="A server to use instead of the project-private cluster."
+    )
+    pg_port: int = 54329
+    pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
+    prefect_port: int = 4200
+    sandbox_port: int = 8765
+    web_port: int = 8000
+    sources_dir: Path = PROJECT_ROOT / "config" / "sources"
+    policy_file: Path = PROJECT_ROOT / "config" / "policy" / "default.toml"
+    sample_city: str = "420500000000"
+    sample_cells: int = 2000
+    sample_workers: int = 20000
+    sample_enterprises: int = 2000
+    hmac_key: SecretStr | None = None
+    encryption_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_keys(self) -> Settings:
+        if self.env == "production":
+            for field in ("hmac_key", "encryption_key"):
+                value = getattr(self, field)
+                if value is None or value.get_secret_value().strip().lower() in _PLACEHOLDERS:
+                    raise ConfigError(
+                        f"GRIDFLOW_{field.upper()} must be set to a real secret outside development"
+                    )
+        return self
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def private_cluster(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.state_dir / "pg"
+
+    @property
+    def dsn(self) -> str:
+        """libpq connection string of the database gridflow uses."""
+        if self.database_url:
+            return self.database_url
+        return f"postgresql://gridflow@127.0.0.1:{self.pg_port}/gridflow"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    def key_bytes(self, which: Literal["hmac", "encryption"]) -> bytes:
+        """32-byte key; in development/test a random one kept in the state folder."""
+        value = self.hmac_key if which == "hmac" else self.encryption_key
+        if value is not None and value.get_secret_value().strip():
+            raw = value.get_secret_value().strip()
+            try:
+                key = base64.b64decode(raw, validate=True)
+            except ValueError as exc:
+                raise ConfigError(f"GRIDFLOW_{which.upper()}_KEY must be base64") from exc
+            if len(key) != 32:
+                raise ConfigError(f"GRIDFLOW_{which.upper()}_KEY must decode to 32 bytes")
+            return key
+        if self.env == "production":
+            raise ConfigError(f"GRIDFLOW_{which.upper()}_KEY is required in production")
+        return _dev_key(self.state_dir / "keys" / f"{which}.key")
+
+
+def _dev_key(path: Path) -> bytes:
+    if path.exists():
+        return base64.b64decode(path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.b64encode(key).decode())
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,47 @@
+"""Connections to the gridflow database (psycopg2) with failures stated in one sentence."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extensions
+
+from grid.settings import Settings, get_settings
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached; the message is one sentence without credentials."""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, fit for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", dsn))
+
+
+def connect(dsn: str | None = None, *, settings: Settings | None = None) -> psycopg2.extensions.connection:
+    """Open a connection; an unreachable server raises DatabaseUnavailable."""
+    target = dsn or (settings or get_settings()).dsn
+    try:
+        conn = psycopg2.connect(target, connect_timeout=10, application_name="gridflow")
+    except psycopg2.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or ["no answer"])[0]
+        raise DatabaseUnavailable(
+            f"database unreachable at {redact_dsn(target)}: {first} "
+            "(start it with `gridflow db up` or set GRIDFLOW_DATABASE_URL)"
+        ) from None
+    return conn
+
+
+@contextmanager
+def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.extensions.cursor]:
+    """One transaction: commit on success, roll back on any error."""
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise

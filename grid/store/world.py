@@ -1,0 +1,168 @@
+"""Loading divisions and grid cells into the store (``gridflow world load``).
+
+Idempotent: loading the same world twice changes nothing. Divisions whose name or polygon
+changed get a new version (the old row is closed with ``valid_to``). Cells are written as one
+``cell_version``; a world whose cells differ from the current version is refused here — changing
+a live grid goes through ``gridflow cells import`` with its dry-run diff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import psycopg2.extensions
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from geodata.divisions import Division
+from geodata.world import Cell
+from grid.store.copy import copy_rows
+
+
+class WorldConflict(RuntimeError):
+    """The cells to load differ from the current committed version."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    divisions_added: int
+    divisions_changed: int
+    divisions_unchanged: int
+    cells_added: int
+    cell_version_id: int | None
+
+
+def _multi(geom: BaseGeometry) -> MultiPolygon:
+    if isinstance(geom, MultiPolygon):
+        return geom
+    if isinstance(geom, Polygon):
+        return MultiPolygon([geom])
+    parts = [g for g in getattr(geom, "geoms", []) if isinstance(g, Polygon | MultiPolygon)]
+    polys: list[Polygon] = []
+    for p in parts:
+        polys.extend(p.geoms if isinstance(p, MultiPolygon) else [p])
+    return MultiPolygon(polys)
+
+
+def _ewkb_hex(geom: BaseGeometry | None) -> str | None:
+    if geom is None:
+        return None
+    return str(shapely.to_wkb(shapely.set_srid(_multi(geom), 4326), hex=True, include_srid=True))
+
+
+def load_divisions(
+    cur: psycopg2.extensions.cursor, divisions: Sequence[Division], *, valid_from: date
+) -> tuple[int, int, int]:
+    """Upsert divisions as versions; returns (added, changed, unchanged)."""
+    cur.execute(
+        "CREATE TEMP TABLE stage_division (code char(12), level smallint, name text, parent_code char(12),"
+        " geom geometry(MultiPolygon, 4326), generated boolean, source text) ON COMMIT DROP"
+    )
+    copy_rows(
+        cur,
+        "stage_division",
+        ["code", "level", "name", "parent_code", "geom", "generated", "source"],
+        (
+            (d.code, int(d.level), d.name, d.parent_code, _ewkb_hex(d.geometry), d.generated, d.source)
+            for d in divisions
+        ),
+    )
+    cur.execute(
+        """
+        CREATE TEMP TABLE changed_division ON COMMIT DROP AS
+        SELECT d.code, d.valid_from
+        FROM division d JOIN stage_division s USING (code)
+        WHERE d.valid_to IS NULL
+          AND ((d.name, d.level, d.parent_code, d.generated)
+                   IS DISTINCT FROM (s.name, s.level, s.parent_code, s.generated)
+               OR (d.geom IS NULL) <> (s.geom IS NULL)
+               OR NOT COALESCE(ST_OrderingEquals(d.geom, s.geom), true))
+        """
+    )
+    cur.execute(
+        "DELETE FROM division d USING changed_division c"
+        " WHERE d.code = c.code AND d.valid_from = c.valid_from AND c.valid_from >= %(vf)s",
+        {"vf": valid_from},
+    )
+    cur.execute(
+        "UPDATE division d SET valid_to = %(vf)s FROM changed_division c"
+        " WHERE d.code = c.code AND d.valid_from = c.valid_from AND c.valid_from < %(vf)s",
+        {"vf": valid_from},
+    )
+    cur.execute("SELECT count(*) FROM changed_division")
+    changed = int(cur.fetchone()[0])
+    cur.execute(
+        """
+        INSERT INTO division (code, level, name, parent_code, geom, generated, source, valid_from)
+        SELECT s.code, s.level, s.name, s.parent_code, s.geom, s.generated, s.source,
+               CASE WHEN EXISTS (SELECT 1 FROM division o WHERE o.code = s.code)
+                    THEN %(vf)s::date ELSE DATE '1900-01-01' END
+        FROM stage_division s
+        WHERE NOT EXISTS (SELECT 1 FROM division d WHERE d.code = s.code AND d.valid_to IS NULL)
+        """,
+        {"vf": valid_from},
+    )
+    inserted = cur.rowcount
+    return inserted - changed, changed, len(divisions) - inserted
+
+
+def cells_fingerprint(cells: Sequence[Cell]) -> str:
+    h = hashlib.sha256()
+    for c in sorted(cells, key=lambda c: c.code):
+        h.update(c.code.encode())
+        h.update(shapely.to_wkb(c.geometry, output_dimension=2))
+    return h.hexdigest()
+
+
+def load_cells(
+    cur: psycopg2.extensions.cursor,
+    cells: Sequence[Cell],
+    *,
+    scope_code: str,
+    label: str,
+    valid_from: date,
+    generated: bool,
+    note: str = "",
+) -> tuple[int, int | None]:
+    """Write ``cells`` as the first version for ``scope_code``; a no-op when identical.
+
+    Returns (cells added, version id or None when nothing was written).
+    """
+    prefix = scope_code.rstrip("0") or scope_code
+    cur.execute(
+        "SELECT code, ST_AsBinary(geom) FROM grid_cell WHERE valid_to IS NULL AND code LIKE %s ORDER BY code",
+        (prefix + "%",),
+    )
+    current = cur.fetchall()
+    if current:
+        ours = {c.code: _multi(c.geometry) for c in cells}
+        theirs = {code: shapely.from_wkb(bytes(wkb)) for code, wkb in current}
+        same = ours.keys() == theirs.keys() and all(
+            shapely.equals_exact(ours[k], theirs[k], tolerance=1e-9) for k in ours
+        )
+        if same:
+            return 0, None
+        raise WorldConflict(
+            f"{len(theirs)} current cells under {scope_code} differ from the ones to load; "
+            "use `gridflow cells import FILE` to review and commit a new grid version"
+        )
+    cur.execute(
+        "INSERT INTO cell_version (label, scope_code, valid_from, generated, note)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (label, scope_code, valid_from, generated, note),
+    )
+    version_id = int(cur.fetchone()[0])
+    n = copy_rows(
+        cur,
+        "grid_cell",
+        ["code", "community_code", "name", "geom", "version_id", "generated", "valid_from"],
+        (
+            (c.code, c.community_code, c.name, _ewkb_hex(c.geometry), version_id, c.generated, valid_from)
+            for c in cells
+        ),
+    )
+    return n, version_id

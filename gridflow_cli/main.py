@@ -1,0 +1,275 @@
+"""The ``gridflow`` command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+from typing import Annotated
+
+import typer
+
+from grid.settings import PROJECT_ROOT, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="gridflow: unions on the city governance grid")
+db_app = typer.Typer(no_args_is_help=True, help="The PostgreSQL/PostGIS database.")
+world_app = typer.Typer(no_args_is_help=True, help="Divisions and grid cells.")
+services_app = typer.Typer(no_args_is_help=True, help="Background services (Prefect, sandbox, web, worker).")
+app.add_typer(db_app, name="db")
+app.add_typer(world_app, name="world")
+app.add_typer(services_app, name="services")
+
+ALL_SERVICES = ["prefect", "sandbox", "web", "worker"]
+
+
+def fail(message: str) -> None:
+    """Print one clear sentence and exit non-zero (no traceback wall)."""
+    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+# -- db ---------------------------------------------------------------------------------------
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Start the project-private cluster (unless GRIDFLOW_DATABASE_URL is set) and migrate."""
+    from grid.store import migrate
+    from grid.store.cluster import Cluster, ClusterError
+    from grid.store.db import DatabaseUnavailable, connect, redact_dsn
+
+    s = get_settings()
+    try:
+        if s.private_cluster:
+            cluster = Cluster(s)
+            cluster.start()
+            cluster.ensure_database("gridflow")
+        connect().close()
+        migrate.upgrade(s.dsn)
+    except (ClusterError, DatabaseUnavailable) as exc:
+        fail(str(exc))
+    typer.echo(f"database ready: {redact_dsn(s.dsn)}")
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the project-private cluster."""
+    from grid.store.cluster import Cluster, ClusterError
+
+    s = get_settings()
+    if not s.private_cluster:
+        typer.echo("GRIDFLOW_DATABASE_URL is set: the server is not ours to stop")
+        return
+    try:
+        Cluster(s).stop()
+    except ClusterError as exc:
+        fail(str(exc))
+    typer.echo("database stopped")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL gridflow uses."""
+    typer.echo(get_settings().dsn)
+
+
+# -- world ------------------------------------------------------------------------------------
+
+
+@world_app.command("load")
+def world_load(
+    city: Annotated[str, typer.Option(help="12-digit city code of the sample world")] = "",
+    cells: Annotated[int, typer.Option(help="about how many generated grid cells")] = 0,
+) -> None:
+    """Load real divisions (whole country) and the sample city's generated towns' polygons,
+    communities and grid cells. Idempotent."""
+    from geodata.divisions import load_national_divisions
+    from geodata.world import build_sample_world
+    from grid.store import world as store_world
+    from grid.store.db import DatabaseUnavailable, connect, transaction
+
+    s = get_settings()
+    city = city or s.sample_city
+    t0 = time.monotonic()
+    sample = build_sample_world(city, cells_target=cells or s.sample_cells)
+    national = load_national_divisions()
+    sample_codes = {d.code for d in sample.divisions}
+    divisions = [d for d in national if d.code not in sample_codes] + list(sample.divisions)
+    try:
+        conn = connect()
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
+    try:
+        with transaction(conn) as cur:
+            added, changed, same = store_world.load_divisions(cur, divisions, valid_from=date.today())
+            n_cells, version = store_world.load_cells(
+                cur, sample.cells, scope_code=city, label=f"sample world {city}", valid_from=date.today(),
+                generated=True, note=sample.note,
+            )
+    except store_world.WorldConflict as exc:
+        fail(str(exc))
+    finally:
+        conn.close()
+    typer.echo(
+        f"divisions: {added} added, {changed} changed, {same} unchanged; "
+        f"cells: {n_cells} added{f' as version {version}' if version else ' (already loaded)'} "
+        f"[{time.monotonic() - t0:.1f} s]"
+    )
+    typer.echo(sample.note)
+
+
+# -- sandbox and services --------------------------------------------------------------------
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option()] = 0,
+    enterprises: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Serve the simulated municipal grid system on loopback (foreground)."""
+    s = get_settings()
+    argv = [
+        sys.executable, "-m", "connectors.sandbox", "--port", str(port or s.sandbox_port),
+        "--workers", str(workers or s.sample_workers), "--enterprises", str(enterprises or s.sample_enterprises),
+    ]
+    raise typer.Exit(subprocess.call(argv, cwd=PROJECT_ROOT))
+
+
+@services_app.command("up")
+def services_up(names: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Start services in the background (default: all)."""
+    from gridflow_cli import services
+
+    s = get_settings()
+    for name in names or ALL_SERVICES:
+        if name == "worker":
+            _ensure_deployed()
+        try:
+            typer.echo(f"{name}: {services.start(s, name)}")
+        except services.ServiceError as exc:
+            fail(str(exc))
+
+
+@services_app.command("down")
+def services_down(names: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Stop background services (default: all)."""
+    from gridflow_cli import services
+
+    s = get_settings()
+    for name in reversed(names or ALL_SERVICES):
+        typer.echo(f"{name}: {services.stop(s, name)}")
+
+
+def _prefect(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    from gridflow_cli.services import prefect_env
+
+    env = {**os.environ, **prefect_env(get_settings())}
+    proc = subprocess.run(
+        [str(PROJECT_ROOT / ".venv" / "bin" / "prefect") if (PROJECT_ROOT / ".venv").exists() else "prefect", *args],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False,
+    )
+    if check and proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+        fail(f"prefect {' '.join(args)} failed: {tail}")
+    return proc
+
+
+def _ensure_deployed() -> None:
+    if _prefect(["work-pool", "inspect", "gridflow"], check=False).returncode != 0:
+        _prefect(["work-pool", "create", "gridflow", "--type", "process"])
+    _prefect(["--no-prompt", "deploy", "--all"])
+
+
+@app.command()
+def deploy() -> None:
+    """Create the work pool and the deployments of prefect.yaml on the Prefect server."""
+    _ensure_deployed()
+    typer.echo("deployments applied from prefect.yaml (work pool 'gridflow')")
+
+
+# -- sync -------------------------------------------------------------------------------------
+
+
+@app.command()
+def sync(
+    sources: Annotated[list[str] | None, typer.Argument(help="source names (default: all enabled)")] = None,
+    full: Annotated[bool, typer.Option(help="full resync instead of incremental")] = False,
+    local: Annotated[bool, typer.Option(help="run in this process instead of through the Prefect API")] = False,
+    timeout: Annotated[int, typer.Option(help="seconds to wait for the run")] = 3600,
+) -> None:
+    """Run the nightly sync now, through the Prefect API (the deployment), and print its counts."""
+    from gridflow_cli.report import print_run_report
+
+    params = {"sources": sources or None, "full": full}
+    if local:
+        from flows.nightly_sync import nightly_sync
+
+        state = nightly_sync(**params, return_state=True)  # type: ignore[call-overload]
+        flow_run_id = str(state.state_details.flow_run_id)
+        ok = state.is_completed()
+        message = state.message or ""
+    else:
+        from gridflow_cli.services import prefect_env
+
+        os.environ.update(prefect_env(get_settings()))
+        from prefect.deployments import run_deployment
+
+        try:
+            fr = run_deployment("nightly-sync/nightly", parameters=params, timeout=timeout, poll_interval=2)
+        except Exception as exc:
+            fail(f"could not run the deployment through the Prefect API: {str(exc).splitlines()[0]}")
+        flow_run_id = str(fr.id)
+        ok = fr.state is not None and fr.state.is_completed()
+        message = fr.state.message if fr.state else "no state"
+    print_run_report(flow_run_id)
+    if not ok:
+        fail(f"the sync run did not complete: {message}")
+
+
+@app.command()
+def run(
+    keep_running: Annotated[bool, typer.Option(help="leave services up after the sync")] = True,
+) -> None:
+    """The main job: database, world, services, one nightly sync through Prefect, counts."""
+    typer.echo("== database")
+    db_up()
+    typer.echo("== world")
+    world_load()
+    typer.echo("== services")
+    services_up(["prefect", "sandbox", "web"])
+    typer.echo("== deployments")
+    _ensure_deployed()
+    services_up(["worker"])
+    typer.echo("== nightly sync (through the Prefect API)")
+    sync(sources=None, full=False, local=False, timeout=3600)
+    s = get_settings()
+    typer.echo("")
+    typer.echo(f"Prefect UI:  http://127.0.0.1:{s.prefect_port}/runs")
+    typer.echo(f"gridflow web: http://127.0.0.1:{s.web_port}/")
+    if not keep_running:
+        services_down(None)
+
+
+@app.command()
+def status() -> None:
+    """Services, database and the last sync runs."""
+    from gridflow_cli import services
+    from gridflow_cli.report import print_recent_runs
+
+    s = get_settings()
+    for name in ALL_SERVICES:
+        pid = services.running_pid(s, name)
+        typer.echo(f"{name:8s} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    print_recent_runs()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,163 @@
+"""Background services on one machine: Prefect server + worker, sandbox source, web app.
+
+Each runs as a detached process with its pid in ``<state>/run`` and its log in ``<state>/logs``.
+Prefect keeps its state in ``<state>/prefect`` (never ``~/.prefect``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from grid.settings import PROJECT_ROOT, Settings
+
+
+class ServiceError(RuntimeError):
+    """A service did not come up (one sentence, pointing at its log)."""
+
+
+def prefect_env(settings: Settings) -> dict[str, str]:
+    """Environment for every Prefect client and server process of this project."""
+    home = settings.state_dir / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": settings.prefect_api_url,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+        "PREFECT_SERVER_UI_API_URL": settings.prefect_api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "GRIDFLOW_PROJECT_DIR": str(PROJECT_ROOT),
+    }
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    health_url: str | None
+    start_timeout_s: float = 90.0
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def services(settings: Settings) -> dict[str, Service]:
+    py = sys.executable
+    return {
+        "prefect": Service(
+            "prefect",
+            [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
+            f"{settings.prefect_api_url}/health",
+            start_timeout_s=180.0,
+        ),
+        "sandbox": Service(
+            "sandbox",
+            [py, "-m", "connectors.sandbox", "--port", str(settings.sandbox_port),
+             "--workers", str(settings.sample_workers), "--enterprises", str(settings.sample_enterprises)],
+            f"http://127.0.0.1:{settings.sandbox_port}/health",
+        ),
+        "web": Service(
+            "web",
+            [py, "-m", "uvicorn", "grid.web.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(settings.web_port)],
+            f"http://127.0.0.1:{settings.web_port}/healthz",
+        ),
+        "worker": Service(
+            "worker",
+            [_bin("prefect"), "worker", "start", "--pool", "gridflow", "--type", "process"],
+            None,
+        ),
+    }
+
+
+def _pidfile(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "run" / f"{name}.pid"
+
+
+def logfile(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "logs" / f"{name}.log"
+
+
+def running_pid(settings: Settings, name: str) -> int | None:
+    pf = _pidfile(settings, name)
+    if not pf.exists():
+        return None
+    try:
+        pid = int(pf.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        pf.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start(settings: Settings, name: str) -> str:
+    svc = services(settings)[name]
+    if running_pid(settings, name) is not None and (svc.health_url is None or _healthy(svc.health_url)):
+        return "already running"
+    if svc.health_url and _healthy(svc.health_url):
+        raise ServiceError(f"{name}: something else already answers at {svc.health_url}; stop it or change the port")
+    log = logfile(settings, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _pidfile(settings, name).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **prefect_env(settings)}
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            svc.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=PROJECT_ROOT, env=env, start_new_session=True,
+        )
+    _pidfile(settings, name).write_text(str(proc.pid))
+    if svc.health_url is None:
+        time.sleep(1.0)
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited at start; see {log}")
+        return f"started (pid {proc.pid})"
+    deadline = time.monotonic() + svc.start_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited at start; see {log}")
+        if _healthy(svc.health_url):
+            return f"started (pid {proc.pid})"
+        time.sleep(0.5)
+    raise ServiceError(f"{name} did not answer at {svc.health_url} within {svc.start_timeout_s:.0f} s; see {log}")
+
+
+def stop(settings: Settings, name: str) -> str:
+    pid = running_pid(settings, name)
+    if pid is None:
+        return "not running"
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _pidfile(settings, name).unlink(missing_ok=True)
+    return "stopped"
