@@ -20,17 +20,38 @@ def _source(conn: psycopg2.extensions.connection) -> str:
     name = f"t{secrets.token_hex(4)}"
     with transaction(conn) as cur:
         sync.register_source(
-            cur, name=name, display_name="测试", city_code="420500000000", kind="http", crs="gcj02",
-            enabled=True, config={},
+            cur,
+            name=name,
+            display_name="测试",
+            city_code="420500000000",
+            kind="http",
+            crs="gcj02",
+            enabled=True,
+            config={},
         )
     return name
 
 
-def _ent(rid: str, updated: datetime, name: str = "宜昌测试有限公司", cell: str | None = "420502001001001") -> tuple:
+def _ent(
+    rid: str, updated: datetime, name: str = "宜昌测试有限公司", cell: str | None = "420502001001001"
+) -> tuple:
     return (
-        rid, updated, "91420500MA4KXXXX1X", name, True, 12, "湖北省宜昌市西陵区",
-        None, None, None, 111.29, 30.70, cell, cell[:12] if cell else None,
-        "point_in_cell" if cell else "unmapped", None if cell else "gap_between_cells",
+        rid,
+        updated,
+        "91420500MA4KXXXX1X",
+        name,
+        True,
+        12,
+        "湖北省宜昌市西陵区",
+        None,
+        None,
+        None,
+        111.29,
+        30.70,
+        cell,
+        cell[:12] if cell else None,
+        "point_in_cell" if cell else "unmapped",
+        None if cell else "gap_between_cells",
         (name + updated.isoformat()).encode(),
     )
 
@@ -46,10 +67,30 @@ def test_replay_of_a_page_changes_nothing(conn: psycopg2.extensions.connection) 
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     rows = [_ent("e1", T0), _ent("e2", T0, cell=None)]
-    first = sync.write_page(conn, run_id=run, source=src, entity="enterprises", rows=rows, rejects=[],
-                            received=2, cursor_after="c1")
-    again = sync.write_page(conn, run_id=run, source=src, entity="enterprises", rows=rows, rejects=[],
-                            received=2, cursor_after="c1")
+    first = sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=rows,
+        rejects=[],
+        received=2,
+        since=None,
+        cursor_after="c1",
+        high_water=T0,
+    )
+    again = sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=rows,
+        rejects=[],
+        received=2,
+        since=None,
+        cursor_after="c1",
+        high_water=T0,
+    )
     assert (first.inserted, first.updated, first.unmapped) == (2, 0, 1)
     assert (again.loaded, again.unchanged) == (0, 2)
     assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 2
@@ -59,13 +100,42 @@ def test_older_version_never_overwrites_newer(conn: psycopg2.extensions.connecti
     """The upsert is version-guarded on the source's update time."""
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
-    sync.write_page(conn, run_id=run, source=src, entity="enterprises",
-                    rows=[_ent("e1", T0 + timedelta(hours=1), name="新名称")], rejects=[], received=1, cursor_after=None)
-    stale = sync.write_page(conn, run_id=run, source=src, entity="enterprises",
-                            rows=[_ent("e1", T0, name="旧名称")], rejects=[], received=1, cursor_after=None)
-    newer = sync.write_page(conn, run_id=run, source=src, entity="enterprises",
-                            rows=[_ent("e1", T0 + timedelta(hours=2), name="更新名称")], rejects=[], received=1,
-                            cursor_after=None)
+    sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=[_ent("e1", T0 + timedelta(hours=1), name="新名称")],
+        rejects=[],
+        received=1,
+        since=None,
+        cursor_after=None,
+        high_water=T0,
+    )
+    stale = sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=[_ent("e1", T0, name="旧名称")],
+        rejects=[],
+        received=1,
+        since=None,
+        cursor_after=None,
+        high_water=T0,
+    )
+    newer = sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=[_ent("e1", T0 + timedelta(hours=2), name="更新名称")],
+        rejects=[],
+        received=1,
+        since=None,
+        cursor_after=None,
+        high_water=T0,
+    )
     assert stale.loaded == 0 and newer.updated == 1
     with transaction(conn) as cur:
         cur.execute("SELECT name FROM enterprise WHERE source = %s AND source_record_id = 'e1'", (src,))
@@ -78,8 +148,18 @@ def test_reject_is_quarantined_once_per_record_and_reason(conn: psycopg2.extensi
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     rej = [("w9", "bad_id_checksum", "id_number", "check digit does not match", b"h" * 32, b"\x01enc")]
     for _ in range(2):
-        page = sync.write_page(conn, run_id=run, source=src, entity="workers", rows=[], rejects=rej, received=1,
-                               cursor_after="c")
+        page = sync.write_page(
+            conn,
+            run_id=run,
+            source=src,
+            entity="workers",
+            rows=[],
+            rejects=rej,
+            received=1,
+            since=None,
+            cursor_after="c",
+            high_water=T0,
+        )
         assert page.quarantined == 1 and page.by_reason == {"bad_id_checksum": 1}
     assert _count(conn, "SELECT count(*) FROM quarantine WHERE source = %s", src) == 1
 
@@ -88,13 +168,33 @@ def test_cursor_advances_only_with_its_page(conn: psycopg2.extensions.connection
     """A page whose write fails leaves neither rows nor a moved cursor behind."""
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
-    sync.write_page(conn, run_id=run, source=src, entity="enterprises", rows=[_ent("e1", T0)], rejects=[],
-                    received=1, cursor_after="after-page-1")
+    sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=[_ent("e1", T0)],
+        rejects=[],
+        received=1,
+        since=None,
+        cursor_after="after-page-1",
+        high_water=T0,
+    )
     bad = _ent("e2", T0)
     bad = (*bad[:12], "4205020010010XY", *bad[13:])  # violates the cell-code check
     with pytest.raises(psycopg2.Error):
-        sync.write_page(conn, run_id=run, source=src, entity="enterprises", rows=[bad], rejects=[], received=1,
-                        cursor_after="after-page-2")
+        sync.write_page(
+            conn,
+            run_id=run,
+            source=src,
+            entity="enterprises",
+            rows=[bad],
+            rejects=[],
+            received=1,
+            since=None,
+            cursor_after="after-page-2",
+            high_water=T0,
+        )
     with transaction(conn) as cur:
         assert sync.get_cursor(cur, source=src, entity="enterprises") == "after-page-1"
     assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 1
@@ -105,10 +205,57 @@ def test_finish_run_records_counts_and_cursors(conn: psycopg2.extensions.connect
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     totals = sync.RunTotals()
-    page = sync.write_page(conn, run_id=run, source=src, entity="enterprises", rows=[_ent("e1", T0)], rejects=[],
-                           received=1, cursor_after="k1")
+    page = sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=[_ent("e1", T0)],
+        rejects=[],
+        received=1,
+        since=None,
+        cursor_after="k1",
+        high_water=T0,
+    )
     totals.add("enterprises", page)
     sync.finish_run(conn, run_id=run, totals=totals)
     with transaction(conn) as cur:
-        cur.execute("SELECT status, received, loaded, cursor_before, cursor_after FROM sync_run WHERE id = %s", (run,))
-        assert cur.fetchone() == ("completed", 1, 1, {}, {"enterprises": "k1"})
+        cur.execute(
+            "SELECT status, received, loaded, cursor_before, cursor_after FROM sync_run WHERE id = %s", (run,)
+        )
+        assert cur.fetchone() == ("completed", 1, 1, {}, {"enterprises": {"cursor": "k1", "since": None}})
+
+
+def test_stream_end_moves_watermark_and_clears_cursor(conn: psycopg2.extensions.connection) -> None:
+    """Mid-stream the keyset cursor is kept; the last page moves `since` to the newest committed update."""
+    src = _source(conn)
+    run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
+    t1, t2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=[_ent("e1", t2)],
+        rejects=[],
+        received=1,
+        since=None,
+        cursor_after="k1",
+        high_water=t2,
+    )
+    with transaction(conn) as cur:
+        assert sync.get_position(cur, source=src, entity="enterprises") == sync.StreamPosition("k1", None)
+    sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        rows=[_ent("e2", t1)],
+        rejects=[],
+        received=1,
+        since=None,
+        cursor_after=None,
+        high_water=t1,
+    )
+    with transaction(conn) as cur:
+        assert sync.get_position(cur, source=src, entity="enterprises") == sync.StreamPosition(None, t2)
