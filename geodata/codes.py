@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from enum import IntEnum
 
-DIVISION_CODE_RE = re.compile(r"^\d{12}$")
-CELL_CODE_RE = re.compile(r"^\d{15}$")
+DIVISION_CODE_RE = re.compile(r"^[0-9]{12}$")
+CELL_CODE_RE = re.compile(r"^[0-9]{15}$")
 
 
 class Level(IntEnum):
@@ -115,13 +115,13 @@ def gb2260(code: str) -> str:
 
 def from_gb2260(code6: str) -> str:
     """Pad a 6-digit GB/T 2260 code (province/city/county) to a 12-digit division code."""
-    if not re.fullmatch(r"\d{6}", code6):
+    if not re.fullmatch(r"[0-9]{6}", code6):
         raise CodeError(f"GB/T 2260 code must be 6 digits, got {code6!r}")
     return code6 + "000000"
 
 
 def from_town_code(code9: str) -> str:
     """Pad a 9-digit MCA town code to a 12-digit division code."""
-    if not re.fullmatch(r"\d{9}", code9):
+    if not re.fullmatch(r"[0-9]{9}", code9):
         raise CodeError(f"town code must be 9 digits, got {code9!r}")
     return code9 + "000"
