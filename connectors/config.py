@@ -1,0 +1,243 @@
+"""Per-source configuration: one TOML file per city under ``config/sources/``.
+
+A file describes where a city's grid system is, how to page it, which coordinate system it
+declares and how its field names map onto the canonical record fields. Secrets are never in the
+file: ``token_env`` names the environment variable that holds the bearer token.
+
+Example (``config/sources/yichang.toml``)::
+
+    name = "yichang"
+    display_name = "宜昌市网格化管理平台"
+    city_code = "420500000000"
+    kind = "http"
+    base_url = "http://127.0.0.1:8765"
+    token_env = "GRIDFLOW_SOURCE_YICHANG_TOKEN"
+    crs = "gcj02"
+    entities = ["enterprises", "workers"]
+    schedule = "0 2 * * *"
+
+    [mapping.workers]
+    source_record_id = "ywid"
+    ...
+
+Loading validates everything a nightly run would otherwise trip over at 2 a.m.: known canonical
+fields, required ones present, a supported CRS, a city-level division code, a cron expression.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors.records import CANONICAL_FIELDS
+
+__all__ = [
+    "SourceConfig",
+    "SourceConfigError",
+    "SourceRejected",
+    "SourceUnavailable",
+    "load_all_sources",
+    "load_source_config",
+]
+
+
+class SourceUnavailable(RuntimeError):
+    """A source could not be read (after retries). The message is one sentence, safe to log:
+    it names the source, its base URL and what went wrong, never a token or a record."""
+
+
+class SourceRejected(SourceUnavailable):
+    """The source answered but refused the request or sent something unusable (HTTP 4xx other than
+    429, a body that is not the expected page). Retrying will not help; a person must look."""
+
+
+class SourceConfigError(ValueError):
+    """One or more source files are invalid; the message names each file and each problem."""
+
+
+_CITY_CODE_RE = re.compile(r"^\d{4}0{8}$")
+_CRON_FIELD_RE = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+_CRON_ALIASES = frozenset({"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"})
+
+Entity = Literal["enterprises", "workers"]
+_ENTITY_ORDER: tuple[Entity, ...] = ("enterprises", "workers")  # workers reference enterprises
+
+
+def _default_entities() -> list[Entity]:
+    return list(_ENTITY_ORDER)
+
+
+class SourceConfig(BaseModel):
+    """One municipal source. Immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    display_name: Annotated[str, Field(min_length=1)]
+    city_code: str
+    kind: Literal["http", "file"]
+    base_url: str | None = None
+    token_env: Annotated[str | None, Field(pattern=r"^[A-Z][A-Z0-9_]*$")] = None
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    crs: str
+    mapping: dict[Entity, dict[str, str]]
+    entities: list[Entity] = Field(default_factory=_default_entities)
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    schedule: str = "0 2 * * *"
+    enabled: bool = True
+    # Paging and retries for kind="http" (cities with the same page style differ only here).
+    path_template: str = "/api/v1/{entity}"
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    backoff_base_s: Annotated[float, Field(ge=0, le=60)] = 0.5
+    backoff_max_s: Annotated[float, Field(ge=0, le=600)] = 30.0
+    max_retry_after_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
+
+    @field_validator("city_code")
+    @classmethod
+    def _city_code(cls, v: str) -> str:
+        if not _CITY_CODE_RE.match(v) or v[2:4] == "00":
+            raise ValueError("must be a 12-digit city-level division code such as 420500000000")
+        return v
+
+    @field_validator("crs")
+    @classmethod
+    def _crs(cls, v: str) -> str:
+        from connectors.validate import resolve_crs
+
+        canonical = resolve_crs(v)
+        if canonical is None:
+            raise ValueError(f"unknown coordinate system {v!r} (use cgcs2000, wgs84, gcj02 or bd09)")
+        return canonical
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if v in _CRON_ALIASES:
+            return v
+        parts = v.split(" ")
+        if len(parts) != 5 or not all(_CRON_FIELD_RE.match(p) for p in parts):
+            raise ValueError("must be a 5-field cron expression such as '0 2 * * *'")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/")
+
+    @field_validator("path_template")
+    @classmethod
+    def _path_template(cls, v: str) -> str:
+        if not v.startswith("/") or "{entity}" not in v:
+            raise ValueError("must start with '/' and contain '{entity}'")
+        return v
+
+    @field_validator("entities")
+    @classmethod
+    def _entities(cls, v: list[Entity]) -> list[Entity]:
+        if not v:
+            raise ValueError("must name at least one entity")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an entity twice")
+        # Load order is fixed: workers reference enterprises by credit code.
+        return [e for e in _ENTITY_ORDER if e in v]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SourceConfig:
+        if self.kind == "http" and not self.base_url:
+            raise ValueError("base_url is required for kind 'http'")
+        problems: list[str] = []
+        for entity in self.entities:
+            fields = self.mapping.get(entity)
+            if fields is None:
+                problems.append(f"mapping.{entity} is missing")
+                continue
+            required, optional = CANONICAL_FIELDS[entity]
+            missing = [f for f in required if not fields.get(f)]
+            if missing:
+                problems.append(f"mapping.{entity} lacks {', '.join(missing)}")
+            unknown = sorted(set(fields) - set(required) - set(optional))
+            if unknown:
+                problems.append(
+                    f"mapping.{entity} has unknown canonical fields {', '.join(unknown)} "
+                    f"(known: {', '.join(required + optional)})"
+                )
+            if bool(fields.get("lon")) != bool(fields.get("lat")):
+                problems.append(f"mapping.{entity} must name both lon and lat, or neither")
+        extra = sorted(set(self.mapping) - set(self.entities))
+        if extra:
+            problems.append(f"mapping has entities not in 'entities': {', '.join(extra)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def token(self) -> str | None:
+        """The bearer token from the environment, or None when unset (allowed for the sandbox).
+
+        Never log the return value.
+        """
+        if not self.token_env:
+            return None
+        value = os.environ.get(self.token_env, "").strip()
+        return value or None
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(file)"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def load_source_config(path: str | os.PathLike[str]) -> SourceConfig:
+    """Load and validate one source file. The file name (without ``.toml``) must equal ``name``.
+
+    Raises :class:`SourceConfigError` with one line naming the file and every problem in it.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data: dict[str, Any] = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SourceConfigError(f"{p}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SourceConfigError(f"{p}: not valid TOML ({e})") from None
+    try:
+        cfg = SourceConfig.model_validate(data)
+    except ValidationError as e:
+        raise SourceConfigError(f"{p}: {_describe(e)}") from None
+    if cfg.name != p.stem:
+        raise SourceConfigError(f"{p}: name {cfg.name!r} must match the file name {p.stem!r}")
+    return cfg
+
+
+def load_all_sources(directory: str | os.PathLike[str]) -> list[SourceConfig]:
+    """Load every ``*.toml`` in ``directory``, sorted by file name.
+
+    All files are checked before anything is returned; if any is bad, one
+    :class:`SourceConfigError` lists every bad file, one per line.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise SourceConfigError(f"{d}: not a directory")
+    configs: list[SourceConfig] = []
+    errors: list[str] = []
+    for p in sorted(d.glob("*.toml")):
+        try:
+            configs.append(load_source_config(p))
+        except SourceConfigError as e:
+            errors.append(str(e))
+    if errors:
+        raise SourceConfigError("invalid source configuration:\n" + "\n".join(errors))
+    return configs

@@ -1,0 +1,256 @@
+"""HttpSource: pages of raw rows from a municipal grid API (the sandbox, and cities' real APIs of
+the same page style).
+
+The page style: ``GET {base_url}{path_template}?limit=N[&updated_since=ISO][&cursor=C]`` with an
+optional ``Authorization: Bearer <token>`` header, answering
+``{"items": [...], "next_cursor": "..." | null, "total": N}``.
+
+Failures: transient ones (connection errors and timeouts, HTTP 5xx, HTTP 429) are retried with
+exponential backoff and jitter, honouring ``Retry-After``, up to ``config.max_attempts`` attempts;
+then :class:`SourceUnavailable` is raised with one sentence naming the source, the base URL and the
+last problem. Anything retrying cannot fix (HTTP 4xx, a body that is not a page) raises
+:class:`SourceRejected` (a subclass) at once. Neither message contains the token, query values
+beyond the base URL, or anything from a response body (which may hold personal data).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+
+from connectors.config import SourceConfig, SourceRejected, SourceUnavailable
+from connectors.source import Page
+
+__all__ = ["HttpSource", "SourceRejected", "SourceUnavailable"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_USER_AGENT = "gridflow-connector/0.1"
+
+
+class HttpSource:
+    """A :class:`connectors.source.Source` over HTTP.
+
+    ``client`` lets the caller share a connection pool or add transport-level behaviour; a client
+    passed in is not closed by :meth:`close`. ``sleep`` and ``rng`` make backoff testable.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if config.kind != "http" or not config.base_url:
+            raise ValueError(f"source {config.name} is not an http source with a base_url")
+        self.name = config.name
+        self.config = config
+        self.base_url: str = config.base_url
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(timeout=config.timeout_s)
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        token = config.token()
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif config.token_env:
+            log.info("source %s: %s is not set, calling without a token", self.name, config.token_env)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> HttpSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"HttpSource(name={self.name!r}, base_url={self.base_url!r})"
+
+    # -- Source ---------------------------------------------------------------------------------
+
+    def pages(self, entity: str, *, since: str | None) -> Iterator[Page]:
+        """Every page of ``entity`` updated at or after ``since``, following the keyset cursor."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        page_no = 1
+        while True:
+            page = self.fetch_page(entity, cursor=cursor, since=since, page_no=page_no)
+            yield page
+            if page.cursor_after is None:
+                return
+            if page.cursor_after in seen:
+                raise SourceRejected(
+                    f"source {self.name} at {self.base_url} returned a cursor for {entity} it had "
+                    f"returned before (page {page.page_no}), so paging would never end"
+                )
+            seen.add(page.cursor_after)
+            cursor = page.cursor_after
+            page_no += 1
+
+    def fetch_page(self, entity: str, *, cursor: str | None, since: str | None, page_no: int = 1) -> Page:
+        """One page starting at ``cursor`` (None = the first page)."""
+        if entity not in self.config.entities:
+            raise ValueError(f"source {self.name} has no entity {entity!r}")
+        params: dict[str, str | int] = {"limit": self.config.page_size}
+        if since:
+            params["updated_since"] = since
+        if cursor:
+            params["cursor"] = cursor
+        url = self.base_url + self.config.path_template.format(entity=entity)
+        response = self._get(url, params)
+        items, next_cursor, total = self._parse(response, entity)
+        log.debug("source %s: %s page %d, %d rows", self.name, entity, page_no, len(items))
+        return Page(
+            entity=entity,
+            records=items,
+            cursor_before=cursor,
+            cursor_after=next_cursor,
+            page_no=page_no,
+            fetched_at=datetime.now(UTC),
+            total=total,
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _get(self, url: str, params: dict[str, str | int]) -> httpx.Response:
+        cfg = self.config
+        problem = "no attempt made"
+        for attempt in range(1, cfg.max_attempts + 1):
+            try:
+                response = self._client.get(url, params=params, headers=self._headers)
+            except httpx.TransportError as e:
+                problem = _describe_transport_error(e, cfg.timeout_s)
+                wait = self._backoff(attempt)
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return response
+                problem = _status_text(status)
+                if status not in _RETRY_STATUS:
+                    raise SourceRejected(self._rejected_sentence(status))
+                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                response.close()
+                if retry_after is not None and retry_after > cfg.max_retry_after_s:
+                    raise SourceUnavailable(
+                        f"source {self.name} at {self.base_url} answered {problem} and asked to retry "
+                        f"after {retry_after:.0f} s, more than the {cfg.max_retry_after_s:.0f} s allowed"
+                    )
+                wait = retry_after if retry_after is not None else self._backoff(attempt)
+            if attempt == cfg.max_attempts:
+                break
+            log.warning(
+                "source %s: %s; retrying in %.1f s (attempt %d of %d)",
+                self.name,
+                problem,
+                wait,
+                attempt,
+                cfg.max_attempts,
+            )
+            self._sleep(wait)
+        attempts = "1 attempt" if cfg.max_attempts == 1 else f"{cfg.max_attempts} attempts"
+        raise SourceUnavailable(
+            f"source {self.name} unreachable at {self.base_url}: {problem} after {attempts}"
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: uniformly between half and all of base * 2^(attempt-1)."""
+        cfg = self.config
+        delay = min(cfg.backoff_max_s, cfg.backoff_base_s * 2.0 ** (attempt - 1))
+        return delay / 2 + self._rng.uniform(0.0, delay / 2)
+
+    def _rejected_sentence(self, status: int) -> str:
+        hint = ""
+        if status in (401, 403):
+            hint = (
+                f" (check the token in {self.config.token_env})"
+                if self.config.token_env
+                else " (the source needs a token: set token_env)"
+            )
+        elif status == 404:
+            hint = " (check base_url and path_template)"
+        return f"source {self.name} at {self.base_url} refused the request: {_status_text(status)}{hint}"
+
+    def _parse(
+        self, response: httpx.Response, entity: str
+    ) -> tuple[list[dict[str, Any]], str | None, int | None]:
+        def bad(what: str) -> SourceRejected:
+            return SourceRejected(f"source {self.name} at {self.base_url} sent a {entity} page {what}")
+
+        try:
+            body = response.json()
+        except ValueError:
+            raise bad("that is not JSON") from None
+        if not isinstance(body, dict):
+            raise bad("that is not a JSON object")
+        items = body.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise bad("without an 'items' list of objects")
+        next_cursor = body.get("next_cursor")
+        if next_cursor is not None and not isinstance(next_cursor, str):
+            raise bad("whose 'next_cursor' is not a string or null")
+        total = body.get("total")
+        if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
+            raise bad("whose 'total' is not an integer")
+        return items, next_cursor or None, total
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _describe_transport_error(e: httpx.TransportError, timeout_s: float) -> str:
+    """A short, value-free phrase for a transport failure."""
+    if isinstance(e, httpx.ConnectTimeout):
+        return f"connect timed out after {timeout_s:g} s"
+    if isinstance(e, httpx.TimeoutException):
+        return f"no response within {timeout_s:g} s"
+    text = str(e).lower()
+    if isinstance(e, httpx.ConnectError):
+        if "refused" in text:
+            return "connection refused"
+        if "name or service" in text or "nodename" in text or "getaddrinfo" in text or "resolve" in text:
+            return "host name not found"
+        if "unreachable" in text:
+            return "network unreachable"
+        return "cannot connect"
+    if isinstance(e, httpx.RemoteProtocolError):
+        return "connection closed mid-response"
+    if isinstance(e, httpx.ReadError | httpx.WriteError):
+        return "connection reset"
+    return f"transport error ({type(e).__name__})"
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,98 @@
+"""Canonical records: what every source's rows become after validation, whatever the city calls
+its fields.
+
+Plain frozen slotted dataclasses (no per-row pydantic: validation must run at tens of thousands of
+rows per second). Personal fields are excluded from ``repr`` so that a record or a reject that ends
+up in a log line or an assertion message does not carry an ID number, phone, name or address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import date, datetime
+from typing import Any
+
+from connectors.reasons import Reason
+
+#: Canonical field names per entity, split into required and optional. A source's mapping
+#: (canonical -> city field) must name every required field; optional ones may be left out.
+WORKER_REQUIRED = ("source_record_id", "source_updated_at", "id_number", "name")
+WORKER_OPTIONAL = (
+    "gender",
+    "birth_date",
+    "phone",
+    "enterprise_uscc",
+    "address",
+    "lon",
+    "lat",
+    "crs",
+)
+ENTERPRISE_REQUIRED = ("source_record_id", "source_updated_at", "uscc", "name", "union_established")
+ENTERPRISE_OPTIONAL = ("employee_count", "address", "lon", "lat", "crs", "legal_rep_phone")
+
+CANONICAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "enterprises": (ENTERPRISE_REQUIRED, ENTERPRISE_OPTIONAL),
+    "workers": (WORKER_REQUIRED, WORKER_OPTIONAL),
+}
+#: Entities in load order: workers reference enterprises by credit code.
+ENTITIES = ("enterprises", "workers")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker (职工) as one source knows them.
+
+    ``id_number`` is the normalised 18-character resident ID (legacy 15-digit IDs upgraded);
+    ``gender`` is ``"M"``/``"F"``; ``lon``/``lat`` are in the declared ``crs`` (not yet WGS84) and
+    are both None for an address-only record, which geodata places by address.
+    """
+
+    source_record_id: str
+    source_updated_at: datetime
+    id_number: str = dc_field(repr=False)
+    name: str = dc_field(repr=False)
+    gender: str | None
+    birth_date: date = dc_field(repr=False)
+    phone: str | None = dc_field(repr=False)
+    enterprise_uscc: str | None
+    address: str | None = dc_field(repr=False)
+    lon: float | None = dc_field(repr=False)
+    lat: float | None = dc_field(repr=False)
+    crs: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnterpriseRecord:
+    """An enterprise (企业) identified by its unified social credit code.
+
+    Enterprise data is not personal, except the legal representative's phone.
+    """
+
+    source_record_id: str
+    source_updated_at: datetime
+    uscc: str
+    name: str
+    union_established: bool
+    employee_count: int | None
+    address: str | None
+    lon: float | None
+    lat: float | None
+    crs: str | None
+    legal_rep_phone: str | None = dc_field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A row that was not loaded, with the reason from the closed list.
+
+    ``detail`` is safe to log: it names the rule that failed, never the offending value.
+    ``raw`` is the row exactly as the source sent it, kept only so quarantine can store it
+    encrypted for reprocessing; it is excluded from ``repr``.
+    """
+
+    source_record_id: str | None
+    reason: Reason
+    field: str | None
+    detail: str
+    raw: dict[str, Any] = dc_field(repr=False)

@@ -1,0 +1,183 @@
+"""The sandbox grid system's HTTP API: the page style :class:`connectors.http.HttpSource` reads.
+
+``GET /api/v1/{entity}?updated_since=ISO&cursor=C&limit=N`` answers
+``{"items": [...], "next_cursor": "..." | null, "total": N}``:
+
+* rows ordered by (update time, record id); ``updated_since`` is inclusive (naive = Asia/Shanghai);
+* ``cursor`` is an opaque keyset position (the last row's update time and id), so paging neither
+  skips nor repeats rows however the data changes; ``next_cursor`` is null on the last page;
+* ``limit`` defaults to 100 and is clamped to 1..1000, as municipal APIs do;
+* ``total`` counts the rows matching ``updated_since`` (not the cursor);
+* ``Authorization: Bearer <token>`` is required when the app was created with a token.
+
+``GET /health`` answers without a token.
+
+Fault switches (slow pages, 5xx bursts, dropped connections) plug in as ``hooks``: callables run
+before a page is served that may return a response instead. Tests use one to fail N times.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hmac
+import json
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from connectors.sandbox.data import SandboxDataset
+from connectors.validate import FieldError, parse_timestamp
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "RequestHook", "SandboxServer", "create_app", "serve_sandbox"]
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+#: Runs before a page is served: ``(entity, request) -> a response to send instead, or None``.
+RequestHook = Callable[[str, Request], Response | None]
+
+
+def _encode_cursor(epoch: int, record_id: str) -> str:
+    raw = json.dumps([epoch, record_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        epoch, record_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError("cursor is not one this API issued") from None
+    if not isinstance(epoch, int) or not isinstance(record_id, str):
+        raise ValueError("cursor is not one this API issued")
+    return epoch, record_id
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(
+    dataset: SandboxDataset, *, token: str | None = None, hooks: Sequence[RequestHook] = ()
+) -> FastAPI:
+    """A FastAPI app serving ``dataset``; ``token`` turns on bearer auth; ``hooks`` see every page."""
+    app = FastAPI(title="gridflow sandbox grid system", version="1", docs_url=None, redoc_url=None)
+    keys = {
+        e: [(int(r.updated_at.timestamp()), r.record_id) for r in dataset.rows(e)] for e in dataset.entities
+    }
+    expected = f"Bearer {token}".encode() if token else None
+
+    @app.get("/health")
+    def health() -> dict[str, object]:
+        return {
+            "status": "ok",
+            "city_code": dataset.city_code,
+            "crs": dataset.crs,
+            "counts": {e: len(k) for e, k in keys.items()},
+        }
+
+    @app.get("/api/v1/{entity}")
+    def page(
+        entity: str,
+        request: Request,
+        updated_since: str | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        if entity not in keys:
+            return _error(404, f"unknown entity; known: {', '.join(keys)}")
+        for hook in hooks:
+            replacement = hook(entity, request)
+            if replacement is not None:
+                return replacement
+        entity_keys = keys[entity]
+        rows = dataset.rows(entity)
+        first = 0
+        if updated_since:
+            try:
+                since = parse_timestamp(updated_since, field="updated_since")
+            except FieldError:
+                return _error(400, "updated_since is not an ISO 8601 timestamp")
+            if since is not None:
+                first = bisect.bisect_left(entity_keys, (math.ceil(since.timestamp()), ""))
+        start = first
+        if cursor:
+            try:
+                position = _decode_cursor(cursor)
+            except ValueError as e:
+                return _error(400, str(e))
+            start = max(first, bisect.bisect_right(entity_keys, position))
+        limit = min(max(limit, 1), MAX_LIMIT)
+        end = min(start + limit, len(rows))
+        next_cursor = _encode_cursor(*entity_keys[end - 1]) if end < len(rows) and end > start else None
+        return JSONResponse(
+            {
+                "items": [r.row for r in rows[start:end]],
+                "next_cursor": next_cursor,
+                "total": len(rows) - first,
+            }
+        )
+
+    return app
+
+
+def serve_sandbox(host: str, port: int, dataset: SandboxDataset, *, token: str | None = None) -> None:
+    """Serve the sandbox with uvicorn until interrupted (blocking)."""
+    uvicorn.run(create_app(dataset, token=token), host=host, port=port, log_level="info")
+
+
+class SandboxServer:
+    """Run an ASGI app (the sandbox, or any test app) with uvicorn in a background thread.
+
+    ``with SandboxServer(create_app(ds)) as server: HttpSource(... base_url=server.base_url ...)``.
+    Port 0 picks a free loopback port; the socket is bound before the thread starts, so there is
+    no window in which another process can take it.
+    """
+
+    def __init__(self, app: Callable[..., object], *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = self._sock.getsockname()[:2]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="sandbox-server", daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> SandboxServer:
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._sock.close()
+                raise RuntimeError(f"sandbox server did not start on {self.base_url}")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        self._sock.close()

@@ -1,0 +1,527 @@
+"""Deterministic records for the sandbox grid system, in the city's own field names.
+
+:class:`SandboxDataset` generates what a municipal grid system (Yichang's, by default) would export:
+enterprises and workers with real-format credit codes and resident IDs, Chinese names, addresses
+in the city, GCJ-02 points inside the grid cells, update times spread over two years (with bulk
+imports that share one timestamp, so paging must break ties), and a known share of bad rows.
+
+Every row carries a ground-truth label in :attr:`SandboxDataset.labels`: for a bad row the
+:class:`connectors.reasons.Reason` value validation must reject it with, for a good row ``"ok"``
+or the messy-but-valid variant it exercises (``"address_only"``, ``"legacy_id"``, ``"fullwidth_id"``,
+``"lowercase_x"``, ``"agricultural_uscc"``).
+
+The same arguments always produce the same rows (``random.Random`` and numpy generators seeded
+from ``seed`` and the entity name; string seeding is stable across runs and platforms).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import Polygon
+
+from connectors.reasons import Reason
+from connectors.validate import CHINA_TZ, resolve_crs
+
+__all__ = [
+    "ENTERPRISE_BAD_KINDS",
+    "WORKER_BAD_KINDS",
+    "YICHANG_MAPPING",
+    "SandboxDataset",
+    "SandboxRow",
+]
+
+#: The Yichang grid system's field names (canonical -> city), as in config/sources/yichang.toml.
+YICHANG_MAPPING: dict[str, dict[str, str]] = {
+    "enterprises": {
+        "source_record_id": "ywid",
+        "source_updated_at": "gxsj",
+        "uscc": "tyxydm",
+        "name": "qymc",
+        "union_established": "sfjh",
+        "employee_count": "zgrs",
+        "address": "jydz",
+        "lon": "jd",
+        "lat": "wd",
+        "crs": "zbx",
+        "legal_rep_phone": "fddbrdh",
+    },
+    "workers": {
+        "source_record_id": "ywid",
+        "source_updated_at": "gxsj",
+        "id_number": "sfzh",
+        "name": "xm",
+        "gender": "xb",
+        "birth_date": "csrq",
+        "phone": "lxdh",
+        "enterprise_uscc": "dwtyxydm",
+        "address": "jzdz",
+        "lon": "jd",
+        "lat": "wd",
+        "crs": "zbx",
+    },
+}
+
+WORKER_BAD_KINDS: tuple[Reason, ...] = (
+    Reason.BAD_ID_CHECKSUM,
+    Reason.BAD_USCC_CHECKSUM,
+    Reason.MISSING_COORDINATES,
+    Reason.OUT_OF_CHINA,
+    Reason.UNKNOWN_CRS,
+    Reason.BAD_PHONE,
+    Reason.BAD_DATE,
+)
+ENTERPRISE_BAD_KINDS: tuple[Reason, ...] = (
+    Reason.BAD_USCC_CHECKSUM,
+    Reason.MISSING_COORDINATES,
+    Reason.OUT_OF_CHINA,
+    Reason.UNKNOWN_CRS,
+    Reason.BAD_PHONE,
+)
+
+# --- name and place material ----------------------------------------------------------------
+
+# Common surnames with rough relative frequencies (per mille of the population).
+_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
+_SURNAME_WEIGHTS = [max(1.0, 75.0 / (1 + i * 0.35)) for i in range(len(_SURNAMES))]
+_GIVEN_MALE = "伟强军磊洋勇杰涛斌超明刚平辉鹏华飞鑫波宇浩凯健俊帆帅旭宁龙林阳建国峰成文亮志海东兵锋涛晨博"
+_GIVEN_FEMALE = "芳娜敏静丽艳娟霞燕玲桂英秀兰婷雪琳慧莉倩萍红梅琴颖晶洁佳欣怡悦璐蓉薇丹凤雯琪晓露月"
+_ROADS = (
+    "沿江大道", "夷陵大道", "东山大道", "发展大道", "城东大道", "西陵一路", "西陵二路", "珍珠路",
+    "胜利四路", "解放路", "云集路", "港窑路", "长江大道", "隆康路", "桔城路", "白龙岗路", "峡州路",
+    "大公桥路", "夷兴大道", "东艳路", "求索路", "金东方路", "兴发大道", "清江大道", "丹阳路",
+    "马家店路", "玉泉路",
+)  # fmt: skip
+_FIRM_WORDS = "三峡长江夷陵西陵清江峡州楚天鄂西宜兴昌达恒信华泰鼎盛宏远金桥新港联创众合顺通"
+_INDUSTRIES = (
+    "化工", "建材", "物流", "食品", "电子", "机械", "纺织", "茶业", "旅游", "建筑工程", "商贸", "餐饮管理",
+    "汽车服务", "磷化工", "医药", "船舶修造", "新能源", "环保科技", "家政服务", "物业管理",
+)  # fmt: skip
+_FIRM_FORMS = ("有限公司", "有限责任公司", "股份有限公司")
+_MOBILE_PREFIXES = tuple(
+    [f"13{d}" for d in range(10)]
+    + ["150", "151", "152", "153", "155", "156", "157", "158", "159", "166", "170", "173", "175"]
+    + ["176", "177", "178", "180", "181", "182", "183", "185", "186", "187", "188", "189", "191"]
+    + ["198", "199"]
+)
+# Real county codes outside the city, for migrant workers' IDs (Wuhan, Jingzhou, Enshi,
+# Chongqing, Henan, Hunan, Sichuan), and Yichang's former 宜昌县 (420521, abolished 2001).
+_OTHER_AREA_CODES = (
+    "420102", "420111", "421002", "421023", "422801", "422822", "500101", "500233", "411302",
+    "411303", "430602", "431102", "510104", "420521",
+)  # fmt: skip
+_UNKNOWN_CRS_VALUES = ("BJ54", "XIAN80", "北京54")
+# Points well outside China's box (Tokyo, Paris, New York, Jakarta).
+_ABROAD = ((139.6917, 35.6895), (2.3522, 48.8566), (-74.0060, 40.7128), (106.8456, -6.2088))
+_BAD_PHONES = ("1381234567", "138123456789", "12345", "0717-123", "2345678", "+1 415 555 0100")
+
+# Names of the Yichang chain; other units come from ``names``.
+_YICHANG_NAMES = {
+    "420000000000": "湖北省",
+    "420500000000": "宜昌市",
+    "420502000000": "西陵区",
+    "420503000000": "伍家岗区",
+    "420504000000": "点军区",
+    "420505000000": "猇亭区",
+    "420506000000": "夷陵区",
+    "420525000000": "远安县",
+    "420526000000": "兴山县",
+    "420527000000": "秭归县",
+    "420528000000": "长阳土家族自治县",
+    "420529000000": "五峰土家族自治县",
+    "420581000000": "宜都市",
+    "420582000000": "当阳市",
+    "420583000000": "枝江市",
+}
+
+_FULLWIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
+_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def id_check_char(body17: str) -> str:
+    """GB 11643 MOD 11-2 check character of a 17-digit ID body."""
+    c = (1 - 2 * int(body17, 13)) % 11
+    return "X" if c == 10 else str(c)
+
+
+def uscc_check_char(body17: str) -> str:
+    """GB 32100 check character of a 17-character credit-code body."""
+    total = sum(_USCC_ALPHABET.index(c) * w for c, w in zip(body17, _USCC_WEIGHTS, strict=True))
+    return _USCC_ALPHABET[(31 - total) % 31]
+
+
+def _org_code(digits8: str) -> str:
+    """GB 11714 organisation code (8 digits + its own check character), as embedded in a USCC."""
+    total = sum(int(c) * w for c, w in zip(digits8, _ORG_WEIGHTS, strict=True))
+    c = 11 - total % 11
+    return digits8 + ("X" if c == 10 else "0" if c == 11 else str(c))
+
+
+def _wrong(correct: str, alphabet: str, rng: random.Random) -> str:
+    return rng.choice([c for c in alphabet if c != correct])
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRow:
+    """One exported row with the keys the sandbox API orders and filters by."""
+
+    updated_at: datetime  # tz-aware, Asia/Shanghai, whole seconds
+    record_id: str
+    row: dict[str, Any]  # the city's field names -> values, as JSON would carry them
+    label: str  # "ok", a variant name, or the Reason value the row must be rejected with
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    lon: np.ndarray
+    lat: np.ndarray
+    cell: np.ndarray  # index into cells per record
+
+
+class SandboxDataset:
+    """Generated enterprises and workers of one city, sorted by (update time, record id).
+
+    ``cells`` are ``(15-digit cell code, WGS84 polygon)`` pairs; points are drawn inside them and
+    exported in ``crs``. ``names`` adds division names (12-digit code -> name) for addresses, e.g.
+    towns and communities of a :class:`geodata.world.SampleWorld`; the Yichang city and counties are
+    built in. ``mapping`` defaults to Yichang's field names.
+    """
+
+    def __init__(
+        self,
+        cells: Sequence[tuple[str, Polygon]],
+        *,
+        city_code: str,
+        n_workers: int = 20_000,
+        n_enterprises: int = 2_000,
+        seed: int = 20260101,
+        bad_fraction: float = 0.03,
+        crs: str = "gcj02",
+        as_of: datetime,
+        names: Mapping[str, str] | None = None,
+        mapping: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        if not cells:
+            raise ValueError("need at least one cell")
+        if not 0.0 <= bad_fraction <= 1.0:
+            raise ValueError("bad_fraction must be between 0 and 1")
+        if n_workers < 0 or n_enterprises < 0 or (n_workers and not n_enterprises):
+            raise ValueError("counts must be non-negative, and workers need at least one enterprise")
+        canonical_crs = resolve_crs(crs)
+        if canonical_crs is None:
+            raise ValueError(f"unknown sandbox CRS {crs!r}")
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=CHINA_TZ)
+        self.city_code = city_code
+        self.crs = canonical_crs
+        self.as_of = as_of.astimezone(CHINA_TZ).replace(microsecond=0)
+        self.seed = seed
+        self.bad_fraction = bad_fraction
+        self.mapping = {e: dict(m) for e, m in (mapping or YICHANG_MAPPING).items()}
+        self._cells = [(code, poly) for code, poly in cells]
+        self._names = {**_YICHANG_NAMES, **(names or {})}
+        self._addr_prefix = [self._address_prefix(code) for code, _ in self._cells]
+        county_codes = sorted({code[:6] for code, _ in self._cells})
+        self._county_codes = county_codes
+
+        ent_rows, usccs = self._enterprises(n_enterprises)
+        wrk_rows = self._workers(n_workers, usccs)
+        self._rows: dict[str, list[SandboxRow]] = {
+            "enterprises": sorted(ent_rows, key=lambda r: (r.updated_at, r.record_id)),
+            "workers": sorted(wrk_rows, key=lambda r: (r.updated_at, r.record_id)),
+        }
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        return tuple(self._rows)
+
+    def rows(self, entity: str) -> list[SandboxRow]:
+        """All rows of ``entity`` ordered by (update time, record id)."""
+        try:
+            return self._rows[entity]
+        except KeyError:
+            raise KeyError(f"unknown entity {entity!r}; known: {', '.join(self._rows)}") from None
+
+    @property
+    def workers(self) -> list[dict[str, Any]]:
+        return [r.row for r in self._rows["workers"]]
+
+    @property
+    def enterprises(self) -> list[dict[str, Any]]:
+        return [r.row for r in self._rows["enterprises"]]
+
+    def labels(self, entity: str) -> dict[str, str]:
+        """record id -> label (see the module docstring)."""
+        return {r.record_id: r.label for r in self.rows(entity)}
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def _address_prefix(self, cell_code: str) -> str:
+        parts: list[str] = []
+        for code in (
+            cell_code[:2] + "0" * 10,
+            cell_code[:4] + "0" * 8,
+            cell_code[:6] + "0" * 6,
+            cell_code[:9] + "000",
+            cell_code[:12],
+        ):
+            name = self._names.get(code)
+            if name and (not parts or parts[-1] != name):
+                parts.append(name)
+        return "".join(parts)
+
+    def _points(self, n: int, rng: np.random.Generator) -> _Place:
+        """``n`` points (in the sandbox CRS) inside randomly chosen cells."""
+        cell = rng.integers(0, len(self._cells), size=n)
+        lon = np.empty(n)
+        lat = np.empty(n)
+        for ci in np.unique(cell):
+            idx = np.flatnonzero(cell == ci)
+            poly = self._cells[int(ci)][1]
+            x0, y0, x1, y1 = poly.bounds
+            got_x: list[np.ndarray] = []
+            got_y: list[np.ndarray] = []
+            need = len(idx)
+            have = 0
+            for _ in range(100):
+                k = max(8, 3 * (need - have))
+                xs = rng.uniform(x0, x1, k)
+                ys = rng.uniform(y0, y1, k)
+                inside = shapely.contains_xy(poly, xs, ys)
+                got_x.append(xs[inside])
+                got_y.append(ys[inside])
+                have += int(inside.sum())
+                if have >= need:
+                    break
+            else:  # a degenerate sliver: fall back to a point on its surface
+                p = poly.representative_point()
+                got_x.append(np.full(need, p.x))
+                got_y.append(np.full(need, p.y))
+            lon[idx] = np.concatenate(got_x)[:need]
+            lat[idx] = np.concatenate(got_y)[:need]
+        lon, lat = self._from_wgs84(lon, lat)
+        return _Place(lon=lon, lat=lat, cell=cell)
+
+    def _from_wgs84(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from geodata import crs as gcrs
+
+        if self.crs == "gcj02":
+            return gcrs.wgs84_to_gcj02(lon, lat)
+        if self.crs == "bd09":
+            return gcrs.wgs84_to_bd09(lon, lat)
+        return lon, lat  # wgs84 / cgcs2000: the same to well under a metre
+
+    def _times(self, n: int, rng: random.Random) -> list[datetime]:
+        """Update times: mostly spread over two years, a quarter in three bulk imports sharing one
+        timestamp each, and a few percent in the last three days (the nightly delta)."""
+        as_of = self.as_of
+        bulk = [as_of - timedelta(days=d, hours=h) for d, h in ((400, 7), (200, 15), (30, 3))]
+        out = []
+        for _ in range(n):
+            u = rng.random()
+            if u < 0.25:
+                out.append(rng.choice(bulk))
+            elif u < 0.29:
+                out.append(as_of - timedelta(seconds=rng.randrange(1, 3 * 86_400)))
+            else:
+                out.append(as_of - timedelta(seconds=rng.randrange(3 * 86_400, 730 * 86_400)))
+        return out
+
+    def _ids(self, n: int, rng: random.Random) -> list[str]:
+        return [f"{rng.getrandbits(128):032x}" for _ in range(n)]
+
+    def _bad_plan(self, n: int, kinds: Sequence[Reason], rng: random.Random) -> dict[int, Reason]:
+        n_bad = round(n * self.bad_fraction)
+        chosen = rng.sample(range(n), n_bad) if n_bad else []
+        return {i: kinds[k % len(kinds)] for k, i in enumerate(chosen)}
+
+    def _address(self, cell: int, rng: random.Random, *, home: bool) -> str:
+        addr = f"{self._addr_prefix[cell]}{rng.choice(_ROADS)}{rng.randint(1, 399)}号"
+        if home:
+            addr += f"{rng.randint(1, 30)}栋{rng.randint(1, 4)}单元{rng.randint(1, 25)}0{rng.randint(1, 4)}室"
+        return addr
+
+    def _firm_name(self, rng: random.Random, seen: set[str]) -> str:
+        for attempt in range(50):
+            words = rng.choice(_FIRM_WORDS) + rng.choice(_FIRM_WORDS)
+            if attempt >= 10:  # crowded name space: a third word, as real registrations do
+                words += rng.choice(_FIRM_WORDS)
+            name = f"宜昌{words}{rng.choice(_INDUSTRIES)}{rng.choice(_FIRM_FORMS)}"
+            if name not in seen:
+                break
+        seen.add(name)
+        return name
+
+    def _mobile(self, rng: random.Random) -> str:
+        return rng.choice(_MOBILE_PREFIXES) + f"{rng.randrange(100_000_000):08d}"
+
+    def _export(self, entity: str, canonical: dict[str, Any]) -> dict[str, Any]:
+        m = self.mapping[entity]
+        return {m[k]: v for k, v in canonical.items() if k in m}
+
+    def _enterprises(self, n: int) -> tuple[list[SandboxRow], list[str]]:
+        rng = random.Random(f"gridflow-sandbox:{self.seed}:enterprises")
+        np_rng = np.random.default_rng([self.seed, 1])
+        place = self._points(n, np_rng)
+        times = self._times(n, rng)
+        ids = self._ids(n, rng)
+        bad = self._bad_plan(n, ENTERPRISE_BAD_KINDS, rng)
+        rows: list[SandboxRow] = []
+        usccs: list[str] = []
+        names_seen: set[str] = set()
+        for i in range(n):
+            cell = int(place.cell[i])
+            county = self._cells[cell][0][:6]
+            label = "ok"
+            u = rng.random()
+            if u < 0.02:
+                head, label = "N2", "agricultural_uscc"  # 农业 authority, 集体经济组织: valid, stdnum refuses
+            elif u < 0.12:
+                head = "92"  # 个体工商户
+            else:
+                head = "91"  # 企业
+            body = head + county + _org_code(f"{rng.randrange(10**8):08d}")
+            uscc = body + uscc_check_char(body)
+            usccs.append(uscc)
+            name = self._firm_name(rng, names_seen)
+            size = int(min(20_000, max(1, np_rng.lognormal(2.8, 1.2))))
+            union = rng.random() < (0.85 if size >= 25 else 0.35)
+            address = self._address(cell, rng, home=False)
+            lon = f"{place.lon[i]:.6f}"
+            lat = f"{place.lat[i]:.6f}"
+            zbx = "gcj02" if self.crs == "gcj02" and rng.random() < 0.3 else ""
+            rec: dict[str, Any] = {
+                "source_record_id": ids[i],
+                "source_updated_at": times[i].strftime("%Y-%m-%d %H:%M:%S"),
+                "uscc": uscc,
+                "name": name,
+                "union_established": "1" if union else "0",
+                "employee_count": str(size) if rng.random() > 0.05 else "",
+                "address": address,
+                "lon": lon,
+                "lat": lat,
+                "crs": zbx,
+                "legal_rep_phone": self._mobile(rng),
+            }
+            kind = bad.get(i)
+            if kind is not None:
+                label = kind.value
+                self._spoil(rec, kind, rng)
+            elif rng.random() < 0.04:
+                rec["lon"] = rec["lat"] = ""
+                label = "address_only"
+            rows.append(SandboxRow(times[i], ids[i], self._export("enterprises", rec), label))
+        return rows, usccs
+
+    def _workers(self, n: int, usccs: Sequence[str]) -> list[SandboxRow]:
+        rng = random.Random(f"gridflow-sandbox:{self.seed}:workers")
+        np_rng = np.random.default_rng([self.seed, 2])
+        place = self._points(n, np_rng)
+        times = self._times(n, rng)
+        ids = self._ids(n, rng)
+        bad = self._bad_plan(n, WORKER_BAD_KINDS, rng)
+        first_birth = datetime(1960, 1, 1).toordinal()
+        last_birth = min(datetime(2005, 12, 31).toordinal(), self.as_of.toordinal())
+        rows: list[SandboxRow] = []
+        surnames = list(_SURNAMES)
+        for i in range(n):
+            cell = int(place.cell[i])
+            own_county = self._cells[cell][0][:6]
+            u = rng.random()
+            if u < 0.75:
+                area = own_county
+            elif u < 0.88:
+                area = rng.choice(self._county_codes)
+            else:
+                area = rng.choice(_OTHER_AREA_CODES)
+            birth = datetime.fromordinal(rng.randint(first_birth, last_birth)).date()
+            male = rng.random() < 0.52
+            seq = rng.randrange(0, 500) * 2 + (1 if male else 0)
+            body = f"{area}{birth:%Y%m%d}{seq:03d}"
+            id18 = body + id_check_char(body)
+            label = "ok"
+            sfzh = id18
+            v = rng.random()
+            if v < 0.02 and birth.year < 2000:
+                sfzh = f"{area}{birth:%y%m%d}{seq:03d}"  # legacy 15-digit
+                label = "legacy_id"
+            elif v < 0.03:
+                sfzh = id18.translate(_FULLWIDTH)
+                label = "fullwidth_id"
+            elif id18.endswith("X") and v < 0.5:
+                sfzh = id18[:17] + "x"
+                label = "lowercase_x"
+            given = _GIVEN_MALE if male else _GIVEN_FEMALE
+            name = rng.choices(surnames, weights=_SURNAME_WEIGHTS)[0] + "".join(
+                rng.choice(given) for _ in range(1 if rng.random() < 0.3 else 2)
+            )
+            w = rng.random()
+            if w < 0.08:
+                phone = f"0717-{rng.randint(3, 8)}{rng.randrange(10**6):06d}"
+            elif w < 0.12:
+                phone = "+86 " + self._mobile(rng)
+            elif w < 0.15:
+                phone = ""
+            else:
+                phone = self._mobile(rng)
+            d = rng.random()
+            csrq = f"{birth:%Y-%m-%d}" if d < 0.8 else f"{birth:%Y/%m/%d}" if d < 0.9 else f"{birth:%Y%m%d}"
+            rec: dict[str, Any] = {
+                "source_record_id": ids[i],
+                "source_updated_at": times[i].strftime("%Y-%m-%d %H:%M:%S"),
+                "id_number": sfzh,
+                "name": name,
+                "gender": ("1" if male else "2") if rng.random() < 0.8 else ("男" if male else "女"),
+                "birth_date": csrq,
+                "phone": phone,
+                "enterprise_uscc": rng.choice(usccs) if rng.random() < 0.85 else "",
+                "address": self._address(cell, rng, home=True),
+                "lon": f"{place.lon[i]:.6f}",
+                "lat": f"{place.lat[i]:.6f}",
+                "crs": "gcj02" if self.crs == "gcj02" and rng.random() < 0.3 else "",
+            }
+            kind = bad.get(i)
+            if kind is not None:
+                if kind is Reason.BAD_ID_CHECKSUM:
+                    rec["id_number"] = id18[:17] + _wrong(id18[17], "0123456789X", rng)
+                elif kind is Reason.BAD_USCC_CHECKSUM and not rec["enterprise_uscc"]:
+                    rec["enterprise_uscc"] = usccs[0]
+                label = kind.value
+                self._spoil(rec, kind, rng)
+            elif rng.random() < 0.05:
+                rec["lon"] = rec["lat"] = ""
+                label = "address_only"
+            rows.append(SandboxRow(times[i], ids[i], self._export("workers", rec), label))
+        return rows
+
+    def _spoil(self, rec: dict[str, Any], kind: Reason, rng: random.Random) -> None:
+        """Give ``rec`` exactly one defect of ``kind`` (ID checksums are spoiled by the caller)."""
+        if kind is Reason.BAD_USCC_CHECKSUM:
+            key = "uscc" if "uscc" in rec else "enterprise_uscc"
+            code = rec[key]
+            rec[key] = code[:17] + _wrong(code[17], _USCC_ALPHABET, rng)
+        elif kind is Reason.MISSING_COORDINATES:
+            rec["lon"] = rec["lat"] = rec["address"] = ""
+        elif kind is Reason.OUT_OF_CHINA:
+            lon, lat = rng.choice(_ABROAD)
+            rec["lon"], rec["lat"] = f"{lon:.6f}", f"{lat:.6f}"
+        elif kind is Reason.UNKNOWN_CRS:
+            rec["crs"] = rng.choice(_UNKNOWN_CRS_VALUES)
+        elif kind is Reason.BAD_PHONE:
+            rec["legal_rep_phone" if "legal_rep_phone" in rec else "phone"] = rng.choice(_BAD_PHONES)
+        elif kind is Reason.BAD_DATE:
+            birth = rec["birth_date"].replace("/", "-")
+            rec["birth_date"] = rng.choice((f"{birth[:4]}-13-45", f"{birth[:4]}-02-30", "不详"))
