@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from connectors.config import SourceConfig, load_all_sources
+from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.http import HttpSource
 from connectors.source import Page
 from connectors.validate import validate_enterprises, validate_workers
@@ -53,15 +53,35 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("gridflow.sync")
 
 
-@task(retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE, task_run_name="fetch-{entity}")
-def fetch_page(config: SourceConfig, entity: str, cursor: str | None) -> Page:
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a page only when the source may recover; a refusal (4xx, bad body) needs a person."""
+    try:
+        state.result()
+    except SourceRejected:
+        return False
+    except SourceUnavailable:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(cache_policy=NO_CACHE, task_run_name="fetch-{entity}", retry_condition_fn=_transient)
+def fetch_page(
+    config: SourceConfig, entity: str, cursor: str | None, since: datetime | None, page_no: int
+) -> Page:
     """The only step that touches the network, so the only one with retries."""
-    return HttpSource(config).fetch_page(entity, cursor=cursor, since=None)
+    with HttpSource(config) as source:
+        return source.fetch_page(
+            entity, cursor=cursor, since=since.isoformat() if since else None, page_no=page_no
+        )
 
 
-def process_and_write(ctx: SyncContext, page: Page, *, today: date) -> sync.PageResult:
+def process_and_write(
+    ctx: SyncContext, page: Page, *, since: datetime | None, today: date
+) -> sync.PageResult:
     """Validate, place and protect one page, then write it in one transaction."""
-    mapping = ctx.config.mapping[page.entity]
+    mapping = ctx.config.mapping[page.entity]  # type: ignore[index]
     validate = validate_workers if page.entity == "workers" else validate_enterprises
     records, rejects = validate(page.records, mapping=mapping, default_crs=ctx.config.crs, today=today)
     placed = place_batch(
@@ -82,17 +102,19 @@ def process_and_write(ctx: SyncContext, page: Page, *, today: date) -> sync.Page
             source=ctx.config.name,
             entity=page.entity,
             rows=rows,
-            rejects=reject_rows(rejects, ctx.vault),
+            rejects=reject_rows(rejects, ctx.vault),  # type: ignore[arg-type]
             received=len(page.records),
+            since=since,
             cursor_after=page.cursor_after,
+            high_water=max((r.source_updated_at for r in records), default=None),
         )
     finally:
         conn.close()
 
 
 @task(cache_policy=NO_CACHE, task_run_name="load-{page.entity}-page-{page.page_no}")
-def load_page(ctx: SyncContext, page: Page) -> sync.PageResult:
-    return process_and_write(ctx, page, today=date.today())
+def load_page(ctx: SyncContext, page: Page, since: datetime | None) -> sync.PageResult:
+    return process_and_write(ctx, page, since=since, today=date.today())
 
 
 def build_context(config: SourceConfig, run_id: int) -> SyncContext:
@@ -146,7 +168,8 @@ def _summary_row(name: str, run_id: int, totals: sync.RunTotals, status: str) ->
 def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
     """Sync one source: every entity, page by page, from its stored cursor."""
     log = _logger()
-    configs = {c.name: c for c in load_all_sources(get_settings().sources_dir)}
+    settings = get_settings()
+    configs = {c.name: c for c in load_all_sources(settings.sources_dir)}
     if source_name not in configs:
         raise SyncFailed(f"unknown source {source_name!r}; known: {', '.join(sorted(configs))}")
     config = configs[source_name]
@@ -158,6 +181,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
             source=source_name,
             mode="full" if full else "incremental",
             flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
+            parent_flow_run_id=flow_run.get_parent_flow_run_id(),
         )
     finally:
         conn.close()
@@ -169,19 +193,32 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
             conn = connect()
             try:
                 with transaction(conn) as cur:
-                    cursor = None if full else sync.get_cursor(cur, source=source_name, entity=entity)
+                    pos = sync.get_position(cur, source=source_name, entity=entity)
             finally:
                 conn.close()
+            # A full resync reads everything; otherwise resume mid-stream or start at the watermark.
+            cursor, since = (None, None) if full else (pos.cursor, pos.since)
+            fetch = fetch_page.with_options(
+                retries=settings.page_retries, retry_delay_seconds=settings.page_retry_delay_s
+            )
+            page_no = 0
             while True:
-                page = fetch_page(config, entity, cursor)
-                result = load_page(ctx, page)
+                page_no += 1
+                page = fetch(config, entity, cursor, since, page_no)
+                result = load_page(ctx, page, since)
                 totals.add(entity, result)
                 log.info(
                     "%s %s page %d: received %d, loaded %d, unchanged %d, quarantined %d, unmapped %d",
-                    source_name, entity, page.page_no, result.received, result.loaded,
-                    result.unchanged, result.quarantined, result.unmapped,
+                    source_name,
+                    entity,
+                    page.page_no,
+                    result.received,
+                    result.loaded,
+                    result.unchanged,
+                    result.quarantined,
+                    result.unmapped,
                 )
-                if not page.has_more:
+                if page.cursor_after is None:
                     break
                 cursor = page.cursor_after
     except Exception as exc:
@@ -194,15 +231,16 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
         finally:
             conn.close()
         row = _summary_row(source_name, run_id, totals, "failed" if error else "completed")
+        key = source_name.replace("_", "-")
         create_table_artifact(
-            key=f"sync-{source_name}",
+            key=f"sync-{key}",
             table=[row],
             description=f"Nightly sync of {config.display_name} ({source_name}), run {run_id}",
         )
         reasons = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_reason.items())) or "| — | 0 |"
         methods = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_method.items())) or "| — | 0 |"
         create_markdown_artifact(
-            key=f"sync-{source_name}-detail",
+            key=f"sync-{key}-detail",
             markdown=(
                 f"## {config.display_name} 同步 / sync — run {run_id}\n\n"
                 f"Status: **{row['status']}**{' — ' + error if error else ''}\n\n"
@@ -230,8 +268,12 @@ def nightly_sync(sources: list[str] | None = None, full: bool = False) -> list[d
         if state.is_completed():
             rows.append(state.result())
         else:
-            failed.append(f"{config.name}: {state.message or 'failed'}")
-    create_table_artifact(key="nightly-sync", table=rows or [{"source": "—"}], description="Nightly sync summary")
+            exc = state.result(raise_on_failure=False)
+            reason = str(exc).splitlines()[0] if isinstance(exc, BaseException) and str(exc) else state.name
+            failed.append(f"{config.name}: {reason}")
+    create_table_artifact(
+        key="nightly-sync", table=rows or [{"source": "—"}], description="Nightly sync summary"
+    )
     if failed:
         raise SyncFailed("sync failed for " + "; ".join(failed))
     return rows

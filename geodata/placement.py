@@ -82,4 +82,6 @@ def place_batch(
                 reason[i] = reason[i] if has_point[i] else None
             elif not has_point[i]:
                 reason[i] = m.reason or "address_unmatched"
-    return PlacedBatch(lon=wx, lat=wy, cell_code=cell_code, division_code=division_code, method=method, reason=reason)
+    return PlacedBatch(
+        lon=wx, lat=wy, cell_code=cell_code, division_code=division_code, method=method, reason=reason
+    )

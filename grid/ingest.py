@@ -49,7 +49,9 @@ class RejectLike(Protocol):
 
 
 def _canon(values: Sequence[Any]) -> str:
-    return json.dumps([v.isoformat() if isinstance(v, date | datetime) else v for v in values], ensure_ascii=False)
+    return json.dumps(
+        [v.isoformat() if isinstance(v, date | datetime) else v for v in values], ensure_ascii=False
+    )
 
 
 def _num(v: float) -> float | None:
@@ -61,8 +63,15 @@ def worker_rows(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault
     for i, r in enumerate(records):
         content = _canon(
             [
-                r.id_number, r.name, r.gender, r.birth_date, r.phone, r.enterprise_uscc, r.address,
-                _num(placed.lon[i]), _num(placed.lat[i]),
+                r.id_number,
+                r.name,
+                r.gender,
+                r.birth_date,
+                r.phone,
+                r.enterprise_uscc,
+                r.address,
+                _num(placed.lon[i]),
+                _num(placed.lat[i]),
             ]
         )
         rows.append(
@@ -100,8 +109,14 @@ def enterprise_rows(
     for i, r in enumerate(records):
         content = _canon(
             [
-                r.uscc, r.name, r.union_established, r.employee_count, r.address, r.legal_rep_phone,
-                _num(placed.lon[i]), _num(placed.lat[i]),
+                r.uscc,
+                r.name,
+                r.union_established,
+                r.employee_count,
+                r.address,
+                r.legal_rep_phone,
+                _num(placed.lon[i]),
+                _num(placed.lat[i]),
             ]
         )
         phone = r.legal_rep_phone

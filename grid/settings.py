@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     sample_cells: int = 2000
     sample_workers: int = 20000
     sample_enterprises: int = 2000
+    page_retries: int = 1
+    page_retry_delay_s: float = 10.0
     hmac_key: SecretStr | None = None
     encryption_key: SecretStr | None = None
 

@@ -13,7 +13,9 @@ import typer
 
 from grid.settings import PROJECT_ROOT, get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="gridflow: unions on the city governance grid")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="gridflow: unions on the city governance grid"
+)
 db_app = typer.Typer(no_args_is_help=True, help="The PostgreSQL/PostGIS database.")
 world_app = typer.Typer(no_args_is_help=True, help="Divisions and grid cells.")
 services_app = typer.Typer(no_args_is_help=True, help="Background services (Prefect, sandbox, web, worker).")
@@ -105,8 +107,13 @@ def world_load(
         with transaction(conn) as cur:
             added, changed, same = store_world.load_divisions(cur, divisions, valid_from=date.today())
             n_cells, version = store_world.load_cells(
-                cur, sample.cells, scope_code=city, label=f"sample world {city}", valid_from=date.today(),
-                generated=True, note=sample.note,
+                cur,
+                sample.cells,
+                scope_code=city,
+                label=f"sample world {city}",
+                valid_from=date.today(),
+                generated=True,
+                note=sample.note,
             )
     except store_world.WorldConflict as exc:
         fail(str(exc))
@@ -132,8 +139,15 @@ def sandbox(
     """Serve the simulated municipal grid system on loopback (foreground)."""
     s = get_settings()
     argv = [
-        sys.executable, "-m", "connectors.sandbox", "--port", str(port or s.sandbox_port),
-        "--workers", str(workers or s.sample_workers), "--enterprises", str(enterprises or s.sample_enterprises),
+        sys.executable,
+        "-m",
+        "connectors.sandbox",
+        "--port",
+        str(port or s.sandbox_port),
+        "--workers",
+        str(workers or s.sample_workers),
+        "--enterprises",
+        str(enterprises or s.sample_enterprises),
     ]
     raise typer.Exit(subprocess.call(argv, cwd=PROJECT_ROOT))
 
@@ -168,8 +182,17 @@ def _prefect(args: list[str], *, check: bool = True) -> subprocess.CompletedProc
 
     env = {**os.environ, **prefect_env(get_settings())}
     proc = subprocess.run(
-        [str(PROJECT_ROOT / ".venv" / "bin" / "prefect") if (PROJECT_ROOT / ".venv").exists() else "prefect", *args],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False,
+        [
+            str(PROJECT_ROOT / ".venv" / "bin" / "prefect")
+            if (PROJECT_ROOT / ".venv").exists()
+            else "prefect",
+            *args,
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if check and proc.returncode != 0:
         tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
@@ -197,7 +220,9 @@ def deploy() -> None:
 def sync(
     sources: Annotated[list[str] | None, typer.Argument(help="source names (default: all enabled)")] = None,
     full: Annotated[bool, typer.Option(help="full resync instead of incremental")] = False,
-    local: Annotated[bool, typer.Option(help="run in this process instead of through the Prefect API")] = False,
+    local: Annotated[
+        bool, typer.Option(help="run in this process instead of through the Prefect API")
+    ] = False,
     timeout: Annotated[int, typer.Option(help="seconds to wait for the run")] = 3600,
 ) -> None:
     """Run the nightly sync now, through the Prefect API (the deployment), and print its counts."""
@@ -207,7 +232,7 @@ def sync(
     if local:
         from flows.nightly_sync import nightly_sync
 
-        state = nightly_sync(**params, return_state=True)  # type: ignore[call-overload]
+        state = nightly_sync(**params, return_state=True)
         flow_run_id = str(state.state_details.flow_run_id)
         ok = state.is_completed()
         message = state.message or ""
@@ -215,15 +240,17 @@ def sync(
         from gridflow_cli.services import prefect_env
 
         os.environ.update(prefect_env(get_settings()))
+        from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
 
         try:
             fr = run_deployment("nightly-sync/nightly", parameters=params, timeout=timeout, poll_interval=2)
         except Exception as exc:
             fail(f"could not run the deployment through the Prefect API: {str(exc).splitlines()[0]}")
+        assert isinstance(fr, FlowRun)
         flow_run_id = str(fr.id)
         ok = fr.state is not None and fr.state.is_completed()
-        message = fr.state.message if fr.state else "no state"
+        message = (fr.state.message if fr.state else None) or "no state"
     print_run_report(flow_run_id)
     if not ok:
         fail(f"the sync run did not complete: {message}")
@@ -272,4 +299,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

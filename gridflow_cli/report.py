@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from grid.settings import get_settings
-from grid.store.db import connect, transaction
+from grid.store.db import connect, fetch_one, transaction
 
 
 def print_run_report(flow_run_id: str) -> None:
@@ -18,11 +18,10 @@ def print_run_report(flow_run_id: str) -> None:
                 SELECT r.id, r.source, r.status, r.received, r.loaded, r.unchanged, r.quarantined, r.unmapped,
                        r.flow_run_id
                 FROM sync_run r
-                WHERE r.flow_run_id::text = %s
-                   OR r.flow_run_id IN (SELECT unnest(%s::uuid[]))
+                WHERE r.flow_run_id = %(id)s::uuid OR r.parent_flow_run_id = %(id)s::uuid
                 ORDER BY r.id
                 """,
-                (flow_run_id, _child_runs(flow_run_id)),
+                {"id": flow_run_id},
             )
             runs = cur.fetchall()
             cur.execute(
@@ -32,34 +31,21 @@ def print_run_report(flow_run_id: str) -> None:
                 " (SELECT count(*) FROM worker WHERE cell_code IS NULL AND deleted_at IS NULL)"
                 "  + (SELECT count(*) FROM enterprise WHERE cell_code IS NULL AND deleted_at IS NULL)"
             )
-            workers, enterprises, quarantined, unmapped = cur.fetchone()
+            workers, enterprises, quarantined, unmapped = fetch_one(cur)
     finally:
         conn.close()
     ui = f"http://127.0.0.1:{get_settings().prefect_port}/runs/flow-run/{flow_run_id}"
     typer.echo(f"flow run {flow_run_id}  ({ui})")
-    typer.echo(f"{'run':>5} {'source':12} {'status':10} {'received':>9} {'loaded':>8} {'unchanged':>9} "
-               f"{'quarantined':>11} {'unmapped':>8}")
+    typer.echo(
+        f"{'run':>5} {'source':12} {'status':10} {'received':>9} {'loaded':>8} {'unchanged':>9} "
+        f"{'quarantined':>11} {'unmapped':>8}"
+    )
     for rid, source, st, rec, loaded, unch, quar, unm, _ in runs:
         typer.echo(f"{rid:>5} {source:12} {st:10} {rec:>9} {loaded:>8} {unch:>9} {quar:>11} {unm:>8}")
     typer.echo(
         f"database now: {workers} workers, {enterprises} enterprises, {quarantined} open quarantine rows, "
         f"{unmapped} records without a cell"
     )
-
-
-def _child_runs(flow_run_id: str) -> list[str]:
-    """Ids of the child flow runs (one per source) of a parent run, via the Prefect API."""
-    try:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
-            )
-        return [str(r.id) for r in runs]
-    except Exception:
-        return []
 
 
 def print_recent_runs(limit: int = 10) -> None:

@@ -6,6 +6,7 @@ Prefect keeps its state in ``<state>/prefect`` (never ``~/.prefect``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,14 +64,32 @@ def services(settings: Settings) -> dict[str, Service]:
         ),
         "sandbox": Service(
             "sandbox",
-            [py, "-m", "connectors.sandbox", "--port", str(settings.sandbox_port),
-             "--workers", str(settings.sample_workers), "--enterprises", str(settings.sample_enterprises)],
+            [
+                py,
+                "-m",
+                "connectors.sandbox",
+                "--port",
+                str(settings.sandbox_port),
+                "--workers",
+                str(settings.sample_workers),
+                "--enterprises",
+                str(settings.sample_enterprises),
+            ],
             f"http://127.0.0.1:{settings.sandbox_port}/health",
         ),
         "web": Service(
             "web",
-            [py, "-m", "uvicorn", "grid.web.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(settings.web_port)],
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "grid.web.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.web_port),
+            ],
             f"http://127.0.0.1:{settings.web_port}/healthz",
         ),
         "worker": Service(
@@ -114,15 +133,22 @@ def start(settings: Settings, name: str) -> str:
     if running_pid(settings, name) is not None and (svc.health_url is None or _healthy(svc.health_url)):
         return "already running"
     if svc.health_url and _healthy(svc.health_url):
-        raise ServiceError(f"{name}: something else already answers at {svc.health_url}; stop it or change the port")
+        raise ServiceError(
+            f"{name}: something else already answers at {svc.health_url}; stop it or change the port"
+        )
     log = logfile(settings, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _pidfile(settings, name).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **prefect_env(settings)}
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            svc.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=PROJECT_ROOT, env=env, start_new_session=True,
+            svc.argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=PROJECT_ROOT,
+            env=env,
+            start_new_session=True,
         )
     _pidfile(settings, name).write_text(str(proc.pid))
     if svc.health_url is None:
@@ -137,17 +163,17 @@ def start(settings: Settings, name: str) -> str:
         if _healthy(svc.health_url):
             return f"started (pid {proc.pid})"
         time.sleep(0.5)
-    raise ServiceError(f"{name} did not answer at {svc.health_url} within {svc.start_timeout_s:.0f} s; see {log}")
+    raise ServiceError(
+        f"{name} did not answer at {svc.health_url} within {svc.start_timeout_s:.0f} s; see {log}"
+    )
 
 
 def stop(settings: Settings, name: str) -> str:
     pid = running_pid(settings, name)
     if pid is None:
         return "not running"
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     for _ in range(50):
         try:
             os.kill(pid, 0)
@@ -155,9 +181,7 @@ def stop(settings: Settings, name: str) -> str:
             break
         time.sleep(0.2)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     _pidfile(settings, name).unlink(missing_ok=True)
     return "stopped"

@@ -19,10 +19,11 @@ import pytest
 
 # Keys and environment must be in place before any gridflow module reads settings.
 os.environ["GRIDFLOW_ENV"] = "test"
+os.environ["GRIDFLOW_PAGE_RETRY_DELAY_S"] = "0"
 os.environ.setdefault("GRIDFLOW_HMAC_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
 os.environ.setdefault("GRIDFLOW_ENCRYPTION_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
 
-from grid.settings import get_settings  # noqa: E402
+from grid.settings import get_settings
 
 
 def _with_db(url: str, dbname: str) -> str:
@@ -93,3 +94,86 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped and session.exitstatus == 0:
         reporter.write_line(f"FAILED: {len(skipped)} test(s) were skipped; skips are failures here", red=True)
         session.exitstatus = 1
+
+
+# -- the sample world and the sandbox city, shared by grid and flow tests ------------------------
+
+SAMPLE_CITY = "420500000000"
+SANDBOX_AS_OF = "2026-11-20T22:00:00+08:00"
+
+
+@pytest.fixture(scope="session")
+def sample_world():  # type: ignore[no-untyped-def]
+    from geodata.world import build_sample_world
+
+    return build_sample_world(SAMPLE_CITY, cells_target=2000)
+
+
+@pytest.fixture(scope="session")
+def loaded_world(database_url: str, sample_world):  # type: ignore[no-untyped-def]
+    """The sample world in the session database: Hubei's real divisions, generated cells."""
+    from datetime import date
+
+    from geodata.divisions import load_national_divisions
+    from grid.store import world as store_world
+    from grid.store.db import connect, transaction
+
+    codes = {d.code for d in sample_world.divisions}
+    hubei = [d for d in load_national_divisions() if d.code.startswith("42") and d.code not in codes]
+    conn = connect(database_url)
+    try:
+        with transaction(conn) as cur:
+            store_world.load_divisions(cur, [*hubei, *sample_world.divisions], valid_from=date(2026, 1, 1))
+            store_world.load_cells(
+                cur,
+                sample_world.cells,
+                scope_code=SAMPLE_CITY,
+                label="sample",
+                valid_from=date(2026, 1, 1),
+                generated=True,
+                note=sample_world.note,
+            )
+    finally:
+        conn.close()
+    return sample_world
+
+
+@pytest.fixture(scope="session")
+def sandbox_dataset(sample_world):  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    from connectors.sandbox.data import SandboxDataset
+
+    return SandboxDataset(
+        [(c.code, c.geometry) for c in sample_world.cells],
+        city_code=SAMPLE_CITY,
+        n_workers=3000,
+        n_enterprises=300,
+        seed=7,
+        as_of=datetime.fromisoformat(SANDBOX_AS_OF),
+        names={d.code: d.name for d in sample_world.divisions},
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(sandbox_dataset) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The sandbox city grid system served over real HTTP on loopback."""
+    from connectors.sandbox.app import SandboxServer, create_app
+
+    with SandboxServer(create_app(sandbox_dataset)) as server:
+        yield server.base_url
+
+
+def write_sources(directory, **sources: str) -> None:  # type: ignore[no-untyped-def]
+    """Copy the bundled Yichang config under other names/base URLs into ``directory``."""
+    from grid.settings import PROJECT_ROOT
+
+    template = (PROJECT_ROOT / "config" / "sources" / "yichang.toml").read_text(encoding="utf-8")
+    for name, url in sources.items():
+        text = (
+            template.replace('name = "yichang"', f'name = "{name}"')
+            .replace('base_url = "http://127.0.0.1:8765"', f'base_url = "{url}"')
+            .replace("max_attempts = 5", "max_attempts = 2")
+            .replace("backoff_base_s = 0.5", "backoff_base_s = 0.05")
+        )
+        (directory / f"{name}.toml").write_text(text, encoding="utf-8")

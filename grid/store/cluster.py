@@ -127,7 +127,9 @@ class Cluster:
     def stop(self) -> None:
         if not self.is_running():
             return
-        self._run([self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], "stopping PostgreSQL")
+        self._run(
+            [self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], "stopping PostgreSQL"
+        )
 
     def ensure_database(self, name: str = "gridflow") -> None:
         """Create the database (and PostGIS) if missing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -45,3 +46,11 @@ def transaction(conn: psycopg2.extensions.connection) -> Iterator[psycopg2.exten
     except BaseException:
         conn.rollback()
         raise
+
+
+def fetch_one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
+    """The single row a statement must return (RETURNING, count(*)); a missing row is a bug."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("expected one row, got none")
+    return tuple(row)

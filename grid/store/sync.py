@@ -12,12 +12,13 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg2.extensions
 
 from grid.store.copy import copy_rows
-from grid.store.db import transaction
+from grid.store.db import fetch_one, transaction
 
 WORKER_COLUMNS = (
     "source_record_id",
@@ -164,41 +165,80 @@ def register_source(
     )
 
 
-def get_cursor(cur: psycopg2.extensions.cursor, *, source: str, entity: str) -> str | None:
-    cur.execute("SELECT cursor FROM source_cursor WHERE source = %s AND entity = %s", (source, entity))
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a (source, entity) stream resumes: a keyset cursor mid-stream, and the watermark."""
+
+    cursor: str | None
+    since: datetime | None
+
+
+def get_position(cur: psycopg2.extensions.cursor, *, source: str, entity: str) -> StreamPosition:
+    cur.execute("SELECT cursor, since FROM source_cursor WHERE source = %s AND entity = %s", (source, entity))
     row = cur.fetchone()
-    return None if row is None else row[0]
+    return StreamPosition(None, None) if row is None else StreamPosition(row[0], row[1])
 
 
-def _set_cursor(cur: psycopg2.extensions.cursor, *, source: str, entity: str, cursor: str | None) -> None:
+def get_cursor(cur: psycopg2.extensions.cursor, *, source: str, entity: str) -> str | None:
+    return get_position(cur, source=source, entity=entity).cursor
+
+
+def _advance(
+    cur: psycopg2.extensions.cursor,
+    *,
+    source: str,
+    entity: str,
+    since: datetime | None,
+    cursor_after: str | None,
+    high_water: datetime | None,
+) -> None:
+    """Record a committed page: the next cursor, or — when the stream ended — the new watermark."""
+    cur.execute(
+        "SELECT high_water FROM source_cursor WHERE source = %s AND entity = %s FOR UPDATE", (source, entity)
+    )
+    row = cur.fetchone()
+    old_hw = row[0] if row else None
+    hw = max((t for t in (old_hw, high_water) if t is not None), default=None)
+    new_since = since if cursor_after is not None else (hw or since)
     cur.execute(
         """
-        INSERT INTO source_cursor (source, entity, cursor) VALUES (%s, %s, %s)
-        ON CONFLICT (source, entity) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()
-        WHERE source_cursor.cursor IS DISTINCT FROM EXCLUDED.cursor
+        INSERT INTO source_cursor AS c (source, entity, cursor, since, high_water)
+        VALUES (%(source)s, %(entity)s, %(cursor)s, %(since)s, %(hw)s)
+        ON CONFLICT (source, entity) DO UPDATE SET
+            cursor = EXCLUDED.cursor, since = EXCLUDED.since, high_water = EXCLUDED.high_water, updated_at = now()
+        WHERE (c.cursor, c.since, c.high_water) IS DISTINCT FROM (EXCLUDED.cursor, EXCLUDED.since, EXCLUDED.high_water)
         """,
-        (source, entity, cursor),
+        {"source": source, "entity": entity, "cursor": cursor_after, "since": new_since, "hw": hw},
     )
 
 
-def all_cursors(cur: psycopg2.extensions.cursor, *, source: str) -> dict[str, str | None]:
-    cur.execute("SELECT entity, cursor FROM source_cursor WHERE source = %s ORDER BY entity", (source,))
-    return {e: c for e, c in cur.fetchall()}
+def all_cursors(cur: psycopg2.extensions.cursor, *, source: str) -> dict[str, dict[str, str | None]]:
+    """Every stream's position of a source, JSON-ready (for the run record)."""
+    cur.execute(
+        "SELECT entity, cursor, since FROM source_cursor WHERE source = %s ORDER BY entity", (source,)
+    )
+    return {e: {"cursor": c, "since": t.isoformat() if t else None} for e, c, t in cur.fetchall()}
 
 
 # -- runs -----------------------------------------------------------------------------------
 
 
 def start_run(
-    conn: psycopg2.extensions.connection, *, source: str, mode: str, flow_run_id: str | None
+    conn: psycopg2.extensions.connection,
+    *,
+    source: str,
+    mode: str,
+    flow_run_id: str | None,
+    parent_flow_run_id: str | None = None,
 ) -> int:
     with transaction(conn) as cur:
         cursors = all_cursors(cur, source=source)
         cur.execute(
-            "INSERT INTO sync_run (source, mode, flow_run_id, cursor_before) VALUES (%s, %s, %s, %s) RETURNING id",
-            (source, mode, flow_run_id, json.dumps(cursors)),
+            "INSERT INTO sync_run (source, mode, flow_run_id, parent_flow_run_id, cursor_before)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (source, mode, flow_run_id, parent_flow_run_id, json.dumps(cursors)),
         )
-        return int(cur.fetchone()[0])
+        return int(fetch_one(cur)[0])
 
 
 def finish_run(
@@ -206,7 +246,7 @@ def finish_run(
 ) -> None:
     with transaction(conn) as cur:
         cur.execute("SELECT source FROM sync_run WHERE id = %s", (run_id,))
-        source = cur.fetchone()[0]
+        source = fetch_one(cur)[0]
         cursors = all_cursors(cur, source=source)
         cur.execute(
             """
@@ -275,12 +315,16 @@ def write_page(
     rows: Sequence[Sequence[Any]],
     rejects: Sequence[Sequence[Any]],
     received: int,
+    since: datetime | None,
     cursor_after: str | None,
+    high_water: datetime | None,
 ) -> PageResult:
     """Write one page and advance the cursor, all in one transaction.
 
     ``rows`` follow ``WORKER_COLUMNS`` / ``ENTERPRISE_COLUMNS``; ``rejects`` follow
-    ``QUARANTINE_COLUMNS``. ``cursor_after`` None leaves the cursor where it is.
+    ``QUARANTINE_COLUMNS``. ``since`` is the watermark the stream was fetched from;
+    ``cursor_after`` None means this was the stream's last page, so the watermark moves to the
+    newest update time committed (``high_water``: this page's newest accepted record).
     """
     table, columns = _TABLES[entity]
     result = PageResult(received=received)
@@ -298,7 +342,7 @@ def write_page(
             _stage(cur, f"stage_{table}", columns)
             copy_rows(cur, f"stage_{table}", columns, rows)
             cur.execute(_upsert_sql(table, columns), {"source": source, "run": run_id})
-            inserted, updated = cur.fetchone()
+            inserted, updated = fetch_one(cur)
             result.inserted, result.updated = int(inserted), int(updated)
         result.loaded = result.inserted + result.updated
         result.unchanged = len(rows) - result.loaded
@@ -314,6 +358,7 @@ def write_page(
                 """,
                 {"source": source, "entity": entity, "run": run_id},
             )
-        if cursor_after is not None:
-            _set_cursor(cur, source=source, entity=entity, cursor=cursor_after)
+        _advance(
+            cur, source=source, entity=entity, since=since, cursor_after=cursor_after, high_water=high_water
+        )
     return result

@@ -21,6 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from geodata.divisions import Division
 from geodata.world import Cell
 from grid.store.copy import copy_rows
+from grid.store.db import fetch_one
 
 
 class WorldConflict(RuntimeError):
@@ -94,7 +95,7 @@ def load_divisions(
         {"vf": valid_from},
     )
     cur.execute("SELECT count(*) FROM changed_division")
-    changed = int(cur.fetchone()[0])
+    changed = int(fetch_one(cur)[0])
     cur.execute(
         """
         INSERT INTO division (code, level, name, parent_code, geom, generated, source, valid_from)
@@ -155,7 +156,7 @@ def load_cells(
         " VALUES (%s, %s, %s, %s, %s) RETURNING id",
         (label, scope_code, valid_from, generated, note),
     )
-    version_id = int(cur.fetchone()[0])
+    version_id = int(fetch_one(cur)[0])
     n = copy_rows(
         cur,
         "grid_cell",

@@ -32,7 +32,7 @@ def _recent_runs(limit: int = 20) -> list[dict[str, Any]]:
                 """,
                 (limit,),
             )
-            cols = [d[0] for d in cur.description]
+            cols = [d[0] for d in cur.description or ()]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     finally:
         conn.close()

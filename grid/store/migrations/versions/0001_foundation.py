@@ -78,11 +78,13 @@ CREATE TABLE source (
 );
 
 -- Where each (source, entity) stream stands; advanced in the same transaction as a page's rows.
+-- A stream that ends moves since := high_water and clears the cursor.
 CREATE TABLE source_cursor (
     source     text        NOT NULL REFERENCES source (name),
     entity     text        NOT NULL CHECK (entity IN ('workers', 'enterprises', 'cases')),
-    cursor     text,
-    since      text,
+    cursor     text,            -- keyset position inside the current stream; NULL between runs
+    since      timestamptz,     -- the watermark the current stream started from (inclusive)
+    high_water timestamptz,     -- newest source update time committed so far
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, entity)
 );
@@ -90,7 +92,8 @@ CREATE TABLE source_cursor (
 CREATE TABLE sync_run (
     id            bigserial PRIMARY KEY,
     source        text        NOT NULL REFERENCES source (name),
-    flow_run_id   uuid,
+    flow_run_id   uuid,            -- the Prefect flow run of this source's sync
+    parent_flow_run_id uuid,       -- the nightly run that started it, if any
     mode          text        NOT NULL DEFAULT 'incremental' CHECK (mode IN ('incremental', 'full')),
     status        text        NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'completed', 'failed')),
     started_at    timestamptz NOT NULL DEFAULT now(),

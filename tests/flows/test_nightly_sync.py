@@ -1,0 +1,184 @@
+"""The nightly sync end to end: sandbox over HTTP → validate → place → PostgreSQL, via Prefect."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grid.settings import get_settings
+from grid.store.db import connect, transaction
+from tests.conftest import write_sources
+
+pytestmark = [pytest.mark.db, pytest.mark.flow]
+
+
+@pytest.fixture
+def sources_dir(tmp_path: Path) -> Iterator[Path]:
+    previous = os.environ.get("GRIDFLOW_SOURCES_DIR")
+    os.environ["GRIDFLOW_SOURCES_DIR"] = str(tmp_path)
+    get_settings.cache_clear()
+    try:
+        yield tmp_path
+    finally:
+        if previous is None:
+            os.environ.pop("GRIDFLOW_SOURCES_DIR", None)
+        else:
+            os.environ["GRIDFLOW_SOURCES_DIR"] = previous
+        get_settings.cache_clear()
+
+
+def _query(sql: str, *args: object) -> list[tuple]:
+    conn = connect()
+    try:
+        with transaction(conn) as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def _fingerprint(source: str) -> tuple:
+    """Everything the sync writes about a source, as one comparable value."""
+    return tuple(
+        _query(
+            f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t WHERE source = %s",
+            source,
+        )[0][0]
+        for table in ("worker", "enterprise", "quarantine", "source_cursor")
+    )
+
+
+def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database(
+    prefect_harness, loaded_world, sandbox_url, sandbox_dataset, sources_dir
+) -> None:
+    """Nothing lost: each sandbox record is loaded or quarantined with its expected reason code,
+    and the run's counts (received / loaded / quarantined / unmapped) equal the tables."""
+    from flows.nightly_sync import nightly_sync
+
+    write_sources(sources_dir, city_a=sandbox_url)
+    rows = nightly_sync(sources=["city_a"])
+    assert [r["status"] for r in rows] == ["completed"]
+    run = rows[0]
+
+    expected_bad: dict[tuple[str, str], str] = {}
+    expected_total = 0
+    for entity in ("enterprises", "workers"):
+        labels = sandbox_dataset.labels(entity)
+        expected_total += len(labels)
+        expected_bad.update(
+            {
+                (entity, rid): label
+                for rid, label in labels.items()
+                if "_" in label
+                and label
+                in {
+                    "bad_id_checksum",
+                    "bad_uscc_checksum",
+                    "missing_coordinates",
+                    "out_of_china",
+                    "unknown_crs",
+                    "bad_phone",
+                    "bad_date",
+                }
+            }
+        )
+    quarantined = {
+        (entity, rid): reason
+        for entity, rid, reason in _query(
+            "SELECT entity, source_record_id, reason_code FROM quarantine WHERE source = %s", "city_a"
+        )
+    }
+    assert quarantined == expected_bad
+    assert len({r for _, r in expected_bad.items()}) >= 6, "the sandbox exercises every kind of bad row"
+
+    (workers, enterprises, unmapped) = _query(
+        "SELECT (SELECT count(*) FROM worker WHERE source = %s), (SELECT count(*) FROM enterprise WHERE source = %s),"
+        " (SELECT count(*) FROM worker WHERE source = %s AND cell_code IS NULL)"
+        " + (SELECT count(*) FROM enterprise WHERE source = %s AND cell_code IS NULL)",
+        "city_a",
+        "city_a",
+        "city_a",
+        "city_a",
+    )[0]
+    assert run["received"] == expected_total
+    assert run["loaded"] == workers + enterprises == expected_total - len(expected_bad)
+    assert run["quarantined"] == len(quarantined)
+    assert run["unmapped"] == unmapped
+    db_run = _query(
+        "SELECT received, loaded, quarantined, unmapped, status FROM sync_run WHERE id = %s", run["run_id"]
+    )
+    assert db_run == [(run["received"], run["loaded"], run["quarantined"], run["unmapped"], "completed")]
+    # Placed points sit inside their cell (PostGIS agrees with the in-memory index).
+    outside = _query(
+        "SELECT count(*) FROM worker w JOIN grid_cell c ON c.code = w.cell_code AND c.valid_to IS NULL"
+        " WHERE w.source = %s AND NOT ST_Covers(c.geom, w.geom)",
+        "city_a",
+    )[0][0]
+    assert outside == 0
+    # Address-only records are placed by address and say so.
+    methods = dict(
+        _query("SELECT placement_method, count(*) FROM worker WHERE source = %s GROUP BY 1", "city_a")
+    )
+    assert methods.get("point_in_cell", 0) > 0
+    assert any(m.startswith("address_") for m in methods), methods
+
+
+def test_second_sync_of_an_unchanged_night_changes_nothing(
+    prefect_harness, loaded_world, sandbox_url, sources_dir
+) -> None:
+    """Idempotent re-sync: running the sync again writes nothing and loads nothing."""
+    from flows.nightly_sync import nightly_sync
+
+    write_sources(sources_dir, city_b=sandbox_url)
+    nightly_sync(sources=["city_b"])
+    before = _fingerprint("city_b")
+    second = nightly_sync(sources=["city_b"])[0]
+    assert _fingerprint("city_b") == before
+    assert second["loaded"] == 0
+    assert second["received"] == second["unchanged"] + second["quarantined"]
+
+
+def test_unreachable_source_fails_the_run_with_one_sentence(
+    prefect_harness, loaded_world, sources_dir
+) -> None:
+    """An unreachable source fails its run with one clear sentence, recorded on the run row."""
+    from prefect.exceptions import PrefectException  # noqa: F401 - imported to make the harness visible
+
+    from flows.nightly_sync import SyncFailed, nightly_sync
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write_sources(sources_dir, city_down=f"http://127.0.0.1:{port}")
+    with pytest.raises(SyncFailed) as info:
+        nightly_sync(sources=["city_down"])
+    message = str(info.value)
+    assert "city_down" in message and "unreachable" in message
+    assert "\n" not in message and "Traceback" not in message
+    status, error = _query(
+        "SELECT status, error FROM sync_run WHERE source = %s ORDER BY id DESC LIMIT 1", "city_down"
+    )[0]
+    assert status == "failed" and "unreachable" in error and "\n" not in error
+
+
+def test_run_publishes_a_table_artifact_of_its_counts(
+    prefect_harness, loaded_world, sandbox_url, sources_dir
+) -> None:
+    """Province staff see each run's counts as a Prefect table artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.nightly_sync import nightly_sync
+
+    write_sources(sources_dir, city_c=sandbox_url)
+    row = nightly_sync(sources=["city_c"])[0]
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sync-city-c"]))
+        )
+    assert arts, "no artifact with key sync-city-c"
+    assert str(row["loaded"]) in str(arts[0].data)
