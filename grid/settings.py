@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PG_PORT = 54329
 _PLACEHOLDERS = {"", "changeme", "change-me", "placeholder", "secret"}
 
 
@@ -33,7 +34,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="A server to use instead of the project-private cluster."
     )
-    pg_port: int = 54329
+    pg_port: int | None = Field(
+        default=None, description="Port of the private cluster; by default 54329, or a free one if taken."
+    )
     pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
     prefect_port: int = 4200
     sandbox_port: int = 8765
@@ -70,11 +73,21 @@ class Settings(BaseSettings):
         return self.state_dir / "pg"
 
     @property
+    def cluster_port(self) -> int:
+        """The private cluster's port: as configured, else as chosen when it was created."""
+        if self.pg_port is not None:
+            return self.pg_port
+        remembered = self.pg_dir / "port"
+        if remembered.exists():
+            return int(remembered.read_text().strip())
+        return DEFAULT_PG_PORT
+
+    @property
     def dsn(self) -> str:
         """libpq connection string of the database gridflow uses."""
         if self.database_url:
             return self.database_url
-        return f"postgresql://gridflow@127.0.0.1:{self.pg_port}/gridflow"
+        return f"postgresql://gridflow@127.0.0.1:{self.cluster_port}/gridflow"
 
     @property
     def prefect_api_url(self) -> str:

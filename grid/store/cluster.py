@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import psycopg2
 
-from grid.settings import Settings
+from grid.settings import DEFAULT_PG_PORT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,25 @@ class Cluster:
         )
         return proc.returncode == 0
 
+    def _choose_port(self) -> int:
+        """The configured port, else 54329 when free, else any free loopback port."""
+        if self.settings.pg_port is not None:
+            return self.settings.pg_port
+        for port in (DEFAULT_PG_PORT, 0):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return int(sock.getsockname()[1])
+        raise ClusterError("no free loopback port for PostgreSQL")
+
     def init(self) -> None:
         if (self.data / "PG_VERSION").exists():
             return
         self.root.mkdir(parents=True, exist_ok=True)
+        port = self._choose_port()
+        (self.root / "port").write_text(f"{port}\n")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
@@ -103,7 +119,7 @@ class Cluster:
         conf = self.data / "postgresql.conf"
         extra = (
             "\n# gridflow private cluster\n"
-            f"port = {self.settings.pg_port}\n"
+            f"port = {port}\n"
             "listen_addresses = '127.0.0.1'\n"
             f"unix_socket_directories = '{self.run_dir}'\n"
             "shared_buffers = 512MB\n"
@@ -133,7 +149,8 @@ class Cluster:
 
     def ensure_database(self, name: str = "gridflow") -> None:
         """Create the database (and PostGIS) if missing."""
-        admin = f"postgresql://gridflow@127.0.0.1:{self.settings.pg_port}/postgres"
+        port = self.settings.cluster_port
+        admin = f"postgresql://gridflow@127.0.0.1:{port}/postgres"
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -141,9 +158,7 @@ class Cluster:
                 break
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
-                    raise ClusterError(
-                        f"PostgreSQL did not accept connections on 127.0.0.1:{self.settings.pg_port}"
-                    ) from None
+                    raise ClusterError(f"PostgreSQL did not accept connections on 127.0.0.1:{port}") from None
                 time.sleep(0.5)
         conn.autocommit = True
         try:
