@@ -70,6 +70,15 @@ def database_url() -> Iterator[str]:
         admin.close()
 
 
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """ONE Prefect test harness per session (it takes ~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection whose work is rolled back after the test."""

@@ -25,7 +25,8 @@ def alembic_config(dsn: str) -> Config:
     return cfg
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
+def upgrade(dsn: str, revision: str = "heads") -> None:
+    """Migrate to every head (branches made in parallel are linearised before release)."""
     command.upgrade(alembic_config(dsn), revision)
 
 
