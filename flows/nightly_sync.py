@@ -1,56 +1,64 @@
-"""Nightly sync: pull each city's records page by page, validate, place, store.
+"""Nightly sync: every city's records, page by page, validated, placed and stored.
 
-Thin Prefect wiring over ``connectors`` (fetch + validate), ``geodata`` (CRS + placement) and
-``grid`` (PII protection + one-transaction page writes). A page is the unit of work and of
-retry; records are never tasks. Flow parameters carry source names only — never personal data.
+``nightly_sync`` runs one ``sync-source`` child flow run per enabled source, in parallel up to
+``GRIDFLOW_MAX_PARALLEL_SOURCES``; a failing city does not stop the others, and the parent ends
+Failed naming them. A source is synced by at most one run at a time (a PostgreSQL advisory lock
+held for the run; a second run exits as a no-op). Within a source, a page is the unit of work and
+of retry: it is fetched (the only task that touches the network, so the only one with retries),
+split into chunks prepared on the flow's task runner (threads, or a Dask cluster when
+``GRIDFLOW_DASK_ADDRESS`` is set), and written in ONE transaction with the cursor advance — a
+run killed at any point resumes from the last committed page. Records are never tasks. Flow
+parameters carry source names only — never personal data.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.http import HttpSource
 from connectors.source import Page
-from connectors.validate import validate_enterprises, validate_workers
-from geodata.address import AddressLocator
-from geodata.cellindex import CellIndex
-from geodata.placement import place_batch
-from grid.ingest import enterprise_rows, reject_rows, worker_rows
-from grid.people import Vault, vault_from_settings
+from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
 from grid.settings import get_settings
-from grid.store import geo, sync
+from grid.store import sync
 from grid.store.db import connect, transaction
+from grid.store.failpoints import failpoint
+from grid.store.sync import PreparedChunk
 
 
 class SyncFailed(RuntimeError):
-    """One or more sources failed; the message lists them."""
-
-
-@dataclass
-class SyncContext:
-    """What one source's run needs besides the page: built once per run."""
-
-    config: SourceConfig
-    run_id: int
-    index: CellIndex
-    locator: AddressLocator
-    vault: Vault
+    """One or more sources failed; the message lists them in one sentence each."""
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     try:
         return get_run_logger()
-    except Exception:  # called outside a run (plain function tests)
+    except Exception:  # called outside a run
         return logging.getLogger("gridflow.sync")
+
+
+def chunk_task_runner() -> TaskRunner[Any]:
+    """Threads by default; the Dask cluster at GRIDFLOW_DASK_ADDRESS when set."""
+    settings = get_settings()
+    if settings.dask_address:
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        return DaskTaskRunner(address=settings.dask_address)
+    return ThreadPoolTaskRunner(max_workers=settings.prep_workers)
+
+
+# -- tasks ------------------------------------------------------------------------------------
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -66,7 +74,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(cache_policy=NO_CACHE, task_run_name="fetch-{entity}", retry_condition_fn=_transient)
+@task(cache_policy=NO_CACHE, task_run_name="fetch-{entity}-{page_no}", retry_condition_fn=_transient)
 def fetch_page(
     config: SourceConfig, entity: str, cursor: str | None, since: datetime | None, page_no: int
 ) -> Page:
@@ -77,80 +85,22 @@ def fetch_page(
         )
 
 
-def process_and_write(
-    ctx: SyncContext, page: Page, *, since: datetime | None, today: date
-) -> sync.PageResult:
-    """Validate, place and protect one page, then write it in one transaction."""
-    mapping = ctx.config.mapping[page.entity]  # type: ignore[index]
-    validate = validate_workers if page.entity == "workers" else validate_enterprises
-    records, rejects = validate(page.records, mapping=mapping, default_crs=ctx.config.crs, today=today)
-    placed = place_batch(
-        [r.lon for r in records],
-        [r.lat for r in records],
-        [r.crs for r in records],
-        [r.address for r in records],
-        index=ctx.index,
-        locator=ctx.locator,
-    )
-    build = worker_rows if page.entity == "workers" else enterprise_rows
-    rows = build(records, placed, ctx.vault)  # type: ignore[arg-type]
-    conn = connect()
-    try:
-        return sync.write_page(
-            conn,
-            run_id=ctx.run_id,
-            source=ctx.config.name,
-            entity=page.entity,
-            rows=rows,
-            rejects=reject_rows(rejects, ctx.vault),  # type: ignore[arg-type]
-            received=len(page.records),
-            since=since,
-            cursor_after=page.cursor_after,
-            high_water=max((r.source_updated_at for r in records), default=None),
-        )
-    finally:
-        conn.close()
+@task(cache_policy=NO_CACHE, task_run_name="prepare-{spec.entity}")
+def prepare_chunk_task(
+    spec: ChunkSpec, raw_rows: list[dict[str, Any]], known: dict[str, datetime], today: date
+) -> PreparedChunk:
+    return prepare_chunk(spec, raw_rows, known, today)
 
 
-@task(cache_policy=NO_CACHE, task_run_name="load-{page.entity}-page-{page.page_no}")
-def load_page(ctx: SyncContext, page: Page, since: datetime | None) -> sync.PageResult:
-    return process_and_write(ctx, page, since=since, today=date.today())
+# -- one source -------------------------------------------------------------------------------
 
 
-def build_context(config: SourceConfig, run_id: int) -> SyncContext:
-    conn = connect()
-    try:
-        with transaction(conn) as cur:
-            cells = geo.load_cells(cur, scope_code=config.city_code)
-            divisions = geo.load_divisions(cur, scope_code=config.city_code)
-    finally:
-        conn.close()
-    if not cells.codes:
-        raise SyncFailed(f"no grid cells are loaded for {config.city_code}: run `gridflow world load` first")
-    index = CellIndex(cells.codes, cells.geoms, retired=cells.retired, outline=cells.outline)
-    return SyncContext(config, run_id, index, AddressLocator(divisions), vault_from_settings())
+def _chunks(futures: list[PrefectFuture[PreparedChunk]]) -> Iterator[PreparedChunk]:
+    for f in futures:
+        yield f.result()
 
 
-def register_sources(configs: list[SourceConfig]) -> None:
-    conn = connect()
-    try:
-        with transaction(conn) as cur:
-            for c in configs:
-                sync.register_source(
-                    cur,
-                    name=c.name,
-                    display_name=c.display_name,
-                    city_code=c.city_code,
-                    kind=c.kind,
-                    crs=c.crs,
-                    enabled=c.enabled,
-                    config=c.model_dump(mode="json", exclude={"mapping"}),
-                )
-    finally:
-        conn.close()
-
-
-def _summary_row(name: str, run_id: int, totals: sync.RunTotals, status: str) -> dict[str, Any]:
+def _summary(name: str, run_id: int | None, totals: sync.RunTotals, status: str) -> dict[str, Any]:
     return {
         "source": name,
         "run_id": run_id,
@@ -161,21 +111,141 @@ def _summary_row(name: str, run_id: int, totals: sync.RunTotals, status: str) ->
         "unchanged": totals.unchanged,
         "quarantined": totals.quarantined,
         "unmapped": totals.unmapped,
+        "missing": totals.missing,
+        "soft_deleted": totals.soft_deleted,
     }
 
 
-@flow(name="sync-source", flow_run_name="sync-{source_name}", log_prints=False)
-def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
-    """Sync one source: every entity, page by page, from its stored cursor."""
+def _register(conn: Any, config: SourceConfig) -> None:
+    with transaction(conn) as cur:
+        sync.register_source(
+            cur,
+            name=config.name,
+            display_name=config.display_name,
+            city_code=config.city_code,
+            kind=config.kind,
+            crs=config.crs,
+            enabled=config.enabled,
+            config=config.model_dump(mode="json", exclude={"mapping"}),
+        )
+
+
+def _sync_entity(
+    conn: Any,
+    config: SourceConfig,
+    entity: str,
+    *,
+    run_id: int,
+    full: bool,
+    cell_version: int,
+    totals: sync.RunTotals,
+) -> None:
+    settings = get_settings()
     log = _logger()
+    with transaction(conn) as cur:
+        pos = sync.get_position(cur, source=config.name, entity=entity)
+    if pos.cursor is not None and pos.full_run_id is not None:
+        cursor, since, snapshot = pos.cursor, pos.since, pos.full_run_id  # resume the full snapshot
+    elif full:
+        cursor, since, snapshot = None, None, run_id
+    else:
+        cursor, since, snapshot = pos.cursor, pos.since, None
+    spec = ChunkSpec(
+        source=config.name,
+        entity=entity,
+        city_code=config.city_code,
+        cell_version=cell_version,
+        mapping=dict(config.mapping[entity]),  # type: ignore[index]
+        default_crs=config.crs,
+        full=snapshot is not None,
+    )
+    id_field = spec.mapping["source_record_id"]
+    fetch = fetch_page.with_options(
+        retries=settings.page_retries, retry_delay_seconds=settings.page_retry_delay_s
+    )
+    page_no = 0
+    while True:
+        page_no += 1
+        page = fetch(config, entity, cursor, since, page_no)
+        failpoint("after_fetch")
+        ids = [str(r[id_field]) for r in page.records if r.get(id_field) not in (None, "")]
+        with transaction(conn) as cur:
+            known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
+        size = settings.chunk_size
+        pieces = [page.records[i : i + size] for i in range(0, len(page.records), size)] or [[]]
+        today = date.today()
+        futures = [
+            prepare_chunk_task.submit(
+                spec,
+                piece,
+                {k: v for r in piece if (k := str(r.get(id_field))) in known for v in [known[k]]},
+                today,
+            )
+            for piece in pieces
+        ]
+        result = sync.write_page(
+            conn,
+            run_id=run_id,
+            source=config.name,
+            entity=entity,
+            chunks=_chunks(futures),
+            received=len(page.records),
+            since=since,
+            cursor_after=page.cursor_after,
+            snapshot_run_id=snapshot,
+        )
+        totals.add(entity, result)
+        log.info(
+            "%s %s page %d: received %d, loaded %d, unchanged %d, quarantined %d, unmapped %d",
+            config.name, entity, page_no, result.received, result.loaded, result.unchanged,
+            result.quarantined, result.unmapped,
+        )  # fmt: skip
+        if page.cursor_after is None:
+            if snapshot is not None:
+                log.info("%s %s full snapshot: %d missing, %d soft-deleted", config.name, entity,
+                         result.missing, result.soft_deleted)  # fmt: skip
+            return
+        cursor = page.cursor_after
+
+
+def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, error: str | None) -> None:
+    key = config.name.replace("_", "-")
+    create_table_artifact(
+        key=f"sync-{key}",
+        table=[row],
+        description=f"Nightly sync of {config.display_name} ({config.name}), run {row['run_id']}",
+    )
+    reasons = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_reason.items())) or "| — | 0 |"
+    methods = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_method.items())) or "| — | 0 |"
+    create_markdown_artifact(
+        key=f"sync-{key}-detail",
+        markdown=(
+            f"## {config.display_name} 同步 / sync — run {row['run_id']}\n\n"
+            f"Status: **{row['status']}**{' — ' + error if error else ''}\n\n"
+            f"Received {row['received']}, loaded {row['loaded']}, unchanged {row['unchanged']}, "
+            f"quarantined {row['quarantined']}, unmapped {row['unmapped']}, "
+            f"missing from snapshot {row['missing']}, soft-deleted {row['soft_deleted']}.\n\n"
+            "| quarantine reason | records |\n|---|---|\n" + reasons + "\n\n"
+            "| placement method | records |\n|---|---|\n" + methods + "\n"
+        ),
+    )
+
+
+@flow(name="sync-source", flow_run_name="sync-{source_name}", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
+    """Sync one source, every entity, from its stored position. A concurrent run is a no-op."""
     settings = get_settings()
     configs = {c.name: c for c in load_all_sources(settings.sources_dir)}
     if source_name not in configs:
-        raise SyncFailed(f"unknown source {source_name!r}; known: {', '.join(sorted(configs))}")
+        raise SyncFailed(f"unknown source {source_name!r}; known: {', '.join(sorted(configs)) or 'none'}")
     config = configs[source_name]
-    register_sources([config])
     conn = connect()
     try:
+        if not sync.try_lock_source(conn, source_name):
+            _logger().info("%s: another run holds this source; nothing to do", source_name)
+            return _summary(source_name, None, sync.RunTotals(), "skipped")
+        _register(conn, config)
+        sync.mark_crashed_runs(conn, source=source_name)
         run_id = sync.start_run(
             conn,
             source=source_name,
@@ -183,96 +253,76 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
             flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
             parent_flow_run_id=flow_run.get_parent_flow_run_id(),
         )
+        totals = sync.RunTotals()
+        error: str | None = None
+        try:
+            version = current_cell_version(config.city_code)
+            if not version:
+                raise SyncFailed(
+                    f"no grid cells are loaded for {config.city_code}: run `gridflow world load` first"
+                )
+            for entity in config.entities:
+                _sync_entity(
+                    conn, config, entity, run_id=run_id, full=full, cell_version=version, totals=totals
+                )
+        except Exception as exc:
+            error = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise
+        finally:
+            conn.rollback()
+            sync.finish_run(conn, run_id=run_id, totals=totals, error=error)
+            row = _summary(source_name, run_id, totals, "failed" if error else "completed")
+            _publish(config, row, totals, error)
+        return row
     finally:
         conn.close()
-    totals = sync.RunTotals()
-    error: str | None = None
-    try:
-        ctx = build_context(config, run_id)
-        for entity in config.entities:
-            conn = connect()
-            try:
-                with transaction(conn) as cur:
-                    pos = sync.get_position(cur, source=source_name, entity=entity)
-            finally:
-                conn.close()
-            # A full resync reads everything; otherwise resume mid-stream or start at the watermark.
-            cursor, since = (None, None) if full else (pos.cursor, pos.since)
-            fetch = fetch_page.with_options(
-                retries=settings.page_retries, retry_delay_seconds=settings.page_retry_delay_s
-            )
-            page_no = 0
-            while True:
-                page_no += 1
-                page = fetch(config, entity, cursor, since, page_no)
-                result = load_page(ctx, page, since)
-                totals.add(entity, result)
-                log.info(
-                    "%s %s page %d: received %d, loaded %d, unchanged %d, quarantined %d, unmapped %d",
-                    source_name,
-                    entity,
-                    page.page_no,
-                    result.received,
-                    result.loaded,
-                    result.unchanged,
-                    result.quarantined,
-                    result.unmapped,
-                )
-                if page.cursor_after is None:
-                    break
-                cursor = page.cursor_after
-    except Exception as exc:
-        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise
-    finally:
-        conn = connect()
-        try:
-            sync.finish_run(conn, run_id=run_id, totals=totals, error=error)
-        finally:
-            conn.close()
-        row = _summary_row(source_name, run_id, totals, "failed" if error else "completed")
-        key = source_name.replace("_", "-")
-        create_table_artifact(
-            key=f"sync-{key}",
-            table=[row],
-            description=f"Nightly sync of {config.display_name} ({source_name}), run {run_id}",
-        )
-        reasons = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_reason.items())) or "| — | 0 |"
-        methods = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_method.items())) or "| — | 0 |"
-        create_markdown_artifact(
-            key=f"sync-{key}-detail",
-            markdown=(
-                f"## {config.display_name} 同步 / sync — run {run_id}\n\n"
-                f"Status: **{row['status']}**{' — ' + error if error else ''}\n\n"
-                "| quarantine reason | records |\n|---|---|\n" + reasons + "\n\n"
-                "| placement method | records |\n|---|---|\n" + methods + "\n"
-            ),
-        )
-    return row
 
 
-@flow(name="nightly-sync", log_prints=False)
+# -- all sources ------------------------------------------------------------------------------
+
+
+@task(cache_policy=NO_CACHE, task_run_name="source-{source_name}")
+def run_source(source_name: str, full: bool) -> dict[str, Any]:
+    """One child flow run; its failure is reported, not raised, so the other cities go on."""
+    state = sync_source.with_options(task_runner=chunk_task_runner())(
+        source_name, full=full, return_state=True
+    )
+    if state.is_completed():
+        return {"ok": True, "row": state.result()}
+    exc = state.result(raise_on_failure=False)
+    reason = (str(exc).splitlines() or [""])[0] if isinstance(exc, BaseException) else ""
+    return {"ok": False, "source": source_name, "error": reason or state.name or "failed"}
+
+
+@flow(name="nightly-sync", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
 def nightly_sync(sources: list[str] | None = None, full: bool = False) -> list[dict[str, Any]]:
-    """Sync every enabled source (or the named ones). One failing city does not stop the others."""
+    """Sync every enabled source (or the named ones) in parallel up to the configured limit."""
     settings = get_settings()
     configs = load_all_sources(settings.sources_dir)
-    selected = [c for c in configs if (c.name in sources if sources else c.enabled)]
     if sources:
         unknown = sorted(set(sources) - {c.name for c in configs})
         if unknown:
             raise SyncFailed(f"unknown source(s): {', '.join(unknown)}")
+    selected = [c.name for c in configs if (c.name in sources if sources else c.enabled)]
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
-    for config in selected:
-        state = sync_source(config.name, full=full, return_state=True)
-        if state.is_completed():
-            rows.append(state.result())
+    pending: list[Future[Any] | PrefectFuture[Any]] = []
+    limit = max(1, settings.max_parallel_sources)
+    results: list[dict[str, Any]] = []
+    for name in selected:
+        pending.append(run_source.submit(name, full))
+        if len(pending) >= limit:
+            results.append(pending.pop(0).result())
+    results.extend(f.result() for f in pending)
+    for res in results:
+        if res["ok"]:
+            rows.append(res["row"])
         else:
-            exc = state.result(raise_on_failure=False)
-            reason = str(exc).splitlines()[0] if isinstance(exc, BaseException) and str(exc) else state.name
-            failed.append(f"{config.name}: {reason}")
+            failed.append(f"{res['source']}: {res['error']}")
     create_table_artifact(
-        key="nightly-sync", table=rows or [{"source": "—"}], description="Nightly sync summary"
+        key="nightly-sync",
+        table=rows or [{"source": "—"}],
+        description="Nightly sync summary" + (f" — failed: {'; '.join(failed)}" if failed else ""),
     )
     if failed:
         raise SyncFailed("sync failed for " + "; ".join(failed))

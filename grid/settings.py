@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     sample_workers: int = 20000
     sample_enterprises: int = 2000
     page_retries: int = 1
+    max_parallel_sources: int = 4
+    chunk_size: int = 2500
+    prep_workers: int = 2
+    dask_address: str | None = None
     page_retry_delay_s: float = 10.0
     hmac_key: SecretStr | None = None
     encryption_key: SecretStr | None = None

@@ -86,8 +86,9 @@ def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
     try:
         yield c
     finally:
-        c.rollback()
-        c.close()
+        if not c.closed:
+            c.rollback()
+            c.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:

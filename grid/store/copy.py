@@ -26,6 +26,16 @@ def _field(value: Any) -> str:
     return str(value).translate(_ESCAPES)
 
 
+def copy_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows in COPY text format (built where the CPU is free, sent later)."""
+    return "".join("\t".join(map(_field, row)) + "\n" for row in rows)
+
+
+def copy_from_text(cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str], text: str) -> None:
+    if text:
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
+
+
 def copy_rows(
     cur: psycopg2.extensions.cursor,
     table: str,
@@ -33,12 +43,6 @@ def copy_rows(
     rows: Iterable[Sequence[Any]],
 ) -> int:
     """COPY ``rows`` into ``table(columns)``; returns the number of rows sent."""
-    buf = io.StringIO()
-    n = 0
-    for row in rows:
-        buf.write("\t".join(_field(v) for v in row))
-        buf.write("\n")
-        n += 1
-    buf.seek(0)
-    cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)
-    return n
+    rows = list(rows)
+    copy_from_text(cur, table, columns, copy_text(rows))
+    return len(rows)

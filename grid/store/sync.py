@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg2.extensions
 
-from grid.store.copy import copy_rows
+from grid.store.copy import copy_from_text, copy_text
 from grid.store.db import fetch_one, transaction
+from grid.store.failpoints import failpoint
 
 WORKER_COLUMNS = (
     "source_record_id",
@@ -92,6 +93,8 @@ class PageResult:
     unchanged: int = 0
     quarantined: int = 0
     unmapped: int = 0
+    missing: int = 0
+    soft_deleted: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
     by_method: Counter[str] = field(default_factory=Counter)
 
@@ -104,6 +107,8 @@ class RunTotals:
     unchanged: int = 0
     quarantined: int = 0
     unmapped: int = 0
+    missing: int = 0
+    soft_deleted: int = 0
     by_entity: dict[str, Counter[str]] = field(default_factory=dict)
     by_reason: Counter[str] = field(default_factory=Counter)
     by_method: Counter[str] = field(default_factory=Counter)
@@ -115,6 +120,8 @@ class RunTotals:
         self.unchanged += page.unchanged
         self.quarantined += page.quarantined
         self.unmapped += page.unmapped
+        self.missing += page.missing
+        self.soft_deleted += page.soft_deleted
         self.by_reason.update(page.by_reason)
         self.by_method.update(page.by_method)
         ent = self.by_entity.setdefault(entity, Counter())
@@ -124,6 +131,8 @@ class RunTotals:
             unchanged=page.unchanged,
             quarantined=page.quarantined,
             unmapped=page.unmapped,
+            missing=page.missing,
+            soft_deleted=page.soft_deleted,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -167,16 +176,21 @@ def register_source(
 
 @dataclass(frozen=True)
 class StreamPosition:
-    """Where a (source, entity) stream resumes: a keyset cursor mid-stream, and the watermark."""
+    """Where a (source, entity) stream resumes: a keyset cursor mid-stream, the watermark, and the
+    run whose full snapshot is in progress (a resumed full resync keeps its snapshot)."""
 
     cursor: str | None
     since: datetime | None
+    full_run_id: int | None = None
 
 
 def get_position(cur: psycopg2.extensions.cursor, *, source: str, entity: str) -> StreamPosition:
-    cur.execute("SELECT cursor, since FROM source_cursor WHERE source = %s AND entity = %s", (source, entity))
+    cur.execute(
+        "SELECT cursor, since, full_run_id FROM source_cursor WHERE source = %s AND entity = %s",
+        (source, entity),
+    )
     row = cur.fetchone()
-    return StreamPosition(None, None) if row is None else StreamPosition(row[0], row[1])
+    return StreamPosition(None, None) if row is None else StreamPosition(row[0], row[1], row[2])
 
 
 def get_cursor(cur: psycopg2.extensions.cursor, *, source: str, entity: str) -> str | None:
@@ -191,6 +205,7 @@ def _advance(
     since: datetime | None,
     cursor_after: str | None,
     high_water: datetime | None,
+    snapshot_run_id: int | None,
 ) -> None:
     """Record a committed page: the next cursor, or — when the stream ended — the new watermark."""
     cur.execute(
@@ -199,16 +214,24 @@ def _advance(
     row = cur.fetchone()
     old_hw = row[0] if row else None
     hw = max((t for t in (old_hw, high_water) if t is not None), default=None)
-    new_since = since if cursor_after is not None else (hw or since)
+    ended = cursor_after is None
     cur.execute(
         """
-        INSERT INTO source_cursor AS c (source, entity, cursor, since, high_water)
-        VALUES (%(source)s, %(entity)s, %(cursor)s, %(since)s, %(hw)s)
-        ON CONFLICT (source, entity) DO UPDATE SET
-            cursor = EXCLUDED.cursor, since = EXCLUDED.since, high_water = EXCLUDED.high_water, updated_at = now()
-        WHERE (c.cursor, c.since, c.high_water) IS DISTINCT FROM (EXCLUDED.cursor, EXCLUDED.since, EXCLUDED.high_water)
+        INSERT INTO source_cursor AS c (source, entity, cursor, since, high_water, full_run_id)
+        VALUES (%(source)s, %(entity)s, %(cursor)s, %(since)s, %(hw)s, %(snap)s)
+        ON CONFLICT (source, entity) DO UPDATE SET cursor = EXCLUDED.cursor, since = EXCLUDED.since,
+            high_water = EXCLUDED.high_water, full_run_id = EXCLUDED.full_run_id, updated_at = now()
+        WHERE (c.cursor, c.since, c.high_water, c.full_run_id)
+              IS DISTINCT FROM (EXCLUDED.cursor, EXCLUDED.since, EXCLUDED.high_water, EXCLUDED.full_run_id)
         """,
-        {"source": source, "entity": entity, "cursor": cursor_after, "since": new_since, "hw": hw},
+        {
+            "source": source,
+            "entity": entity,
+            "cursor": cursor_after,
+            "since": (hw or since) if ended else since,
+            "hw": hw,
+            "snap": None if ended else snapshot_run_id,
+        },
     )
 
 
@@ -278,7 +301,8 @@ def _stage(cur: psycopg2.extensions.cursor, name: str, columns: Sequence[str]) -
         f"{c} {_STAGE_TYPES.get(c, 'bytea' if c.endswith(('_hmac', '_enc', '_hash')) else 'text')}"
         for c in columns
     )
-    cur.execute(f"CREATE TEMP TABLE {name} ({cols}) ON COMMIT DROP")
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({cols}) ON COMMIT DROP")
+    cur.execute(f"TRUNCATE {name}")
 
 
 def _upsert_sql(table: str, columns: Sequence[str]) -> str:
@@ -287,23 +311,97 @@ def _upsert_sql(table: str, columns: Sequence[str]) -> str:
     select_cols = [
         "%(source)s",
         *[f"s.{c}" for c in data_cols],
-        "CASE WHEN s.lon IS NULL OR s.lat IS NULL THEN NULL"
-        " ELSE ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326) END",
+        "CASE WHEN s.lon IS NULL OR s.lat IS NULL THEN NULL ELSE ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326) END",
         "%(run)s",
         "%(run)s",
     ]
     updates = [f"{c} = EXCLUDED.{c}" for c in [*data_cols, "geom"] if c != "source_record_id"]
-    updates += ["last_run_id = EXCLUDED.last_run_id", "updated_at = now()", "deleted_at = NULL"]
+    updates += [
+        "last_run_id = EXCLUDED.last_run_id",
+        "updated_at = now()",
+        "deleted_at = NULL",
+        "missed_full_runs = 0",
+    ]
+    # Version guard: only a newer version with other content replaces a row; a soft-deleted
+    # record that comes back (any version) is restored.
     return f"""
         WITH up AS (
             INSERT INTO {table} AS t ({", ".join(insert_cols)})
             SELECT {", ".join(select_cols)} FROM stage_{table} s
             ON CONFLICT (source, source_record_id) DO UPDATE SET {", ".join(updates)}
-            WHERE t.source_updated_at < EXCLUDED.source_updated_at AND t.row_hash <> EXCLUDED.row_hash
+            WHERE (t.source_updated_at < EXCLUDED.source_updated_at AND t.row_hash <> EXCLUDED.row_hash)
+               OR (t.deleted_at IS NOT NULL AND t.source_updated_at <= EXCLUDED.source_updated_at)
             RETURNING (xmax = 0) AS inserted
         )
         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
     """
+
+
+@dataclass
+class PreparedChunk:
+    """A chunk of one page, validated, placed and protected, ready to COPY (built off the DB path).
+
+    ``rows_text`` / ``rejects_text`` are COPY text in ``*_COLUMNS`` / ``QUARANTINE_COLUMNS``
+    order. ``skipped`` counts records the store already holds at this version (not rebuilt).
+    ``seen`` lists every source record id the chunk carried (full snapshots).
+    """
+
+    entity: str
+    rows_text: str = ""
+    n_rows: int = 0
+    rejects_text: str = ""
+    skipped: int = 0
+    unmapped: int = 0
+    high_water: datetime | None = None
+    by_method: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    seen: list[str] = field(default_factory=list)
+
+
+def existing_versions(
+    cur: psycopg2.extensions.cursor, *, source: str, entity: str, ids: Sequence[str]
+) -> dict[str, datetime]:
+    """The stored source update time of each id the store holds (not soft-deleted)."""
+    if not ids:
+        return {}
+    table = _TABLES[entity][0]
+    cur.execute(
+        f"SELECT source_record_id, source_updated_at FROM {table}"
+        " WHERE source = %s AND source_record_id = ANY(%s) AND deleted_at IS NULL",
+        (source, list(ids)),
+    )
+    return dict(cur.fetchall())
+
+
+def _finish_snapshot(
+    cur: psycopg2.extensions.cursor, *, source: str, entity: str, snapshot_run_id: int, result: PageResult
+) -> None:
+    """End of a full snapshot: records it did not contain miss one more snapshot; a record missing
+    from two consecutive full snapshots is soft-deleted. Seen records reset their count."""
+    table = _TABLES[entity][0]
+    args = {"source": source, "entity": entity, "snap": snapshot_run_id}
+    seen = "SELECT 1 FROM full_seen f WHERE f.run_id = %(snap)s AND f.entity = %(entity)s"
+    cur.execute(
+        f"UPDATE {table} t SET missed_full_runs = 0 WHERE t.source = %(source)s AND t.missed_full_runs > 0"
+        f" AND EXISTS ({seen} AND f.source_record_id = t.source_record_id)",
+        args,
+    )
+    cur.execute(
+        f"""
+        WITH missed AS (
+            UPDATE {table} t SET missed_full_runs = t.missed_full_runs + 1,
+                deleted_at = CASE WHEN t.missed_full_runs + 1 >= 2 THEN now() ELSE NULL END
+            WHERE t.source = %(source)s AND t.deleted_at IS NULL
+              AND NOT EXISTS ({seen} AND f.source_record_id = t.source_record_id)
+            RETURNING t.deleted_at IS NOT NULL AS deleted
+        )
+        SELECT count(*), count(*) FILTER (WHERE deleted) FROM missed
+        """,
+        args,
+    )
+    missing, deleted = fetch_one(cur)
+    result.missing, result.soft_deleted = int(missing), int(deleted)
+    cur.execute("DELETE FROM full_seen WHERE run_id = %(snap)s AND entity = %(entity)s", args)
 
 
 def write_page(
@@ -312,53 +410,102 @@ def write_page(
     run_id: int,
     source: str,
     entity: str,
-    rows: Sequence[Sequence[Any]],
-    rejects: Sequence[Sequence[Any]],
+    chunks: Iterable[PreparedChunk],
     received: int,
     since: datetime | None,
     cursor_after: str | None,
-    high_water: datetime | None,
+    snapshot_run_id: int | None = None,
 ) -> PageResult:
-    """Write one page and advance the cursor, all in one transaction.
+    """Write one page and advance the cursor, all in ONE transaction.
 
-    ``rows`` follow ``WORKER_COLUMNS`` / ``ENTERPRISE_COLUMNS``; ``rejects`` follow
-    ``QUARANTINE_COLUMNS``. ``since`` is the watermark the stream was fetched from;
-    ``cursor_after`` None means this was the stream's last page, so the watermark moves to the
-    newest update time committed (``high_water``: this page's newest accepted record).
+    ``chunks`` may be a lazy iterable (futures being prepared elsewhere): each chunk is COPYed and
+    upserted as it arrives, so the database works while the next chunk is prepared, and nothing
+    is committed until the last one. ``since`` is the watermark the stream was fetched from;
+    ``cursor_after`` None means this is the stream's last page: the watermark moves to the newest
+    update time committed and, for a full snapshot, missing records are counted (and soft-deleted
+    after two snapshots).
     """
     table, columns = _TABLES[entity]
     result = PageResult(received=received)
-    method_i = columns.index("placement_method")
-    cell_i = columns.index("cell_code")
-    for row in rows:
-        result.by_method[row[method_i]] += 1
-        if row[cell_i] is None:
-            result.unmapped += 1
-    for rej in rejects:
-        result.by_reason[rej[1]] += 1
-    result.quarantined = len(rejects)
+    high_water: datetime | None = None
     with transaction(conn) as cur:
-        if rows:
-            _stage(cur, f"stage_{table}", columns)
-            copy_rows(cur, f"stage_{table}", columns, rows)
-            cur.execute(_upsert_sql(table, columns), {"source": source, "run": run_id})
-            inserted, updated = fetch_one(cur)
-            result.inserted, result.updated = int(inserted), int(updated)
+        _stage(cur, f"stage_{table}", columns)
+        _stage(cur, "stage_quarantine", QUARANTINE_COLUMNS)
+        for chunk in chunks:
+            result.by_method.update(chunk.by_method)
+            result.by_reason.update(chunk.by_reason)
+            result.unmapped += chunk.unmapped
+            result.quarantined += sum(chunk.by_reason.values())
+            result.unchanged += chunk.skipped
+            if chunk.high_water is not None and (high_water is None or chunk.high_water > high_water):
+                high_water = chunk.high_water
+            if chunk.n_rows:
+                cur.execute(f"TRUNCATE stage_{table}")
+                copy_from_text(cur, f"stage_{table}", columns, chunk.rows_text)
+                cur.execute(_upsert_sql(table, columns), {"source": source, "run": run_id})
+                inserted, updated = fetch_one(cur)
+                result.inserted += int(inserted)
+                result.updated += int(updated)
+                result.unchanged += chunk.n_rows - int(inserted) - int(updated)
+            if chunk.rejects_text:
+                cur.execute("TRUNCATE stage_quarantine")
+                copy_from_text(cur, "stage_quarantine", QUARANTINE_COLUMNS, chunk.rejects_text)
+                cur.execute(
+                    f"""
+                    INSERT INTO quarantine (source, entity, run_id, last_run_id, {", ".join(QUARANTINE_COLUMNS)})
+                    SELECT %(source)s, %(entity)s, %(run)s, %(run)s, {", ".join("s." + c for c in QUARANTINE_COLUMNS)}
+                    FROM stage_quarantine s
+                    ON CONFLICT (source, entity, raw_hmac, reason_code) WHERE resolved_at IS NULL DO NOTHING
+                    """,
+                    {"source": source, "entity": entity, "run": run_id},
+                )
+            if snapshot_run_id is not None and chunk.seen:
+                copy_from_text(
+                    cur,
+                    "full_seen",
+                    ("run_id", "entity", "source_record_id"),
+                    copy_text((snapshot_run_id, entity, rid) for rid in chunk.seen),
+                )
         result.loaded = result.inserted + result.updated
-        result.unchanged = len(rows) - result.loaded
-        if rejects:
-            _stage(cur, "stage_quarantine", QUARANTINE_COLUMNS)
-            copy_rows(cur, "stage_quarantine", QUARANTINE_COLUMNS, rejects)
-            cur.execute(
-                f"""
-                INSERT INTO quarantine (source, entity, run_id, last_run_id, {", ".join(QUARANTINE_COLUMNS)})
-                SELECT %(source)s, %(entity)s, %(run)s, %(run)s, {", ".join("s." + c for c in QUARANTINE_COLUMNS)}
-                FROM stage_quarantine s
-                ON CONFLICT (source, entity, raw_hmac, reason_code) WHERE resolved_at IS NULL DO NOTHING
-                """,
-                {"source": source, "entity": entity, "run": run_id},
-            )
+        failpoint("before_commit")
         _advance(
-            cur, source=source, entity=entity, since=since, cursor_after=cursor_after, high_water=high_water
+            cur,
+            source=source,
+            entity=entity,
+            since=since,
+            cursor_after=cursor_after,
+            high_water=high_water,
+            snapshot_run_id=snapshot_run_id,
         )
+        if cursor_after is None and snapshot_run_id is not None:
+            _finish_snapshot(
+                cur, source=source, entity=entity, snapshot_run_id=snapshot_run_id, result=result
+            )
+    failpoint("after_commit")
     return result
+
+
+# -- one run per source at a time --------------------------------------------------------------
+
+
+def try_lock_source(conn: psycopg2.extensions.connection, source: str) -> bool:
+    """Take the source's session advisory lock on ``conn`` (held until it closes or unlocks).
+
+    A process that dies loses its connection and with it the lock, so a crashed run never
+    blocks the next night.
+    """
+    with transaction(conn) as cur:
+        cur.execute("SELECT pg_try_advisory_lock(hashtext('gridflow.sync'), hashtext(%s))", (source,))
+        return bool(fetch_one(cur)[0])
+
+
+def mark_crashed_runs(conn: psycopg2.extensions.connection, *, source: str) -> int:
+    """Runs left 'running' by a process that died (call only while holding the source lock)."""
+    with transaction(conn) as cur:
+        cur.execute(
+            "UPDATE sync_run SET status = 'crashed', finished_at = now(),"
+            " error = 'the sync process stopped before finishing; the next run resumed from its last committed page'"
+            " WHERE source = %s AND status = 'running'",
+            (source,),
+        )
+        return cur.rowcount

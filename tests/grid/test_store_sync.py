@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
 
 from grid.store import sync
+from grid.store.copy import copy_text
+from grid.store.sync import PreparedChunk
 from grid.store.db import transaction
 
 pytestmark = pytest.mark.db
@@ -56,6 +59,23 @@ def _ent(
     )
 
 
+def _chunk(rows: list, rejects: list, entity: str | None = None) -> PreparedChunk:
+    """A prepared chunk as the pipeline would hand it to the store."""
+    ent = entity or ("workers" if rejects and not rows else "enterprises")
+    cols = list(sync.ENTERPRISE_COLUMNS)
+    hw = max((r[1] for r in rows), default=None)
+    return PreparedChunk(
+        entity=ent,
+        rows_text=copy_text(rows),
+        n_rows=len(rows),
+        rejects_text=copy_text(rejects),
+        unmapped=sum(1 for r in rows if r[cols.index("cell_code")] is None),
+        high_water=hw,
+        by_method=Counter(r[cols.index("placement_method")] for r in rows),
+        by_reason=Counter(j[1] for j in rejects),
+    )
+
+
 def _count(conn: psycopg2.extensions.connection, sql: str, *args: object) -> int:
     with transaction(conn) as cur:
         cur.execute(sql, args)
@@ -72,24 +92,20 @@ def test_replay_of_a_page_changes_nothing(conn: psycopg2.extensions.connection) 
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=rows,
-        rejects=[],
+        chunks=[_chunk(rows, [])],
         received=2,
         since=None,
         cursor_after="c1",
-        high_water=T0,
     )
     again = sync.write_page(
         conn,
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=rows,
-        rejects=[],
+        chunks=[_chunk(rows, [])],
         received=2,
         since=None,
         cursor_after="c1",
-        high_water=T0,
     )
     assert (first.inserted, first.updated, first.unmapped) == (2, 0, 1)
     assert (again.loaded, again.unchanged) == (0, 2)
@@ -105,36 +121,30 @@ def test_older_version_never_overwrites_newer(conn: psycopg2.extensions.connecti
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=[_ent("e1", T0 + timedelta(hours=1), name="新名称")],
-        rejects=[],
+        chunks=[_chunk([_ent("e1", T0 + timedelta(hours=1), name="新名称")], [])],
         received=1,
         since=None,
         cursor_after=None,
-        high_water=T0,
     )
     stale = sync.write_page(
         conn,
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=[_ent("e1", T0, name="旧名称")],
-        rejects=[],
+        chunks=[_chunk([_ent("e1", T0, name="旧名称")], [])],
         received=1,
         since=None,
         cursor_after=None,
-        high_water=T0,
     )
     newer = sync.write_page(
         conn,
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=[_ent("e1", T0 + timedelta(hours=2), name="更新名称")],
-        rejects=[],
+        chunks=[_chunk([_ent("e1", T0 + timedelta(hours=2), name="更新名称")], [])],
         received=1,
         since=None,
         cursor_after=None,
-        high_water=T0,
     )
     assert stale.loaded == 0 and newer.updated == 1
     with transaction(conn) as cur:
@@ -153,12 +163,10 @@ def test_reject_is_quarantined_once_per_record_and_reason(conn: psycopg2.extensi
             run_id=run,
             source=src,
             entity="workers",
-            rows=[],
-            rejects=rej,
+            chunks=[_chunk([], rej)],
             received=1,
             since=None,
             cursor_after="c",
-            high_water=T0,
         )
         assert page.quarantined == 1 and page.by_reason == {"bad_id_checksum": 1}
     assert _count(conn, "SELECT count(*) FROM quarantine WHERE source = %s", src) == 1
@@ -173,12 +181,10 @@ def test_cursor_advances_only_with_its_page(conn: psycopg2.extensions.connection
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=[_ent("e1", T0)],
-        rejects=[],
+        chunks=[_chunk([_ent("e1", T0)], [])],
         received=1,
         since=None,
         cursor_after="after-page-1",
-        high_water=T0,
     )
     bad = _ent("e2", T0)
     bad = (*bad[:12], "4205020010010XY", *bad[13:])  # violates the cell-code check
@@ -188,12 +194,10 @@ def test_cursor_advances_only_with_its_page(conn: psycopg2.extensions.connection
             run_id=run,
             source=src,
             entity="enterprises",
-            rows=[bad],
-            rejects=[],
+            chunks=[_chunk([bad], [])],
             received=1,
             since=None,
             cursor_after="after-page-2",
-            high_water=T0,
         )
     with transaction(conn) as cur:
         assert sync.get_cursor(cur, source=src, entity="enterprises") == "after-page-1"
@@ -210,12 +214,10 @@ def test_finish_run_records_counts_and_cursors(conn: psycopg2.extensions.connect
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=[_ent("e1", T0)],
-        rejects=[],
+        chunks=[_chunk([_ent("e1", T0)], [])],
         received=1,
         since=None,
         cursor_after="k1",
-        high_water=T0,
     )
     totals.add("enterprises", page)
     sync.finish_run(conn, run_id=run, totals=totals)
@@ -236,12 +238,10 @@ def test_stream_end_moves_watermark_and_clears_cursor(conn: psycopg2.extensions.
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=[_ent("e1", t2)],
-        rejects=[],
+        chunks=[_chunk([_ent("e1", t2)], [])],
         received=1,
         since=None,
         cursor_after="k1",
-        high_water=t2,
     )
     with transaction(conn) as cur:
         assert sync.get_position(cur, source=src, entity="enterprises") == sync.StreamPosition("k1", None)
@@ -250,12 +250,78 @@ def test_stream_end_moves_watermark_and_clears_cursor(conn: psycopg2.extensions.
         run_id=run,
         source=src,
         entity="enterprises",
-        rows=[_ent("e2", t1)],
-        rejects=[],
+        chunks=[_chunk([_ent("e2", t1)], [])],
         received=1,
         since=None,
         cursor_after=None,
-        high_water=t1,
     )
     with transaction(conn) as cur:
         assert sync.get_position(cur, source=src, entity="enterprises") == sync.StreamPosition(None, t2)
+
+
+def _full_page(conn, src: str, run: int, snap: int, ids: list[str]) -> sync.PageResult:  # type: ignore[no-untyped-def]
+    chunk = _chunk([_ent(i, T0) for i in ids], [])
+    chunk.seen = list(ids)
+    return sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        chunks=[chunk],
+        received=len(ids),
+        since=None,
+        cursor_after=None,
+        snapshot_run_id=snap,
+    )
+
+
+def test_record_missing_from_two_full_snapshots_is_soft_deleted(conn: psycopg2.extensions.connection) -> None:
+    """A record absent from one full snapshot is only counted; absent from two in a row, it is
+    soft-deleted (kept, with deleted_at); seen again, it is restored."""
+    src = _source(conn)
+    r1 = sync.start_run(conn, source=src, mode="full", flow_run_id=None)
+    _full_page(conn, src, r1, r1, ["a", "b", "c"])
+    r2 = sync.start_run(conn, source=src, mode="full", flow_run_id=None)
+    first_miss = _full_page(conn, src, r2, r2, ["a", "b"])
+    assert (first_miss.missing, first_miss.soft_deleted) == (1, 0)
+    r3 = sync.start_run(conn, source=src, mode="full", flow_run_id=None)
+    second_miss = _full_page(conn, src, r3, r3, ["a", "b"])
+    assert (second_miss.missing, second_miss.soft_deleted) == (1, 1)
+    deleted = "SELECT count(*) FROM enterprise WHERE source = %s AND deleted_at IS NOT NULL"
+    assert _count(conn, deleted, src) == 1
+    assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 3, "nothing is lost"
+    r4 = sync.start_run(conn, source=src, mode="full", flow_run_id=None)
+    back = _full_page(conn, src, r4, r4, ["a", "b", "c"])
+    assert back.missing == 0 and _count(conn, deleted, src) == 0
+    assert _count(conn, "SELECT count(*) FROM full_seen WHERE run_id = ANY(%s)", [r1, r2, r3, r4]) == 0
+
+
+def test_a_record_seen_between_misses_starts_counting_again(conn: psycopg2.extensions.connection) -> None:
+    """Only CONSECUTIVE full snapshots without a record delete it."""
+    src = _source(conn)
+    for ids in (["a", "b"], ["a"], ["a", "b"], ["a"]):
+        run = sync.start_run(conn, source=src, mode="full", flow_run_id=None)
+        _full_page(conn, src, run, run, ids)
+    assert (
+        _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s AND deleted_at IS NOT NULL", src) == 0
+    )
+
+
+def test_one_run_per_source_lock_and_crashed_runs(
+    database_url: str, conn: psycopg2.extensions.connection
+) -> None:
+    """A second holder of a source's lock is refused; a 'running' row left by a dead run is marked crashed."""
+    src = _source(conn)
+    other = psycopg2.connect(database_url)
+    try:
+        assert sync.try_lock_source(conn, src)
+        assert not sync.try_lock_source(other, src)
+        dead = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
+        assert sync.mark_crashed_runs(conn, source=src) == 1
+        with transaction(conn) as cur:
+            cur.execute("SELECT status FROM sync_run WHERE id = %s", (dead,))
+            assert cur.fetchone() == ("crashed",)
+        conn.close()  # the holder dies: its lock goes with its connection
+        assert sync.try_lock_source(other, src)
+    finally:
+        other.close()

@@ -85,6 +85,7 @@ CREATE TABLE source_cursor (
     cursor     text,            -- keyset position inside the current stream; NULL between runs
     since      timestamptz,     -- the watermark the current stream started from (inclusive)
     high_water timestamptz,     -- newest source update time committed so far
+    full_run_id bigint,         -- the run that started the full snapshot in progress, if any
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, entity)
 );
@@ -95,7 +96,8 @@ CREATE TABLE sync_run (
     flow_run_id   uuid,            -- the Prefect flow run of this source's sync
     parent_flow_run_id uuid,       -- the nightly run that started it, if any
     mode          text        NOT NULL DEFAULT 'incremental' CHECK (mode IN ('incremental', 'full')),
-    status        text        NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'completed', 'failed')),
+    status        text        NOT NULL DEFAULT 'running'
+                  CHECK (status IN ('running', 'completed', 'failed', 'crashed')),
     started_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
     pages         integer     NOT NULL DEFAULT 0,
@@ -137,6 +139,7 @@ CREATE TABLE enterprise (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     deleted_at          timestamptz,
+    missed_full_runs    smallint    NOT NULL DEFAULT 0,
     UNIQUE (source, source_record_id)
 );
 CREATE INDEX enterprise_uscc ON enterprise (uscc);
@@ -173,11 +176,21 @@ CREATE TABLE worker (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     deleted_at          timestamptz,
+    missed_full_runs    smallint    NOT NULL DEFAULT 0,
     UNIQUE (source, source_record_id)
 );
 CREATE INDEX worker_id_hmac ON worker (id_hmac);
 CREATE INDEX worker_cell ON worker (cell_code);
 CREATE INDEX worker_division ON worker (division_code);
+
+-- Record ids seen by a full resync, per run (COPY per page; emptied when the run ends). A record
+-- missing from two consecutive full snapshots is soft-deleted.
+CREATE TABLE full_seen (
+    run_id           bigint NOT NULL REFERENCES sync_run (id) ON DELETE CASCADE,
+    entity           text   NOT NULL,
+    source_record_id text   NOT NULL
+);
+CREATE INDEX full_seen_run ON full_seen (run_id, entity, source_record_id);
 
 -- Records not loaded, with a reason code from connectors.reasons.Reason. The raw record is kept
 -- encrypted so it can be reprocessed; detail never carries personal data.
@@ -208,7 +221,7 @@ CREATE INDEX quarantine_source_reason ON quarantine (source, reason_code) WHERE 
 def downgrade() -> None:
     op.execute(
         """
-DROP TABLE IF EXISTS quarantine, worker, enterprise, sync_run, source_cursor, source,
+DROP TABLE IF EXISTS full_seen, quarantine, worker, enterprise, sync_run, source_cursor, source,
     grid_cell, cell_version, division CASCADE;
 """
     )

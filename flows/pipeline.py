@@ -1,0 +1,131 @@
+"""The per-chunk pipeline of the nightly sync: validate → place → protect → COPY text.
+
+Plain functions (no Prefect, no database writes): they run in the flow's task runner — a thread,
+or a Dask worker process on another machine — and return a picklable
+:class:`grid.store.sync.PreparedChunk`. Each process builds the grid context it needs once and
+caches it by (city, cell version).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from connectors.validate import validate_enterprises, validate_workers
+from geodata.address import AddressLocator
+from geodata.cellindex import CellIndex
+from geodata.placement import place_batch
+from grid.ingest import enterprise_rows, reject_rows, worker_rows
+from grid.people import Vault, vault_from_settings
+from grid.store import geo
+from grid.store.copy import copy_text
+from grid.store.db import connect, transaction
+from grid.store.sync import PreparedChunk
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Everything a worker needs to prepare a chunk, small enough to ship with every task."""
+
+    source: str
+    entity: str
+    city_code: str
+    cell_version: int
+    mapping: Mapping[str, str]
+    default_crs: str | None
+    full: bool
+
+
+@dataclass(frozen=True)
+class GridContext:
+    index: CellIndex
+    locator: AddressLocator
+    vault: Vault
+
+
+_contexts: dict[tuple[str, int], GridContext] = {}
+_lock = threading.Lock()
+
+
+def current_cell_version(city_code: str) -> int:
+    """The newest committed grid version under a city (keys the per-process context cache)."""
+    conn = connect()
+    try:
+        with transaction(conn) as cur:
+            cur.execute(
+                "SELECT coalesce(max(version_id), 0) FROM grid_cell WHERE valid_to IS NULL AND code LIKE %s",
+                (city_code.rstrip("0") + "%",),
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def grid_context(city_code: str, cell_version: int) -> GridContext:
+    """Build (once per process) the cell index, address locator and vault for a city."""
+    key = (city_code, cell_version)
+    with _lock:
+        ctx = _contexts.get(key)
+        if ctx is not None:
+            return ctx
+        conn = connect()
+        try:
+            with transaction(conn) as cur:
+                cells = geo.load_cells(cur, scope_code=city_code)
+                divisions = geo.load_divisions(cur, scope_code=city_code)
+        finally:
+            conn.close()
+        if not cells.codes:
+            raise RuntimeError(f"no grid cells are loaded for {city_code}: run `gridflow world load` first")
+        ctx = GridContext(
+            index=CellIndex(cells.codes, cells.geoms, retired=cells.retired, outline=cells.outline),
+            locator=AddressLocator(divisions),
+            vault=vault_from_settings(),
+        )
+        _contexts[key] = ctx
+        return ctx
+
+
+def prepare_chunk(
+    spec: ChunkSpec,
+    raw_rows: Sequence[Mapping[str, Any]],
+    known: Mapping[str, datetime],
+    today: date,
+) -> PreparedChunk:
+    """Validate a chunk, skip records already stored at this version, place and protect the rest."""
+    ctx = grid_context(spec.city_code, spec.cell_version)
+    validate = validate_workers if spec.entity == "workers" else validate_enterprises
+    records, rejects = validate(raw_rows, mapping=spec.mapping, default_crs=spec.default_crs, today=today)
+    fresh = [r for r in records if known.get(r.source_record_id) != r.source_updated_at]
+    placed = place_batch(
+        [r.lon for r in fresh],
+        [r.lat for r in fresh],
+        [r.crs for r in fresh],
+        [r.address for r in fresh],
+        index=ctx.index,
+        locator=ctx.locator,
+    )
+    rows = (worker_rows if spec.entity == "workers" else enterprise_rows)(fresh, placed, ctx.vault)  # type: ignore[arg-type]
+    rejected = reject_rows(rejects, ctx.vault)  # type: ignore[arg-type]
+    seen: list[str] = []
+    if spec.full:
+        seen = [r.source_record_id for r in records] + [
+            j.source_record_id for j in rejects if j.source_record_id
+        ]
+    return PreparedChunk(
+        entity=spec.entity,
+        rows_text=copy_text(rows),
+        n_rows=len(rows),
+        rejects_text=copy_text(rejected),
+        skipped=len(records) - len(fresh),
+        unmapped=sum(1 for c in placed.cell_code if c is None),
+        high_water=max((r.source_updated_at for r in records), default=None),
+        by_method=Counter(placed.method),
+        by_reason=Counter(str(j.reason) for j in rejects),
+        seen=seen,
+    )
