@@ -1,6 +1,7 @@
-"""Cases: kinds, province policy, the state machine, routing and deadlines. Pure domain logic.
+"""Cases: kinds, province policy, the state machine, routing and deadlines.
 
-Nothing here touches a database, Prefect or the network; ``grid.store`` and ``flows`` wire it up.
+The modules re-exported here are pure domain logic (no database, Prefect or network);
+``service``, ``sweep``, ``outbox`` and ``intake`` apply them to the store.
 """
 
 from grid.cases.deadlines import Deadlines, Step, deadlines_for, escalation_steps

@@ -1,0 +1,72 @@
+"""Escalation sweep: fire due supervision steps, then deliver the outbox. Deployed every 15 minutes.
+
+Thin Prefect wiring over :func:`grid.cases.sweep.sweep` (set-based, idempotent, ``SKIP LOCKED``)
+and :func:`grid.cases.outbox.deliver` (the only step that touches the network, so the only task
+with retries). Parameters are a time and a scope code — never personal data. ``now`` replays the
+sweep at another time (also ``gridflow sweep --now ISO_TIME``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from grid.cases.outbox import deliver, targets_from_env
+from grid.cases.service import rules_from_settings
+from grid.cases.sweep import sweep
+from grid.store.db import connect
+
+
+def parse_now(now: str | None, *, tz: Any) -> datetime:
+    """The sweep time: an ISO time (without an offset: policy local time), or the current time."""
+    if not now:
+        return datetime.now(UTC)
+    at = datetime.fromisoformat(now)
+    return at if at.tzinfo is not None else at.replace(tzinfo=tz)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="sweep-due-steps")
+def sweep_due_steps(at: datetime, scope: str | None, batch: int) -> dict[str, Any]:
+    conn = connect()
+    try:
+        return sweep(conn, now=at, rules=rules_from_settings(), batch=batch, scope=scope).as_dict()
+    finally:
+        conn.close()
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60], task_run_name="deliver-outbox")
+def deliver_outbox(at: datetime) -> dict[str, int]:
+    targets = targets_from_env()
+    if not targets:
+        return {"attempted": 0, "delivered": 0, "retrying": 0, "failed": 0}
+    conn = connect()
+    try:
+        with httpx.Client(timeout=httpx.Timeout(10.0)) as client:
+            return deliver(conn, targets=targets, client=client, now=at).as_dict()
+    finally:
+        conn.close()
+
+
+@flow(name="escalation-sweep", log_prints=False)
+def escalation_sweep(now: str | None = None, scope: str | None = None, batch: int = 1000) -> dict[str, Any]:
+    """Sweep due steps at ``now`` (default: the current time) and deliver pending notices."""
+    at = parse_now(now, tz=rules_from_settings().policy.calendar.tz)
+    swept = sweep_due_steps(at, scope, batch)
+    delivered = deliver_outbox(at)
+    row = {
+        **{k: v for k, v in swept.items() if k != "now"},
+        "at": at.isoformat(),
+        "scope": scope or "all",
+        **{f"outbox_{k}": v for k, v in delivered.items()},
+    }
+    create_table_artifact(
+        key="escalation-sweep",
+        table=[row],
+        description="Escalation sweep: due steps fired (催办/通报/提级) and notices delivered",
+    )
+    return row
