@@ -24,12 +24,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.http import HttpSource
 from connectors.source import Page
-from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
+from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk
 from grid.settings import get_settings
 from grid.store import sync
 from grid.store.db import connect, transaction
@@ -55,7 +55,14 @@ def chunk_task_runner() -> TaskRunner[Any]:
         from prefect_dask.task_runners import DaskTaskRunner
 
         return DaskTaskRunner(address=settings.dask_address)
+    if settings.chunk_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=settings.prep_workers)
     return ThreadPoolTaskRunner(max_workers=settings.prep_workers)
+
+
+def configured(flow_fn: Any) -> Any:
+    """``flow_fn`` with the chunk task runner the settings ask for (threads, processes or Dask)."""
+    return flow_fn.with_options(task_runner=chunk_task_runner())
 
 
 # -- tasks ------------------------------------------------------------------------------------
@@ -87,9 +94,9 @@ def fetch_page(
 
 @task(cache_policy=NO_CACHE, task_run_name="prepare-{spec.entity}")
 def prepare_chunk_task(
-    spec: ChunkSpec, raw_rows: list[dict[str, Any]], known: dict[str, datetime], today: date
+    spec: ChunkSpec, raw_rows: Opaque[list[dict[str, Any]]], known: Opaque[dict[str, datetime]], today: date
 ) -> PreparedChunk:
-    return prepare_chunk(spec, raw_rows, known, today)
+    return prepare_chunk(spec, raw_rows.value, known.value, today)
 
 
 # -- one source -------------------------------------------------------------------------------
@@ -174,11 +181,12 @@ def _sync_entity(
         size = settings.chunk_size
         pieces = [page.records[i : i + size] for i in range(0, len(page.records), size)] or [[]]
         today = date.today()
+        # Opaque: Prefect must not walk thousands of raw rows looking for futures.
         futures = [
             prepare_chunk_task.submit(
                 spec,
-                piece,
-                {k: v for r in piece if (k := str(r.get(id_field))) in known for v in [known[k]]},
+                Opaque(piece),
+                Opaque({k: known[k] for r in piece if (k := str(r.get(id_field))) in known}),
                 today,
             )
             for piece in pieces
@@ -284,9 +292,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
 @task(cache_policy=NO_CACHE, task_run_name="source-{source_name}")
 def run_source(source_name: str, full: bool) -> dict[str, Any]:
     """One child flow run; its failure is reported, not raised, so the other cities go on."""
-    state = sync_source.with_options(task_runner=chunk_task_runner())(
-        source_name, full=full, return_state=True
-    )
+    state = configured(sync_source)(source_name, full=full, return_state=True)
     if state.is_completed():
         return {"ok": True, "row": state.result()}
     exc = state.result(raise_on_failure=False)

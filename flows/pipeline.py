@@ -13,18 +13,35 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from connectors.validate import validate_enterprises, validate_workers
 from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
-from grid.ingest import enterprise_rows, reject_rows, worker_rows
+from grid.ingest import enterprise_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
 from grid.store import geo
-from grid.store.copy import copy_text
 from grid.store.db import connect, transaction
 from grid.store.sync import PreparedChunk
+
+T = TypeVar("T")
+
+
+class Opaque(Generic[T]):
+    """A box Prefect does not look into: task parameters are walked element by element in
+    search of futures, which costs seconds for thousands of raw rows. Picklable for Dask."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __getstate__(self) -> T:
+        return self.value
+
+    def __setstate__(self, value: T) -> None:
+        self.value = value
 
 
 @dataclass(frozen=True)
@@ -110,8 +127,9 @@ def prepare_chunk(
         index=ctx.index,
         locator=ctx.locator,
     )
-    rows = (worker_rows if spec.entity == "workers" else enterprise_rows)(fresh, placed, ctx.vault)  # type: ignore[arg-type]
-    rejected = reject_rows(rejects, ctx.vault)  # type: ignore[arg-type]
+    build = worker_copy if spec.entity == "workers" else enterprise_copy
+    rows_text = build(fresh, placed, ctx.vault)  # type: ignore[arg-type]
+    rejects_text = reject_copy(rejects, ctx.vault)  # type: ignore[arg-type]
     seen: list[str] = []
     if spec.full:
         seen = [r.source_record_id for r in records] + [
@@ -119,9 +137,9 @@ def prepare_chunk(
         ]
     return PreparedChunk(
         entity=spec.entity,
-        rows_text=copy_text(rows),
-        n_rows=len(rows),
-        rejects_text=copy_text(rejected),
+        rows_text=rows_text,
+        n_rows=len(fresh),
+        rejects_text=rejects_text,
         skipped=len(records) - len(fresh),
         unmapped=sum(1 for c in placed.cell_code if c is None),
         high_water=max((r.source_updated_at for r in records), default=None),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -24,24 +24,37 @@ class Vault:
 
     hmac_key: bytes
     enc_key: bytes
+    _aead: AESGCM = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.hmac_key) != 32 or len(self.enc_key) != 32:
             raise ValueError("HMAC and encryption keys must be 32 bytes")
+        object.__setattr__(self, "_aead", AESGCM(self.enc_key))
+
+    def __getstate__(self) -> dict[str, bytes]:  # the AEAD object is rebuilt, not pickled
+        return {"hmac_key": self.hmac_key, "enc_key": self.enc_key}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        object.__setattr__(self, "hmac_key", state["hmac_key"])
+        object.__setattr__(self, "enc_key", state["enc_key"])
+        object.__setattr__(self, "_aead", AESGCM(self.enc_key))
 
     def mac(self, value: str, *, purpose: str) -> bytes:
-        """Keyed HMAC of ``value``; ``purpose`` separates domains (an ID never matches a phone)."""
-        return hmac.new(self.hmac_key, f"{purpose}\x1f{value}".encode(), hashlib.sha256).digest()
+        """Keyed HMAC-SHA256 of ``value``; ``purpose`` separates domains (an ID never matches a phone)."""
+        return hmac.digest(self.hmac_key, f"{purpose}\x1f{value}".encode(), "sha256")
+
+    def fingerprint(self, value: bytes) -> bytes:
+        """Keyed BLAKE2b of a record's content: detects change without revealing it."""
+        return hashlib.blake2b(value, key=self.hmac_key, digest_size=32, person=b"gridflow-row").digest()
 
     def encrypt(self, value: str, *, purpose: str) -> bytes:
         nonce = os.urandom(12)
-        ct = AESGCM(self.enc_key).encrypt(nonce, value.encode(), purpose.encode())
-        return _VERSION + nonce + ct
+        return _VERSION + nonce + self._aead.encrypt(nonce, value.encode(), purpose.encode())
 
     def decrypt(self, blob: bytes, *, purpose: str) -> str:
         if blob[:1] != _VERSION:
             raise ValueError("unknown ciphertext version")
-        return AESGCM(self.enc_key).decrypt(blob[1:13], blob[13:], purpose.encode()).decode()
+        return self._aead.decrypt(blob[1:13], blob[13:], purpose.encode()).decode()
 
 
 def vault_from_settings() -> Vault:

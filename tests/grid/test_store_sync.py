@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -11,8 +12,8 @@ import pytest
 
 from grid.store import sync
 from grid.store.copy import copy_text
-from grid.store.sync import PreparedChunk
 from grid.store.db import transaction
+from grid.store.sync import PreparedChunk
 
 pytestmark = pytest.mark.db
 
@@ -321,7 +322,10 @@ def test_one_run_per_source_lock_and_crashed_runs(
         with transaction(conn) as cur:
             cur.execute("SELECT status FROM sync_run WHERE id = %s", (dead,))
             assert cur.fetchone() == ("crashed",)
-        conn.close()  # the holder dies: its lock goes with its connection
-        assert sync.try_lock_source(other, src)
+        conn.close()  # the holder dies: its lock goes with its connection (once its backend exits)
+        deadline = time.monotonic() + 10
+        while not sync.try_lock_source(other, src):
+            assert time.monotonic() < deadline, "the lock of a closed connection was never released"
+            time.sleep(0.05)
     finally:
         other.close()

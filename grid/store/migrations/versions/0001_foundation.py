@@ -146,24 +146,21 @@ CREATE INDEX enterprise_uscc ON enterprise (uscc);
 CREATE INDEX enterprise_cell ON enterprise (cell_code);
 CREATE INDEX enterprise_division ON enterprise (division_code);
 
--- Workers. ID, phone, name and home address are personal information: stored encrypted
--- (AES-256-GCM), matched by keyed HMAC, shown masked.
+-- Workers. ID, phone, name and home address are personal information: stored together encrypted
+-- (AES-256-GCM, one blob per version), matched by keyed HMAC, shown masked.
 CREATE TABLE worker (
     id                  bigserial PRIMARY KEY,
     source              text        NOT NULL REFERENCES source (name),
     source_record_id    text        NOT NULL,
     source_updated_at   timestamptz NOT NULL,
     id_hmac             bytea       NOT NULL,
-    id_enc              bytea       NOT NULL,
     id_masked           text        NOT NULL,
-    name_enc            bytea       NOT NULL,
     name_masked         text        NOT NULL,
     gender              char(1)     CHECK (gender IN ('M', 'F')),
     birth_year          smallint,
     phone_hmac          bytea,
-    phone_enc           bytea,
     phone_masked        text,
-    address_enc         bytea,
+    pii_enc             bytea       NOT NULL,   -- AES-256-GCM of {"id", "name", "phone", "address"}
     enterprise_uscc     char(18),
     geom                geometry(Point, 4326),
     cell_code           char(15)    CHECK (cell_code ~ '^[0-9]{15}$'),
