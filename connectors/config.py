@@ -20,12 +20,27 @@ Example (``config/sources/yichang.toml``)::
     source_record_id = "ywid"
     ...
 
+A file-drop city (``kind = "file"``) names a ``folder`` instead of a ``base_url``::
+
+    kind = "file"
+    folder = "/srv/drop/xiangyang"     # relative paths are relative to this config file
+    file_pattern = "{entity}*"          # per entity; .csv and .xlsx files only
+    ready = "manifest"                  # NAME.sha256 must match (or "settle": unchanged settle_s)
+    settle_s = 300
+    encoding = "gb18030"                # optional override; detected when absent
+
+HTTP sources may set ``lookback_s`` (each incremental run re-reads that much before its watermark,
+so records committed late are not missed) and ``rate_limit_per_s`` (a token bucket shared by
+every request to that source in the process).
+
 Loading validates everything a nightly run would otherwise trip over at 2 a.m.: known canonical
 fields, required ones present, a supported CRS, a city-level division code, a cron expression.
+A mapping may describe an entity the source does not (yet) sync; it is validated all the same.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import tomllib
@@ -64,12 +79,13 @@ _CITY_CODE_RE = re.compile(r"^\d{4}0{8}$")
 _CRON_FIELD_RE = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 _CRON_ALIASES = frozenset({"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"})
 
-Entity = Literal["enterprises", "workers"]
-_ENTITY_ORDER: tuple[Entity, ...] = ("enterprises", "workers")  # workers reference enterprises
+Entity = Literal["enterprises", "workers", "cases"]
+#: Load order: workers reference enterprises, case reports reference both.
+_ENTITY_ORDER: tuple[Entity, ...] = ("enterprises", "workers", "cases")
 
 
 def _default_entities() -> list[Entity]:
-    return list(_ENTITY_ORDER)
+    return ["enterprises", "workers"]
 
 
 class SourceConfig(BaseModel):
@@ -96,6 +112,20 @@ class SourceConfig(BaseModel):
     backoff_base_s: Annotated[float, Field(ge=0, le=60)] = 0.5
     backoff_max_s: Annotated[float, Field(ge=0, le=600)] = 30.0
     max_retry_after_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    #: Incremental runs ask for records updated since (watermark - lookback_s): a record committed
+    #: late with an older update time is still seen. Re-reading costs only "unchanged" upserts.
+    lookback_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
+    #: Requests per second to this source (token bucket shared in the process); None = unlimited.
+    rate_limit_per_s: Annotated[float | None, Field(gt=0, le=1000)] = None
+    # File drops (kind="file").
+    folder: Path | None = None
+    file_pattern: str = "{entity}*"
+    encoding: str | None = None
+    ready: Literal["manifest", "settle"] = "manifest"
+    settle_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    delimiter: Annotated[str | None, Field(min_length=1, max_length=1)] = None
+    sheet: str | None = None
+    ledger_path: Path | None = None
 
     @field_validator("city_code")
     @classmethod
@@ -141,6 +171,25 @@ class SourceConfig(BaseModel):
             raise ValueError("must start with '/' and contain '{entity}'")
         return v
 
+    @field_validator("file_pattern")
+    @classmethod
+    def _file_pattern(cls, v: str) -> str:
+        if "/" in v or "\\" in v or ".." in v:
+            raise ValueError("must be a file name pattern inside the folder, without '/' or '..'")
+        if "{entity}" not in v:
+            raise ValueError("must contain '{entity}' (one drop folder serves several entities)")
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return codecs.lookup(v).name
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (e.g. utf-8, utf-8-sig, gb18030)") from None
+
     @field_validator("entities")
     @classmethod
     def _entities(cls, v: list[Entity]) -> list[Entity]:
@@ -155,8 +204,10 @@ class SourceConfig(BaseModel):
     def _consistent(self) -> SourceConfig:
         if self.kind == "http" and not self.base_url:
             raise ValueError("base_url is required for kind 'http'")
+        if self.kind == "file" and self.folder is None:
+            raise ValueError("folder is required for kind 'file'")
         problems: list[str] = []
-        for entity in self.entities:
+        for entity in [e for e in _ENTITY_ORDER if e in self.entities or e in self.mapping]:
             fields = self.mapping.get(entity)
             if fields is None:
                 problems.append(f"mapping.{entity} is missing")
@@ -173,9 +224,6 @@ class SourceConfig(BaseModel):
                 )
             if bool(fields.get("lon")) != bool(fields.get("lat")):
                 problems.append(f"mapping.{entity} must name both lon and lat, or neither")
-        extra = sorted(set(self.mapping) - set(self.entities))
-        if extra:
-            problems.append(f"mapping has entities not in 'entities': {', '.join(extra)}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -219,7 +267,12 @@ def load_source_config(path: str | os.PathLike[str]) -> SourceConfig:
         raise SourceConfigError(f"{p}: {_describe(e)}") from None
     if cfg.name != p.stem:
         raise SourceConfigError(f"{p}: name {cfg.name!r} must match the file name {p.stem!r}")
-    return cfg
+    update: dict[str, Path] = {}
+    for key in ("folder", "ledger_path"):
+        value = getattr(cfg, key)
+        if value is not None and not value.is_absolute():
+            update[key] = (p.parent / value).resolve()
+    return cfg.model_copy(update=update) if update else cfg
 
 
 def load_all_sources(directory: str | os.PathLike[str]) -> list[SourceConfig]:

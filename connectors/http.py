@@ -3,14 +3,25 @@ the same page style).
 
 The page style: ``GET {base_url}{path_template}?limit=N[&updated_since=ISO][&cursor=C]`` with an
 optional ``Authorization: Bearer <token>`` header, answering
-``{"items": [...], "next_cursor": "..." | null, "total": N}``.
+``{"items": [...], "next_cursor": "..." | null, "total": N}``. A query string in
+``path_template`` (``/api/v1/{entity}?format=json``) is sent with every request.
 
-Failures: transient ones (connection errors and timeouts, HTTP 5xx, HTTP 429) are retried with
-exponential backoff and jitter, honouring ``Retry-After``, up to ``config.max_attempts`` attempts;
-then :class:`SourceUnavailable` is raised with one sentence naming the source, the base URL and the
-last problem. Anything retrying cannot fix (HTTP 4xx, a body that is not a page) raises
-:class:`SourceRejected` (a subclass) at once. Neither message contains the token, query values
-beyond the base URL, or anything from a response body (which may hold personal data).
+Failures: transient ones (connection errors and timeouts, HTTP 5xx, HTTP 429, and a JSON body cut
+short — it starts like JSON but does not parse, as when a proxy drops the connection mid-body) are
+retried with exponential backoff and jitter, honouring ``Retry-After``, up to
+``config.max_attempts`` attempts; then :class:`SourceUnavailable` is raised with one sentence
+naming the source, the base URL and the last problem. Anything retrying cannot fix (HTTP 4xx, a
+body that is not JSON at all, JSON that is not a page) raises :class:`SourceRejected` (a subclass)
+at once. Neither message contains the token, query values beyond the base URL, or anything from a
+response body (which may hold personal data).
+
+Incremental reads: ``since`` is moved back by ``config.lookback_s`` before it is sent, so a record
+committed late (its update time already behind our watermark) is still read. The caller passes the
+same ``since`` for every page of a stream, so the keyset cursor stays consistent.
+
+Rate limit: with ``config.rate_limit_per_s`` every request (retries included) first takes a token
+from a bucket shared by all :class:`HttpSource` objects of that source in the process (the nightly
+flow opens one per page), refilled at that rate with a burst of one second's worth.
 """
 
 from __future__ import annotations
@@ -18,18 +29,21 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
 import httpx
+import orjson
 
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable
 from connectors.source import Page
 
-__all__ = ["HttpSource", "SourceRejected", "SourceUnavailable"]
+__all__ = ["HttpSource", "SourceRejected", "SourceUnavailable", "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +51,69 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _USER_AGENT = "gridflow-connector/0.1"
 
 
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` banked.
+
+    :meth:`take` blocks (through ``sleep``) until a token is available. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take one token; returns the seconds waited for it."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return waited
+                wait = (1.0 - self._tokens) / self.rate
+            self._sleep(wait)
+            waited += wait
+
+
+_BUCKETS: dict[tuple[str, float], TokenBucket] = {}
+_BUCKETS_LOCK = threading.Lock()
+
+
+def _shared_bucket(source: str, rate: float) -> TokenBucket:
+    """The process-wide bucket of a source (one per source name and rate)."""
+    with _BUCKETS_LOCK:
+        bucket = _BUCKETS.get((source, rate))
+        if bucket is None:
+            bucket = _BUCKETS[(source, rate)] = TokenBucket(rate)
+        return bucket
+
+
+class _CutShort(Exception):
+    """A 2xx body that starts like JSON but does not parse: retried like a dropped connection."""
+
+
 class HttpSource:
     """A :class:`connectors.source.Source` over HTTP.
 
     ``client`` lets the caller share a connection pool or add transport-level behaviour; a client
-    passed in is not closed by :meth:`close`. ``sleep`` and ``rng`` make backoff testable.
+    passed in is not closed by :meth:`close`. ``sleep`` and ``rng`` make backoff testable;
+    ``bucket`` replaces the shared rate-limit bucket (tests).
     """
 
     def __init__(
@@ -51,6 +123,7 @@ class HttpSource:
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         if config.kind != "http" or not config.base_url:
             raise ValueError(f"source {config.name} is not an http source with a base_url")
@@ -61,6 +134,9 @@ class HttpSource:
         self._client = client if client is not None else httpx.Client(timeout=config.timeout_s)
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
+        self._bucket = bucket
+        if bucket is None and config.rate_limit_per_s is not None:
+            self._bucket = _shared_bucket(config.name, config.rate_limit_per_s)
         self._headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
         token = config.token()
         if token is not None:
@@ -108,14 +184,18 @@ class HttpSource:
         """One page starting at ``cursor`` (None = the first page)."""
         if entity not in self.config.entities:
             raise ValueError(f"source {self.name} has no entity {entity!r}")
-        params: dict[str, str | int] = {"limit": self.config.page_size}
+        path, _, fixed = self.config.path_template.format(entity=entity).partition("?")
+        # A query in path_template holds fixed parameters some APIs need (``?format=json``); httpx
+        # would drop it when params are given, so it is merged here.
+        params: dict[str, str | int] = dict(urllib.parse.parse_qsl(fixed))
+        params["limit"] = self.config.page_size
         if since:
-            params["updated_since"] = since
+            params["updated_since"] = self._looked_back(since)
         if cursor:
             params["cursor"] = cursor
-        url = self.base_url + self.config.path_template.format(entity=entity)
-        response = self._get(url, params)
-        items, next_cursor, total = self._parse(response, entity)
+        url = self.base_url + path
+        body = self._get(url, params, entity)
+        items, next_cursor, total = self._parse(body, entity)
         log.debug("source %s: %s page %d, %d rows", self.name, entity, page_no, len(items))
         return Page(
             entity=entity,
@@ -129,10 +209,28 @@ class HttpSource:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _get(self, url: str, params: dict[str, str | int]) -> httpx.Response:
+    def _looked_back(self, since: str) -> str:
+        """``since`` moved back by the lookback window (unchanged if unreadable: the source says so)."""
+        lookback = self.config.lookback_s
+        if not lookback:
+            return since
+        from connectors.validate import FieldError, parse_timestamp
+
+        try:
+            when = parse_timestamp(since, field="since")
+        except FieldError:
+            return since
+        if when is None:
+            return since
+        return (when - timedelta(seconds=lookback)).isoformat()
+
+    def _get(self, url: str, params: dict[str, str | int], entity: str) -> Any:
+        """The decoded JSON body of a 2xx answer, after retries of transient failures."""
         cfg = self.config
         problem = "no attempt made"
         for attempt in range(1, cfg.max_attempts + 1):
+            if self._bucket is not None:
+                self._bucket.take()
             try:
                 response = self._client.get(url, params=params, headers=self._headers)
             except httpx.TransportError as e:
@@ -141,18 +239,23 @@ class HttpSource:
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    return response
-                problem = _status_text(status)
-                if status not in _RETRY_STATUS:
-                    raise SourceRejected(self._rejected_sentence(status))
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-                response.close()
-                if retry_after is not None and retry_after > cfg.max_retry_after_s:
-                    raise SourceUnavailable(
-                        f"source {self.name} at {self.base_url} answered {problem} and asked to retry "
-                        f"after {retry_after:.0f} s, more than the {cfg.max_retry_after_s:.0f} s allowed"
-                    )
-                wait = retry_after if retry_after is not None else self._backoff(attempt)
+                    try:
+                        return self._json(response, entity)
+                    except _CutShort:
+                        problem = "a page body cut short (invalid JSON)"
+                        wait = self._backoff(attempt)
+                else:
+                    problem = _status_text(status)
+                    if status not in _RETRY_STATUS:
+                        raise SourceRejected(self._rejected_sentence(status))
+                    retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                    response.close()
+                    if retry_after is not None and retry_after > cfg.max_retry_after_s:
+                        raise SourceUnavailable(
+                            f"source {self.name} at {self.base_url} answered {problem} and asked to retry "
+                            f"after {retry_after:.0f} s, more than the {cfg.max_retry_after_s:.0f} s allowed"
+                        )
+                    wait = retry_after if retry_after is not None else self._backoff(attempt)
             if attempt == cfg.max_attempts:
                 break
             log.warning(
@@ -187,16 +290,22 @@ class HttpSource:
             hint = " (check base_url and path_template)"
         return f"source {self.name} at {self.base_url} refused the request: {_status_text(status)}{hint}"
 
-    def _parse(
-        self, response: httpx.Response, entity: str
-    ) -> tuple[list[dict[str, Any]], str | None, int | None]:
-        def bad(what: str) -> SourceRejected:
-            return SourceRejected(f"source {self.name} at {self.base_url} sent a {entity} page {what}")
+    def _bad(self, entity: str, what: str) -> SourceRejected:
+        return SourceRejected(f"source {self.name} at {self.base_url} sent a {entity} page {what}")
 
+    def _json(self, response: httpx.Response, entity: str) -> Any:
         try:
-            body = response.json()
+            return orjson.loads(response.content)  # several times faster than json for big pages
         except ValueError:
-            raise bad("that is not JSON") from None
+            head = response.content[:64].lstrip()
+            if head[:1] in (b"{", b"["):
+                raise _CutShort() from None
+            raise self._bad(entity, "that is not JSON") from None
+
+    def _parse(self, body: Any, entity: str) -> tuple[list[dict[str, Any]], str | None, int | None]:
+        def bad(what: str) -> SourceRejected:
+            return self._bad(entity, what)
+
         if not isinstance(body, dict):
             raise bad("that is not a JSON object")
         items = body.get("items")

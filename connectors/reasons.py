@@ -22,6 +22,9 @@ shown in run summaries, so never rename one; add a new member instead.
 | ``bad_coordinates`` | 坐标错误 | a coordinate is unreadable, infinite, out of range, or only half present |
 | ``out_of_china`` | 坐标不在中国境内 | outside China's bounding box (often swapped or defaulted) |
 | ``unknown_crs`` | 坐标系未知 | the point has no declared coordinate system, or one we do not support |
+| ``unknown_case_kind`` | 案件类别未知 | a report's kind, severity or hardship grade is not in ``grid.cases.kinds`` |
+| ``bad_amount`` | 金额错误 | a case report's amount is unreadable, negative, not finite or has more than two decimals |
+| ``missing_party`` | 缺少当事人 | a dispute names neither worker nor enterprise; a hardship report no worker |
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class Reason(StrEnum):
     BAD_COORDINATES = "bad_coordinates"
     OUT_OF_CHINA = "out_of_china"
     UNKNOWN_CRS = "unknown_crs"
+    UNKNOWN_CASE_KIND = "unknown_case_kind"
+    BAD_AMOUNT = "bad_amount"
+    MISSING_PARTY = "missing_party"
 
     @property
     def label_zh(self) -> str:
@@ -78,4 +84,13 @@ _DESCRIPTIONS: dict[Reason, tuple[str, str]] = {
     Reason.BAD_COORDINATES: ("坐标错误", "a coordinate is unreadable, out of range or half present"),
     Reason.OUT_OF_CHINA: ("坐标不在中国境内", "the point lies outside China"),
     Reason.UNKNOWN_CRS: ("坐标系未知", "the point's coordinate system is missing or unsupported"),
+    Reason.UNKNOWN_CASE_KIND: (
+        "案件类别未知",
+        "the case kind, severity or hardship grade is not a known one",
+    ),
+    Reason.BAD_AMOUNT: ("金额错误", "the amount is unreadable, negative or has more than two decimals"),
+    Reason.MISSING_PARTY: (
+        "缺少当事人",
+        "the report names no worker (hardship) or neither worker nor enterprise",
+    ),
 }

@@ -1,5 +1,5 @@
 """Canonical records: what every source's rows become after validation, whatever the city calls
-its fields.
+its fields (workers, enterprises and case reports).
 
 Plain frozen slotted dataclasses (no per-row pydantic: validation must run at tens of thousands of
 rows per second). Personal fields are excluded from ``repr`` so that a record or a reject that ends
@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from connectors.reasons import Reason
+from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
 #: Canonical field names per entity, split into required and optional. A source's mapping
 #: (canonical -> city field) must name every required field; optional ones may be left out.
@@ -31,12 +33,29 @@ WORKER_OPTIONAL = (
 ENTERPRISE_REQUIRED = ("source_record_id", "source_updated_at", "uscc", "name", "union_established")
 ENTERPRISE_OPTIONAL = ("employee_count", "address", "lon", "lat", "crs", "legal_rep_phone")
 
+CASE_REQUIRED = ("source_record_id", "source_updated_at", "kind", "reported_at")
+CASE_OPTIONAL = (
+    "severity",
+    "hardship_grade",
+    "worker_id_number",
+    "enterprise_uscc",
+    "workers_affected",
+    "amount",
+    "description",
+    "address",
+    "lon",
+    "lat",
+    "crs",
+)
+
 CANONICAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "enterprises": (ENTERPRISE_REQUIRED, ENTERPRISE_OPTIONAL),
     "workers": (WORKER_REQUIRED, WORKER_OPTIONAL),
+    "cases": (CASE_REQUIRED, CASE_OPTIONAL),
 }
-#: Entities in load order: workers reference enterprises by credit code.
-ENTITIES = ("enterprises", "workers")
+#: Entities in load order: workers reference enterprises by credit code; case reports reference
+#: both, so they come last.
+ENTITIES = ("enterprises", "workers", "cases")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +99,35 @@ class EnterpriseRecord:
     lat: float | None
     crs: str | None
     legal_rep_phone: str | None = dc_field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseReportRecord:
+    """A case report (案件上报) raised in the city's grid system: a labour dispute or a hardship report.
+
+    ``kind``/``severity``/``hardship_grade`` are the closed vocabularies of :mod:`grid.cases.kinds`.
+    ``worker_id_number`` is the normalised 18-character resident ID of the worker concerned, if
+    the report names one: downstream only its keyed HMAC is ever stored. ``amount`` (yuan claimed
+    or needed) is financial information and ``description`` is free text written by an officer
+    or a worker that may name people, illnesses or phone numbers: both are sensitive, excluded
+    from ``repr`` and never logged. ``lon``/``lat`` are in the declared ``crs``.
+    """
+
+    source_record_id: str
+    source_updated_at: datetime
+    kind: CaseKind
+    severity: Severity
+    hardship_grade: HardshipGrade | None
+    reported_at: datetime
+    worker_id_number: str | None = dc_field(repr=False)
+    enterprise_uscc: str | None
+    workers_affected: int
+    amount: Decimal | None = dc_field(repr=False)
+    description: str | None = dc_field(repr=False)
+    address: str | None = dc_field(repr=False)
+    lon: float | None = dc_field(repr=False)
+    lat: float | None = dc_field(repr=False)
+    crs: str | None
 
 
 @dataclass(frozen=True, slots=True)

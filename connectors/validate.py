@@ -66,6 +66,22 @@ are ``duplicate_in_page`` (superseded). Differing versions tied for newest canno
 unless they normalise to the same record all of them are ``duplicate_in_page``; the next sync or
 a reprocess picks up the truth.
 
+Case reports (:func:`validate_cases`):
+
+* ``kind`` (required) is a :class:`grid.cases.kinds.CaseKind` value, its Chinese label
+  (``拖欠工资``) or a common alias (``欠薪``) -> else ``unknown_case_kind``; ``severity`` (blank =
+  normal) and ``hardship_grade`` the same against :class:`Severity` / :class:`HardshipGrade`. A
+  hardship grade on a dispute is ``bad_value``.
+* ``reported_at`` (required) is a timestamp like ``source_updated_at``; after the update time, or
+  more than a day in the future -> ``bad_date``.
+* ``worker_id_number`` and ``enterprise_uscc`` are optional and checked like a worker's ID and an
+  employer's credit code (same reason codes). A hardship report must name a worker and a dispute
+  a worker or an enterprise -> else ``missing_party``.
+* ``workers_affected`` is a whole number of at least 1 (blank = 1) -> else ``bad_value``;
+  ``amount`` is yuan with at most two decimals, finite and not negative -> else ``bad_amount``.
+* ``description`` is free text kept as is (trimmed), never checked beyond that, never logged.
+* points follow the coordinate rules above (an address-only report is placed by address).
+
 Reject ``detail`` strings name the rule and the source field, never the value; the raw row is kept
 in ``Reject.raw`` for encrypted quarantine only.
 """
@@ -78,29 +94,35 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from connectors.reasons import Reason
-from connectors.records import CANONICAL_FIELDS, EnterpriseRecord, Reject, WorkerRecord
+from connectors.records import CANONICAL_FIELDS, CaseReportRecord, EnterpriseRecord, Reject, WorkerRecord
 from geodata.crs import CHINA_BBOX, UnknownCRSError, parse_crs
+from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
 __all__ = [
     "CHINA_TZ",
+    "VALIDATORS",
     "FieldError",
     "normalise_id_number",
     "normalise_phone",
     "normalise_uscc",
+    "parse_amount",
+    "parse_case_kind",
     "parse_date",
     "parse_timestamp",
     "resolve_crs",
+    "validate_cases",
     "validate_enterprises",
     "validate_workers",
 ]
 
 CHINA_TZ: tzinfo = ZoneInfo("Asia/Shanghai")
 
-R = TypeVar("R", WorkerRecord, EnterpriseRecord)
+R = TypeVar("R", WorkerRecord, EnterpriseRecord, CaseReportRecord)
 
 
 class FieldError(ValueError):
@@ -809,3 +831,203 @@ def validate_enterprises(
     """Validate one page of enterprise rows; see :func:`validate_workers`."""
     common, row_fn = _enterprise_validator(mapping, default_crs, today)
     return _run(raw_rows, common, row_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Case reports
+# --------------------------------------------------------------------------------------------
+
+E = TypeVar("E", CaseKind, Severity, HardshipGrade)
+
+#: City spellings of case kinds beyond the enum values and their Chinese labels.
+_KIND_ALIASES: dict[str, CaseKind] = {
+    "欠薪": CaseKind.WAGE_ARREARS,
+    "拖欠工资": CaseKind.WAGE_ARREARS,
+    "工资拖欠": CaseKind.WAGE_ARREARS,
+    "劳动合同纠纷": CaseKind.LABOUR_CONTRACT,
+    "解除劳动关系": CaseKind.DISMISSAL,
+    "辞退": CaseKind.DISMISSAL,
+    "社保": CaseKind.SOCIAL_INSURANCE,
+    "社会保险纠纷": CaseKind.SOCIAL_INSURANCE,
+    "工伤认定": CaseKind.WORK_INJURY,
+    "安全生产": CaseKind.OCCUPATIONAL_SAFETY,
+    "困难帮扶": CaseKind.HARDSHIP,
+    "困难职工": CaseKind.HARDSHIP,
+}
+_SEVERITY_ALIASES: dict[str, Severity] = {"普通": Severity.NORMAL, "苗头": Severity.EARLY_SIGN}
+_GRADE_ALIASES: dict[str, HardshipGrade] = {
+    "深度": HardshipGrade.DEEP,
+    "相对": HardshipGrade.RELATIVE,
+    "意外": HardshipGrade.ACCIDENT,
+}
+
+
+def _vocabulary(enum: type[E], aliases: Mapping[str, E]) -> dict[str, E]:
+    out: dict[str, E] = {}
+    for member in enum:
+        out[member.value] = member
+        out[str(member.label_zh)] = member
+    out.update(aliases)
+    return out
+
+
+_KINDS = _vocabulary(CaseKind, _KIND_ALIASES)
+_SEVERITIES = _vocabulary(Severity, _SEVERITY_ALIASES)
+_GRADES = _vocabulary(HardshipGrade, _GRADE_ALIASES)
+
+
+def _coded(value: Any, table: Mapping[str, E], field: str, what: str) -> E | None:
+    """A closed-vocabulary value (enum value, Chinese label or alias); None if blank."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FieldError(Reason.UNKNOWN_CASE_KIND, field, f"{what} must be text, not {type(value).__name__}")
+    s = value if value.isascii() else unicodedata.normalize("NFKC", value)
+    s = s.strip()
+    if not s:
+        return None
+    hit = table.get(s) or table.get(s.lower())
+    if hit is None:
+        raise FieldError(Reason.UNKNOWN_CASE_KIND, field, f"{what} is not in the closed list")
+    return hit
+
+
+def parse_case_kind(value: Any, *, field: str = "kind") -> CaseKind:
+    """The :class:`CaseKind` of a report; raises on a blank or unknown kind."""
+    kind = _coded(value, _KINDS, field, "case kind")
+    if kind is None:
+        raise FieldError(Reason.MISSING_FIELD, field, "case kind is blank")
+    return kind
+
+
+_AMOUNT_CENT = Decimal("0.01")
+
+
+def parse_amount(value: Any, *, field: str = "amount") -> Decimal | None:
+    """Yuan as a Decimal with at most two decimals; None if blank; raises otherwise.
+
+    Thousands separators and a trailing ``元`` are accepted. A JSON number is read through its
+    shortest decimal text, so ``12500.5`` is ``Decimal("12500.50")``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise FieldError(Reason.BAD_AMOUNT, field, "amount must be a number, not a boolean")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a finite number")
+        text = repr(value)
+    elif isinstance(value, int | Decimal):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value if value.isascii() else unicodedata.normalize("NFKC", value)
+        text = text.strip().removesuffix("元").replace(",", "").strip()
+        if not text:
+            return None
+    else:
+        raise FieldError(Reason.BAD_AMOUNT, field, f"amount must be a number, not {type(value).__name__}")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a number") from None
+    if not amount.is_finite():
+        raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a finite number")
+    if amount < 0:
+        raise FieldError(Reason.BAD_AMOUNT, field, "amount is negative")
+    quantized = amount.quantize(_AMOUNT_CENT)
+    if quantized != amount:
+        raise FieldError(Reason.BAD_AMOUNT, field, "amount has more than two decimals")
+    return quantized
+
+
+def _case_validator(
+    mapping: Mapping[str, str], default_crs: str | None, today: date
+) -> tuple[_Common, Callable[[Mapping[str, Any]], CaseReportRecord]]:
+    _check_mapping("cases", mapping)
+    c = _Common(mapping, default_crs, today)
+    f_kind = mapping["kind"]
+    f_reported = mapping["reported_at"]
+    f_severity = mapping.get("severity") or None
+    f_grade = mapping.get("hardship_grade") or None
+    f_worker = mapping.get("worker_id_number") or None
+    f_uscc = mapping.get("enterprise_uscc") or None
+    f_affected = mapping.get("workers_affected") or None
+    f_amount = mapping.get("amount") or None
+    f_description = mapping.get("description") or None
+    f_addr = c.address
+
+    def validate_row(row: Mapping[str, Any]) -> CaseReportRecord:
+        rid = c.record_id(row)
+        updated = c.updated_at(row)
+        kind = parse_case_kind(row.get(f_kind))
+        severity = (
+            _coded(row.get(f_severity), _SEVERITIES, "severity", "severity") if f_severity else None
+        ) or Severity.NORMAL
+        grade = _coded(row.get(f_grade), _GRADES, "hardship_grade", "hardship grade") if f_grade else None
+        if grade is not None and kind is not CaseKind.HARDSHIP:
+            raise FieldError(Reason.BAD_VALUE, "hardship_grade", "a dispute has no hardship grade")
+        reported = parse_timestamp(row.get(f_reported), field="reported_at")
+        if reported is None:
+            raise FieldError(Reason.MISSING_FIELD, "reported_at", "report time is blank")
+        if reported >= c.ts_limit:
+            raise FieldError(Reason.BAD_DATE, "reported_at", "report time is in the future")
+        if reported > updated:
+            raise FieldError(Reason.BAD_DATE, "reported_at", "report time is after the last update time")
+        worker_id: str | None = None
+        if f_worker is not None:
+            raw_id = row.get(f_worker)
+            if not (raw_id is None or (isinstance(raw_id, str) and not raw_id.strip())):
+                worker_id, _ = normalise_id_number(raw_id, today=today, field="worker_id_number")
+        uscc = c.uscc(row.get(f_uscc), "enterprise_uscc") if f_uscc else None
+        if kind is CaseKind.HARDSHIP and worker_id is None:
+            raise FieldError(Reason.MISSING_PARTY, "worker_id_number", "a hardship report names no worker")
+        if worker_id is None and uscc is None:
+            raise FieldError(
+                Reason.MISSING_PARTY, "worker_id_number", "a dispute names neither a worker nor an enterprise"
+            )
+        affected = _count(row.get(f_affected), "workers_affected") if f_affected else None
+        if affected == 0:
+            raise FieldError(Reason.BAD_VALUE, "workers_affected", "workers affected must be at least 1")
+        amount = parse_amount(row.get(f_amount)) if f_amount else None
+        description = _text(row.get(f_description)) if f_description else None
+        address = _text(row.get(f_addr)) if f_addr else None
+        lon, lat, crs = c.point(row, address)
+        return CaseReportRecord(
+            rid,
+            updated,
+            kind,
+            severity,
+            grade,
+            reported,
+            worker_id,
+            uscc,
+            affected or 1,
+            amount,
+            description,
+            address,
+            lon,
+            lat,
+            crs,
+        )
+
+    return c, validate_row
+
+
+def validate_cases(
+    raw_rows: Sequence[Mapping[str, Any]],
+    *,
+    mapping: Mapping[str, str],
+    default_crs: str | None,
+    today: date,
+) -> tuple[list[CaseReportRecord], list[Reject]]:
+    """Validate one page of case-report rows; see :func:`validate_workers` and the module docstring."""
+    common, row_fn = _case_validator(mapping, default_crs, today)
+    return _run(raw_rows, common, row_fn)
+
+
+#: The page validator of each entity.
+VALIDATORS: dict[str, Callable[..., tuple[list[Any], list[Reject]]]] = {
+    "enterprises": validate_enterprises,
+    "workers": validate_workers,
+    "cases": validate_cases,
+}

@@ -293,6 +293,26 @@ def status() -> None:
     print_recent_runs()
 
 
+# -- grid cells, locate, map (gridflow_cli/geo.py) ---------------------------------------------
+from gridflow_cli.geo import cells_app, locate, map_points  # noqa: E402
+
+app.add_typer(cells_app, name="cells")
+app.command("locate")(locate)
+app.command("map")(map_points)
+
+# -- sources list|check, validate (gridflow_cli/connectors_cli.py) -----------------------------
+from gridflow_cli import connectors_cli  # noqa: E402
+
+connectors_cli.register(app)
+
+# -- cases and the escalation sweep (gridflow_cli/cases.py) -------------------------------------
+from gridflow_cli.cases import app as cases_app  # noqa: E402
+from gridflow_cli.cases import sweep_command  # noqa: E402
+
+app.add_typer(cases_app, name="cases")
+app.command("sweep")(sweep_command)
+
+
 def main() -> None:
     app()
 

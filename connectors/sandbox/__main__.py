@@ -4,6 +4,12 @@ Builds the sample city's cells (:func:`geodata.world.build_sample_world`), gener
 and serves them on 127.0.0.1. The bearer token, if any, is read from the environment variable named
 by ``--token-env`` (by default the one ``config/sources/yichang.toml`` reads, so setting it once
 configures both sides); without it the API is open.
+
+Faults: ``--faults "5xx=3,429=2,slow=1,truncate=1,overlap=5,shuffle,drift,volume=0.3"`` switches
+them on for every request (see :mod:`connectors.sandbox.faults`); any request can also ask for
+some with ``?fault=...``. ``--write-files DIR`` writes the records as a file drop instead of
+serving them (``--file-format csv|xlsx``, ``--encoding gbk``, ``--partial`` for files cut
+mid-row and without their manifest).
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from datetime import time as dtime
+from pathlib import Path
 
 from connectors.sandbox.app import serve_sandbox
 from connectors.sandbox.data import SandboxDataset
+from connectors.sandbox.faults import FaultPlan, write_drop_file
 from connectors.validate import CHINA_TZ
 
 log = logging.getLogger("connectors.sandbox")
@@ -41,6 +49,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="ISO timestamp the data is 'current' at (default: today 00:00 Asia/Shanghai)",
     )
     p.add_argument("--token-env", default="GRIDFLOW_SOURCE_YICHANG_TOKEN")
+    p.add_argument("--cases", type=int, default=300, help="number of case reports")
+    p.add_argument("--faults", default="", help="fault spec, e.g. '5xx=3,429=1,shuffle,drift'")
+    p.add_argument("--write-files", default=None, metavar="DIR", help="write a file drop instead of serving")
+    p.add_argument("--file-format", choices=("csv", "xlsx"), default="csv")
+    p.add_argument("--encoding", default="utf-8", help="CSV encoding of --write-files (e.g. gbk)")
+    p.add_argument("--partial", action="store_true", help="files cut mid-row and without manifest")
     return p.parse_args(argv)
 
 
@@ -67,21 +81,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         crs=args.crs,
         as_of=as_of,
         names={d.code: d.name for d in world.divisions},
+        n_cases=args.cases if args.workers and args.enterprises else 0,
     )
     t2 = time.perf_counter()
     log.info(
-        "sandbox: %d cells in %.1f s; %d enterprises and %d workers in %.1f s (as of %s, crs %s)",
+        "sandbox: %d cells in %.1f s; %d enterprises, %d workers, %d case reports in %.1f s (as of %s, crs %s)",
         len(world.cells),
         t1 - t0,
         args.enterprises,
         args.workers,
+        len(dataset.rows("cases")) if "cases" in dataset.entities else 0,
         t2 - t1,
         dataset.as_of.isoformat(),
         dataset.crs,
     )
+    if args.write_files:
+        folder = Path(args.write_files)
+        stamp = dataset.as_of.strftime("%Y%m%d")
+        for entity in dataset.entities:
+            path = write_drop_file(
+                folder,
+                f"{entity}_{stamp}.{args.file_format}",
+                [r.row for r in dataset.rows(entity)],
+                header=list(dataset.mapping[entity].values()),
+                fmt=args.file_format,
+                encoding=args.encoding,
+                manifest=not args.partial,
+                cut_mid_row=args.partial,
+            )
+            log.info("sandbox: wrote %s (%d rows)", path, len(dataset.rows(entity)))
+        return 0
+    faults = FaultPlan.parse(args.faults, dataset.mapping) if args.faults else None
+    if faults is not None:
+        log.info("sandbox: faults on: %s", args.faults)
     token = os.environ.get(args.token_env, "").strip() or None
     log.info("sandbox: bearer token %s", f"required (from {args.token_env})" if token else "not required")
-    serve_sandbox(args.host, args.port, dataset, token=token)
+    serve_sandbox(args.host, args.port, dataset, token=token, faults=faults)
     return 0
 
 

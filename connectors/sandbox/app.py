@@ -12,8 +12,11 @@
 
 ``GET /health`` answers without a token.
 
-Fault switches (slow pages, 5xx bursts, dropped connections) plug in as ``hooks``: callables run
-before a page is served that may return a response instead. Tests use one to fail N times.
+Fault switches: a :class:`connectors.sandbox.faults.FaultPlan` (``faults=``) or, per request,
+``?fault=5xx,drift`` / ``X-Sandbox-Fault`` (see :mod:`connectors.sandbox.faults`): 5xx, 429 with
+``Retry-After``, slow and truncated bodies, duplicate and out-of-order rows, stale replays, schema
+drift, an empty or thin day, late commits. Other misbehaviour plugs in as ``hooks``: callables run
+before a page is served that may return a response instead.
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from connectors.sandbox.data import SandboxDataset
+from connectors.sandbox.faults import FaultPlan, request_plan
 from connectors.validate import FieldError, parse_timestamp
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "RequestHook", "SandboxServer", "create_app", "serve_sandbox"]
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+MAX_LIMIT = 10_000
 
 #: Runs before a page is served: ``(entity, request) -> a response to send instead, or None``.
 RequestHook = Callable[[str, Request], Response | None]
@@ -67,13 +71,22 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def create_app(
-    dataset: SandboxDataset, *, token: str | None = None, hooks: Sequence[RequestHook] = ()
+    dataset: SandboxDataset,
+    *,
+    token: str | None = None,
+    hooks: Sequence[RequestHook] = (),
+    faults: FaultPlan | None = None,
+    max_limit: int = MAX_LIMIT,
 ) -> FastAPI:
-    """A FastAPI app serving ``dataset``; ``token`` turns on bearer auth; ``hooks`` see every page."""
+    """A FastAPI app serving ``dataset``; ``token`` turns on bearer auth; ``hooks`` see every page;
+    ``faults`` switches faults on (the plan may be changed while the app runs); a page never
+    exceeds ``max_limit`` rows (10,000 by default, so bulk benchmarks need few round trips)."""
     app = FastAPI(title="gridflow sandbox grid system", version="1", docs_url=None, redoc_url=None)
     keys = {
         e: [(int(r.updated_at.timestamp()), r.record_id) for r in dataset.rows(e)] for e in dataset.entities
     }
+    served = {e: [r.row for r in dataset.rows(e)] for e in dataset.entities}
+    mapping: dict[str, dict[str, str]] = getattr(dataset, "mapping", None) or {}  # duck-typed datasets
     expected = f"Bearer {token}".encode() if token else None
 
     @app.get("/health")
@@ -103,8 +116,17 @@ def create_app(
             replacement = hook(entity, request)
             if replacement is not None:
                 return replacement
-        entity_keys = keys[entity]
-        rows = dataset.rows(entity)
+        try:
+            plans = [p for p in (faults, request_plan(request, mapping)) if p and p.applies(entity)]
+        except ValueError as e:
+            return _error(400, str(e))
+        for plan in plans:
+            early = plan.answer_before(entity)
+            if early is not None:
+                return early
+        entity_keys, rows = keys[entity], served[entity]
+        for plan in plans:
+            entity_keys, rows = plan.reshape(entity, entity_keys, rows)
         first = 0
         if updated_since:
             try:
@@ -120,23 +142,32 @@ def create_app(
             except ValueError as e:
                 return _error(400, str(e))
             start = max(first, bisect.bisect_right(entity_keys, position))
-        limit = min(max(limit, 1), MAX_LIMIT)
+        limit = min(max(limit, 1), max_limit)
         end = min(start + limit, len(rows))
         next_cursor = _encode_cursor(*entity_keys[end - 1]) if end < len(rows) and end > start else None
-        return JSONResponse(
-            {
-                "items": [r.row for r in rows[start:end]],
-                "next_cursor": next_cursor,
-                "total": len(rows) - first,
-            }
-        )
+        items = rows[start:end]
+        for plan in plans:
+            items = plan.shape_page(entity, rows, first, start, end, items)
+        body = {"items": items, "next_cursor": next_cursor, "total": len(rows) - first}
+        for plan in plans:
+            answer = plan.respond(body)
+            if answer is not None:
+                return answer
+        return JSONResponse(body)
 
     return app
 
 
-def serve_sandbox(host: str, port: int, dataset: SandboxDataset, *, token: str | None = None) -> None:
+def serve_sandbox(
+    host: str,
+    port: int,
+    dataset: SandboxDataset,
+    *,
+    token: str | None = None,
+    faults: FaultPlan | None = None,
+) -> None:
     """Serve the sandbox with uvicorn until interrupted (blocking)."""
-    uvicorn.run(create_app(dataset, token=token), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(dataset, token=token, faults=faults), host=host, port=port, log_level="info")
 
 
 class SandboxServer:

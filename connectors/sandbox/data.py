@@ -5,6 +5,10 @@ enterprises and workers with real-format credit codes and resident IDs, Chinese 
 in the city, GCJ-02 points inside the grid cells, update times spread over two years (with bulk
 imports that share one timestamp, so paging must break ties), and a known share of bad rows.
 
+With ``n_cases`` it also generates case reports (entity ``cases``): labour disputes and hardship
+reports about its workers and enterprises, in the city's words (``拖欠工资``, ``苗头性问题``,
+``深度困难``), some with a phone number in the free-text description, as officers write them.
+
 Every row carries a ground-truth label in :attr:`SandboxDataset.labels`: for a bad row the
 :class:`connectors.reasons.Reason` value validation must reject it with, for a good row ``"ok"``
 or the messy-but-valid variant it exercises (``"address_only"``, ``"legacy_id"``, ``"fullwidth_id"``,
@@ -30,6 +34,7 @@ from connectors.reasons import Reason
 from connectors.validate import CHINA_TZ, resolve_crs
 
 __all__ = [
+    "CASE_BAD_KINDS",
     "ENTERPRISE_BAD_KINDS",
     "WORKER_BAD_KINDS",
     "YICHANG_MAPPING",
@@ -66,6 +71,23 @@ YICHANG_MAPPING: dict[str, dict[str, str]] = {
         "lat": "wd",
         "crs": "zbx",
     },
+    "cases": {
+        "source_record_id": "ywid",
+        "source_updated_at": "gxsj",
+        "kind": "ajlx",
+        "reported_at": "sbsj",
+        "severity": "jjcd",
+        "hardship_grade": "knlb",
+        "worker_id_number": "sfzh",
+        "enterprise_uscc": "dwtyxydm",
+        "workers_affected": "sjrs",
+        "amount": "sqje",
+        "description": "ajms",
+        "address": "fsdz",
+        "lon": "jd",
+        "lat": "wd",
+        "crs": "zbx",
+    },
 }
 
 WORKER_BAD_KINDS: tuple[Reason, ...] = (
@@ -84,6 +106,38 @@ ENTERPRISE_BAD_KINDS: tuple[Reason, ...] = (
     Reason.UNKNOWN_CRS,
     Reason.BAD_PHONE,
 )
+CASE_BAD_KINDS: tuple[Reason, ...] = (
+    Reason.UNKNOWN_CASE_KIND,
+    Reason.BAD_AMOUNT,
+    Reason.MISSING_PARTY,
+    Reason.BAD_ID_CHECKSUM,
+    Reason.BAD_DATE,
+)
+
+# Case kinds with rough shares (wage arrears is the largest group), as the city writes them.
+_CASE_KINDS = (
+    ("wage_arrears", "拖欠工资", 40),
+    ("labour_contract", "劳动合同", 10),
+    ("dismissal", "解除或终止劳动关系", 8),
+    ("social_insurance", "社会保险", 10),
+    ("work_injury", "工伤", 8),
+    ("occupational_safety", "职业安全卫生", 4),
+    ("hardship", "困难职工帮扶", 20),
+)
+_CASE_GRADES = ("深度困难", "相对困难", "意外致困")
+_CASE_STORIES = {
+    "wage_arrears": "反映{firm}拖欠{n}名职工{months}个月工资，多次讨要未果。",
+    "labour_contract": "反映{firm}未依法签订书面劳动合同，要求补签并支付双倍工资。",
+    "dismissal": "反映被{firm}无故辞退，未支付经济补偿金。",
+    "social_insurance": "反映{firm}未为职工缴纳社会保险。",
+    "work_injury": "职工在{firm}作业时受伤，单位拒绝申报工伤认定。",
+    "occupational_safety": "反映{firm}车间粉尘超标，无防护用品。",
+    "hardship": "职工家庭因{cause}陷入困难，申请帮扶。",
+}
+_HARDSHIP_CAUSES = ("重病", "意外事故", "失业", "子女就学", "自然灾害")
+_BAD_KINDS_TEXT = ("其他", "投诉", "咨询")
+_BAD_AMOUNTS = ("-500", "十万", "12.345", "NaN")
+_BAD_REPORT_TIMES = ("2026-13-45 10:00:00", "不详", "2026-02-30 08:00:00")
 
 # --- name and place material ----------------------------------------------------------------
 
@@ -211,13 +265,16 @@ class SandboxDataset:
         as_of: datetime,
         names: Mapping[str, str] | None = None,
         mapping: Mapping[str, Mapping[str, str]] | None = None,
+        n_cases: int = 0,
     ) -> None:
         if not cells:
             raise ValueError("need at least one cell")
         if not 0.0 <= bad_fraction <= 1.0:
             raise ValueError("bad_fraction must be between 0 and 1")
-        if n_workers < 0 or n_enterprises < 0 or (n_workers and not n_enterprises):
+        if n_workers < 0 or n_enterprises < 0 or n_cases < 0 or (n_workers and not n_enterprises):
             raise ValueError("counts must be non-negative, and workers need at least one enterprise")
+        if n_cases and not (n_workers and n_enterprises):
+            raise ValueError("case reports need workers and enterprises to be about")
         canonical_crs = resolve_crs(crs)
         if canonical_crs is None:
             raise ValueError(f"unknown sandbox CRS {crs!r}")
@@ -241,6 +298,11 @@ class SandboxDataset:
             "enterprises": sorted(ent_rows, key=lambda r: (r.updated_at, r.record_id)),
             "workers": sorted(wrk_rows, key=lambda r: (r.updated_at, r.record_id)),
         }
+        if n_cases:
+            if "cases" not in self.mapping:
+                raise ValueError("the mapping has no 'cases' field names")
+            case_rows = self._cases(n_cases, wrk_rows, ent_rows)
+            self._rows["cases"] = sorted(case_rows, key=lambda r: (r.updated_at, r.record_id))
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -254,6 +316,10 @@ class SandboxDataset:
             return self._rows[entity]
         except KeyError:
             raise KeyError(f"unknown entity {entity!r}; known: {', '.join(self._rows)}") from None
+
+    def updated_at(self, entity: str) -> dict[str, datetime]:
+        """record id -> its update time (the version a correct load keeps)."""
+        return {r.record_id: r.updated_at for r in self.rows(entity)}
 
     @property
     def workers(self) -> list[dict[str, Any]]:
@@ -506,6 +572,118 @@ class SandboxDataset:
                 label = "address_only"
             rows.append(SandboxRow(times[i], ids[i], self._export("workers", rec), label))
         return rows
+
+    def _cases(
+        self, n: int, workers: Sequence[SandboxRow], enterprises: Sequence[SandboxRow]
+    ) -> list[SandboxRow]:
+        rng = random.Random(f"gridflow-sandbox:{self.seed}:cases")
+        np_rng = np.random.default_rng([self.seed, 3])
+        place = self._points(n, np_rng)
+        times = self._times(n, rng)
+        ids = self._ids(n, rng)
+        bad = self._bad_plan(n, CASE_BAD_KINDS, rng)
+        wm, em = self.mapping["workers"], self.mapping["enterprises"]
+        people = [r.row[wm["id_number"]] for r in workers if r.label == "ok"]
+        firms = [
+            (r.row[em["uscc"]], r.row[em["name"]])
+            for r in enterprises
+            if r.label in ("ok", "address_only", "agricultural_uscc")
+        ]
+        if not people or not firms:
+            raise ValueError("case reports need at least one valid worker and one valid enterprise")
+        kinds = [k for k, _, _ in _CASE_KINDS]
+        weights = [w for _, _, w in _CASE_KINDS]
+        labels = {k: zh for k, zh, _ in _CASE_KINDS}
+        rows: list[SandboxRow] = []
+        for i in range(n):
+            cell = int(place.cell[i])
+            kind = rng.choices(kinds, weights=weights)[0]
+            u = rng.random()
+            kind_text = (
+                labels[kind] if u < 0.7 else kind if u < 0.9 else ("欠薪" if kind == "wage_arrears" else kind)
+            )
+            s = rng.random()
+            severity = (
+                ("一般" if rng.random() < 0.5 else "")
+                if s < 0.85
+                else "苗头性问题"
+                if s < 0.95
+                else "突发性群体性事件"
+            )
+            affected = 1
+            if severity == "突发性群体性事件":
+                affected = rng.randint(10, 60)
+            elif severity == "苗头性问题":
+                affected = rng.randint(3, 9)
+            elif kind == "wage_arrears" and rng.random() < 0.2:
+                affected = rng.randint(2, 15)
+            uscc, firm = rng.choice(firms)
+            worker = rng.choice(people)
+            hardship = kind == "hardship"
+            if not hardship and rng.random() < 0.15:
+                worker = ""  # a dispute reported about the enterprise only
+            if hardship or rng.random() < 0.1:
+                uscc = "" if hardship and rng.random() < 0.5 else uscc
+            amount = ""
+            if kind == "wage_arrears":
+                amount = f"{rng.randint(5, 600) * 100 * affected}.00"
+            elif kind in ("dismissal", "work_injury") and rng.random() < 0.5:
+                amount = f"{rng.randint(10, 900) * 100}"
+            story = _CASE_STORIES[kind].format(
+                firm=firm, n=affected, months=rng.randint(1, 8), cause=rng.choice(_HARDSHIP_CAUSES)
+            )
+            if rng.random() < 0.3:
+                story += f"联系电话{self._mobile(rng)}。"
+            reported = times[i] - timedelta(seconds=rng.randrange(0, 30 * 86_400))
+            rec: dict[str, Any] = {
+                "source_record_id": ids[i],
+                "source_updated_at": times[i].strftime("%Y-%m-%d %H:%M:%S"),
+                "kind": kind_text,
+                "reported_at": reported.strftime("%Y-%m-%d %H:%M:%S"),
+                "severity": severity,
+                "hardship_grade": rng.choice(_CASE_GRADES) if hardship else "",
+                "worker_id_number": worker,
+                "enterprise_uscc": uscc,
+                "workers_affected": str(affected),
+                "amount": amount,
+                "description": story,
+                "address": self._address(cell, rng, home=hardship),
+                "lon": f"{place.lon[i]:.6f}",
+                "lat": f"{place.lat[i]:.6f}",
+                "crs": "gcj02" if self.crs == "gcj02" and rng.random() < 0.3 else "",
+            }
+            label = "ok"
+            reason = bad.get(i)
+            if reason is not None:
+                label = reason.value
+                self._spoil_case(rec, reason, rng)
+            elif rng.random() < 0.05:
+                rec["lon"] = rec["lat"] = ""
+                label = "address_only"
+            rows.append(SandboxRow(times[i], ids[i], self._export("cases", rec), label))
+        return rows
+
+    def _spoil_case(self, rec: dict[str, Any], kind: Reason, rng: random.Random) -> None:
+        """Give a case report exactly one defect of ``kind``."""
+        if kind is Reason.UNKNOWN_CASE_KIND:
+            rec["kind"] = rng.choice(_BAD_KINDS_TEXT)
+        elif kind is Reason.BAD_AMOUNT:
+            rec["amount"] = rng.choice(_BAD_AMOUNTS)
+        elif kind is Reason.MISSING_PARTY:
+            rec["worker_id_number"] = ""
+            if rec["hardship_grade"] == "":
+                rec["enterprise_uscc"] = ""
+        elif kind is Reason.BAD_ID_CHECKSUM:
+            if not rec["worker_id_number"]:
+                rec["worker_id_number"] = self._any_worker_id(rng)
+            wid = rec["worker_id_number"]
+            rec["worker_id_number"] = wid[:17] + _wrong(wid[17], "0123456789X", rng)
+        elif kind is Reason.BAD_DATE:
+            rec["reported_at"] = rng.choice(_BAD_REPORT_TIMES)
+
+    def _any_worker_id(self, rng: random.Random) -> str:
+        body = f"{rng.choice(self._county_codes)}19800101{rng.randrange(1000):03d}"
+        return body + id_check_char(body)
 
     def _spoil(self, rec: dict[str, Any], kind: Reason, rng: random.Random) -> None:
         """Give ``rec`` exactly one defect of ``kind`` (ID checksums are spoiled by the caller)."""

@@ -213,9 +213,13 @@ def test_bad_parameters(client: httpx.Client, params: dict[str, str | int], stat
         assert len(response.json()["items"]) == 1
 
 
-def test_limit_is_clamped_to_1000(client: httpx.Client) -> None:
-    """Rule: a page never exceeds 1000 rows whatever the caller asks."""
-    assert len(client.get("/api/v1/workers", params={"limit": 5000}).json()["items"]) == 1000
+def test_limit_is_clamped_to_the_app_maximum(dataset: SandboxDataset) -> None:
+    """Rule: a page never exceeds the app's maximum rows whatever the caller asks."""
+    with (
+        SandboxServer(create_app(dataset, max_limit=1000)) as server,
+        httpx.Client(base_url=server.base_url) as c,
+    ):
+        assert len(c.get("/api/v1/workers", params={"limit": 5000}).json()["items"]) == 1000
 
 
 def test_unknown_entity_is_404_and_health_answers(client: httpx.Client) -> None:
