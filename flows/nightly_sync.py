@@ -26,9 +26,10 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from connectors.checks import SuspiciousVolume, check_schema, volume_check
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
-from connectors.http import HttpSource
 from connectors.source import Page
+from connectors.sources import open_source
 from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk
 from grid.settings import get_settings
 from grid.store import sync
@@ -86,7 +87,7 @@ def fetch_page(
     config: SourceConfig, entity: str, cursor: str | None, since: datetime | None, page_no: int
 ) -> Page:
     """The only step that touches the network, so the only one with retries."""
-    with HttpSource(config) as source:
+    with open_source(config) as source:
         return source.fetch_page(
             entity, cursor=cursor, since=since.isoformat() if since else None, page_no=page_no
         )
@@ -175,6 +176,16 @@ def _sync_entity(
         page_no += 1
         page = fetch(config, entity, cursor, since, page_no)
         failpoint("after_fetch")
+        if cursor is None:  # a stream's first page: is the day's volume plausible?
+            with transaction(conn) as cur:
+                history = sync.recent_volumes(
+                    cur, source=config.name, entity=entity, mode="full" if full else "incremental"
+                )
+            problem = volume_check(page.total, history)
+            if problem is not None:
+                raise SuspiciousVolume(f"source {config.name} {entity}: {problem}")
+        for note in check_schema(entity, page.records, spec.mapping):  # breaking drift raises SchemaDrift
+            log.warning("%s %s page %d: %s", config.name, entity, page_no, note)
         ids = [str(r[id_field]) for r in page.records if r.get(id_field) not in (None, "")]
         with transaction(conn) as cur:
             known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
-from connectors.validate import validate_enterprises, validate_workers
+from connectors.validate import FieldError, parse_timestamp, validate_enterprises, validate_workers
 from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
@@ -108,6 +108,35 @@ def grid_context(city_code: str, cell_version: int) -> GridContext:
         return ctx
 
 
+def _split_unchanged(
+    spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, datetime]
+) -> tuple[list[tuple[str, datetime]], list[Mapping[str, Any]]]:
+    """Rows the store already holds at exactly this version need no validation: they were valid
+    when stored, and the same version is the same content. Returns ((id, version) of those, the
+    rest to validate). A row whose id or time cannot be read goes to validation and its reason."""
+    if not known:
+        return [], list(raw_rows)
+    id_field, ts_field = spec.mapping["source_record_id"], spec.mapping["source_updated_at"]
+    unchanged: list[tuple[str, datetime]] = []
+    todo: list[Mapping[str, Any]] = []
+    seen_ids: set[str] = set()
+    for row in raw_rows:
+        rid = row.get(id_field)
+        key = str(rid).strip() if rid is not None else ""
+        stored = known.get(key)
+        if stored is not None and key not in seen_ids:
+            try:
+                version = parse_timestamp(row.get(ts_field))
+            except FieldError:
+                version = None
+            if version == stored:
+                unchanged.append((key, stored))
+                seen_ids.add(key)
+                continue
+        todo.append(row)
+    return unchanged, todo
+
+
 def prepare_chunk(
     spec: ChunkSpec,
     raw_rows: Sequence[Mapping[str, Any]],
@@ -116,8 +145,9 @@ def prepare_chunk(
 ) -> PreparedChunk:
     """Validate a chunk, skip records already stored at this version, place and protect the rest."""
     ctx = grid_context(spec.city_code, spec.cell_version)
+    unchanged, todo = _split_unchanged(spec, raw_rows, known)
     validate = validate_workers if spec.entity == "workers" else validate_enterprises
-    records, rejects = validate(raw_rows, mapping=spec.mapping, default_crs=spec.default_crs, today=today)
+    records, rejects = validate(todo, mapping=spec.mapping, default_crs=spec.default_crs, today=today)
     fresh = [r for r in records if known.get(r.source_record_id) != r.source_updated_at]
     placed = place_batch(
         [r.lon for r in fresh],
@@ -135,14 +165,15 @@ def prepare_chunk(
         seen = [r.source_record_id for r in records] + [
             j.source_record_id for j in rejects if j.source_record_id
         ]
+        seen += [rid for rid, _ in unchanged]
     return PreparedChunk(
         entity=spec.entity,
         rows_text=rows_text,
         n_rows=len(fresh),
         rejects_text=rejects_text,
-        skipped=len(records) - len(fresh),
+        skipped=len(records) - len(fresh) + len(unchanged),
         unmapped=sum(1 for c in placed.cell_code if c is None),
-        high_water=max((r.source_updated_at for r in records), default=None),
+        high_water=max([*(r.source_updated_at for r in records), *(t for _, t in unchanged)], default=None),
         by_method=Counter(placed.method),
         by_reason=Counter(str(j.reason) for j in rejects),
         seen=seen,

@@ -25,6 +25,9 @@ os.environ.setdefault("GRIDFLOW_ENCRYPTION_KEY", base64.b64encode(secrets.token_
 
 from grid.settings import get_settings
 
+# After the whole session: no plaintext ID or phone number in the database, logs or Prefect.
+pytest_plugins = ["tests.pii_scan"]
+
 
 def _with_db(url: str, dbname: str) -> str:
     parts = urlsplit(url)

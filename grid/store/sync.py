@@ -506,3 +506,20 @@ def mark_crashed_runs(conn: psycopg2.extensions.connection, *, source: str) -> i
             (source,),
         )
         return cur.rowcount
+
+
+def recent_volumes(
+    cur: psycopg2.extensions.cursor, *, source: str, entity: str, mode: str, limit: int = 7
+) -> list[int]:
+    """Records received per completed run of this source/entity/mode, newest first (for the
+    suspicious-volume check)."""
+    cur.execute(
+        """
+        SELECT (counts -> 'by_entity' -> %(entity)s ->> 'received')::int FROM sync_run
+        WHERE source = %(source)s AND mode = %(mode)s AND status = 'completed'
+          AND counts -> 'by_entity' ? %(entity)s
+        ORDER BY id DESC LIMIT %(limit)s
+        """,
+        {"source": source, "entity": entity, "mode": mode, "limit": limit},
+    )
+    return [int(r[0]) for r in cur.fetchall()]
