@@ -212,6 +212,7 @@ def _sync_entity(
             since=since,
             cursor_after=page.cursor_after,
             snapshot_run_id=snapshot,
+            on_reports=_intake(config.name) if entity == "cases" else None,
         )
         totals.add(entity, result)
         log.info(
@@ -225,6 +226,19 @@ def _sync_entity(
                          result.missing, result.soft_deleted)  # fmt: skip
             return
         cursor = page.cursor_after
+
+
+def _intake(source: str) -> Any:
+    """Case reports of a page open, or attach to, cases in the page's own transaction."""
+    from grid.cases.service import intake_reports, rules_from_settings
+
+    rules = rules_from_settings()
+
+    def take(cur: Any, reports: list[Any]) -> int:
+        results = intake_reports(cur, reports, rules=rules, actor=f"sync:{source}")
+        return sum(1 for r in results if not r.already_taken)
+
+    return take
 
 
 def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, error: str | None) -> None:

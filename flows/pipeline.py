@@ -8,6 +8,7 @@ caches it by (city, cell version).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -15,10 +16,19 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
-from connectors.validate import FieldError, parse_timestamp, validate_enterprises, validate_workers
+from connectors.reasons import Reason
+from connectors.records import Reject
+from connectors.validate import (
+    FieldError,
+    parse_timestamp,
+    validate_cases,
+    validate_enterprises,
+    validate_workers,
+)
 from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
+from grid.cases.intake import CaseReport, worker_key
 from grid.ingest import enterprise_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
 from grid.store import geo
@@ -137,6 +147,64 @@ def _split_unchanged(
     return unchanged, todo
 
 
+def _prepare_cases(
+    spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], today: date, ctx: GridContext
+) -> PreparedChunk:
+    """Case reports: validated, located, and reduced to what intake needs — the worker only as
+    a keyed HMAC, the free-text description not carried at all. Intake itself runs in the page's
+    transaction (idempotent per source record)."""
+    records, rejects = validate_cases(
+        raw_rows, mapping=spec.mapping, default_crs=spec.default_crs, today=today
+    )
+    placed = place_batch(
+        [r.lon for r in records],
+        [r.lat for r in records],
+        [r.crs for r in records],
+        [r.address for r in records],
+        index=ctx.index,
+        locator=ctx.locator,
+    )
+    reports: list[CaseReport] = []
+    located: list[Reject] = list(rejects)
+    id_field = spec.mapping["source_record_id"]
+    by_id = {str(row.get(id_field, "")).strip(): row for row in raw_rows}
+    for i, r in enumerate(records):
+        cell, division = placed.cell_code[i], placed.division_code[i]
+        if cell is None and division is None:
+            raw = by_id.get(r.source_record_id, {})
+            detail = "the report has no usable point or address to locate it"
+            located.append(
+                Reject(r.source_record_id, Reason.MISSING_COORDINATES, "lon", detail, raw=dict(raw))
+            )
+            continue
+        reports.append(
+            CaseReport(
+                kind=r.kind,
+                channel="sync",
+                severity=r.severity,
+                workers_affected=r.workers_affected,
+                amount=r.amount,
+                hardship_grade=r.hardship_grade,
+                cell_code=cell,
+                cell_version_id=spec.cell_version if cell else None,
+                division_code=None if cell else division,
+                lon=None if math.isnan(placed.lon[i]) else float(placed.lon[i]),
+                lat=None if math.isnan(placed.lat[i]) else float(placed.lat[i]),
+                worker_hmac=worker_key(ctx.vault, r.worker_id_number) if r.worker_id_number else None,
+                enterprise_uscc=r.enterprise_uscc,
+                source_ref=f"{spec.source}:{r.source_record_id}",
+            )
+        )
+    return PreparedChunk(
+        entity=spec.entity,
+        rejects_text=reject_copy(located, ctx.vault),  # type: ignore[arg-type]
+        high_water=max((r.source_updated_at for r in records), default=None),
+        by_method=Counter(placed.method),
+        by_reason=Counter(str(j.reason) for j in located),
+        reports=reports,
+    )
+
+
 def prepare_chunk(
     spec: ChunkSpec,
     raw_rows: Sequence[Mapping[str, Any]],
@@ -145,6 +213,8 @@ def prepare_chunk(
 ) -> PreparedChunk:
     """Validate a chunk, skip records already stored at this version, place and protect the rest."""
     ctx = grid_context(spec.city_code, spec.cell_version)
+    if spec.entity == "cases":
+        return _prepare_cases(spec, raw_rows, today, ctx)
     unchanged, todo = _split_unchanged(spec, raw_rows, known)
     validate = validate_workers if spec.entity == "workers" else validate_enterprises
     records, rejects = validate(todo, mapping=spec.mapping, default_crs=spec.default_crs, today=today)

@@ -119,10 +119,17 @@ def world_load(
         fail(str(exc))
     finally:
         conn.close()
+    from grid.cases.service import ensure_units
+
+    conn = connect()
+    try:  # a union unit for every division of the city and for its province: cases route to them
+        units = ensure_units(conn, scope=city) + ensure_units(conn, scope=city[:2] + "0" * 10)
+    finally:
+        conn.close()
     typer.echo(
         f"divisions: {added} added, {changed} changed, {same} unchanged; "
         f"cells: {n_cells} added{f' as version {version}' if version else ' (already loaded)'} "
-        f"[{time.monotonic() - t0:.1f} s]"
+        f"[{time.monotonic() - t0:.1f} s]; union units added: {units}"
     )
     typer.echo(sample.note)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -353,13 +353,14 @@ class PreparedChunk:
     by_method: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     seen: list[str] = field(default_factory=list)
+    reports: list[Any] = field(default_factory=list)  # case reports, taken in by ``on_reports``
 
 
 def existing_versions(
     cur: psycopg2.extensions.cursor, *, source: str, entity: str, ids: Sequence[str]
 ) -> dict[str, datetime]:
     """The stored source update time of each id the store holds (not soft-deleted)."""
-    if not ids:
+    if not ids or entity not in _TABLES:
         return {}
     table = _TABLES[entity][0]
     cur.execute(
@@ -412,6 +413,7 @@ def write_page(
     since: datetime | None,
     cursor_after: str | None,
     snapshot_run_id: int | None = None,
+    on_reports: Callable[[psycopg2.extensions.cursor, list[Any]], int] | None = None,
 ) -> PageResult:
     """Write one page and advance the cursor, all in ONE transaction.
 
@@ -422,11 +424,12 @@ def write_page(
     update time committed and, for a full snapshot, missing records are counted (and soft-deleted
     after two snapshots).
     """
-    table, columns = _TABLES[entity]
+    table, columns = _TABLES.get(entity, ("", ()))
     result = PageResult(received=received)
     high_water: datetime | None = None
     with transaction(conn) as cur:
-        _stage(cur, f"stage_{table}", columns)
+        if table:
+            _stage(cur, f"stage_{table}", columns)
         _stage(cur, "stage_quarantine", QUARANTINE_COLUMNS)
         for chunk in chunks:
             result.by_method.update(chunk.by_method)
@@ -436,6 +439,12 @@ def write_page(
             result.unchanged += chunk.skipped
             if chunk.high_water is not None and (high_water is None or chunk.high_water > high_water):
                 high_water = chunk.high_water
+            if chunk.reports:
+                if on_reports is None:
+                    raise ValueError("a page of case reports needs on_reports")
+                taken = on_reports(cur, chunk.reports)
+                result.inserted += taken
+                result.unchanged += len(chunk.reports) - taken
             if chunk.n_rows:
                 cur.execute(f"TRUNCATE stage_{table}")
                 copy_from_text(cur, f"stage_{table}", columns, chunk.rows_text)

@@ -125,7 +125,8 @@ def test_sources_check_reports_drift_and_exits_1(sources: Path, sandbox: Sandbox
         "DRIFT: workers page lacks the required field 'sfzh' (id_number) in every one of its 300 rows "
         "(renamed or dropped by the source); new field(s) 'sfzh_new' may be the new name"
     ) in result.output
-    assert "source drifty has 2 problem(s)" in result.output
+    assert "DRIFT: cases page lacks the required field 'ajlx'" in result.output
+    assert "source drifty has 3 problem(s)" in result.output  # enterprises, workers and cases each drifted
     no_pii(result.output)
 
 

@@ -93,6 +93,7 @@ def test_file_source_config_loads_with_a_folder_relative_to_the_file(tmp_path: P
     assert set(cfg.mapping) == {"enterprises", "workers", "cases"} and cfg.entities == [
         "enterprises",
         "workers",
+        "cases",
     ]
 
 

@@ -314,8 +314,11 @@ def test_a_cursor_that_repeats_is_refused() -> None:
 
 def test_unknown_entity_is_a_programming_error(sandbox: SandboxServer) -> None:
     """Rule: only the configured entities can be fetched."""
-    with HttpSource(config(sandbox.base_url)) as source, pytest.raises(ValueError, match="no entity 'cases'"):
-        source.fetch_page("cases", cursor=None, since=None)
+    with (
+        HttpSource(config(sandbox.base_url)) as source,
+        pytest.raises(ValueError, match="no entity 'parcels'"),
+    ):
+        source.fetch_page("parcels", cursor=None, since=None)
 
 
 def test_since_after_every_update_gives_one_empty_last_page(sandbox: SandboxServer) -> None:
