@@ -28,7 +28,7 @@ from connectors.validate import (
 from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
-from grid.cases.intake import CaseReport, worker_key
+from grid.cases.intake import CaseReport, IntakeError, worker_key
 from grid.ingest import enterprise_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
 from grid.store import geo
@@ -177,8 +177,8 @@ def _prepare_cases(
                 Reject(r.source_record_id, Reason.MISSING_COORDINATES, "lon", detail, raw=dict(raw))
             )
             continue
-        reports.append(
-            CaseReport(
+        try:
+            report = CaseReport(
                 kind=r.kind,
                 channel="sync",
                 severity=r.severity,
@@ -194,7 +194,12 @@ def _prepare_cases(
                 enterprise_uscc=r.enterprise_uscc,
                 source_ref=f"{spec.source}:{r.source_record_id}",
             )
-        )
+        except IntakeError:  # never crash a page over one report: quarantine it with a reason
+            raw = by_id.get(r.source_record_id, {})
+            detail = "the report does not meet the case intake rules"
+            located.append(Reject(r.source_record_id, Reason.BAD_VALUE, None, detail, raw=dict(raw)))
+            continue
+        reports.append(report)
     return PreparedChunk(
         entity=spec.entity,
         rejects_text=reject_copy(located, ctx.vault),  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from grid.people import Vault
 Channel = Literal["officer", "api", "sync"]
 CHANNELS: tuple[Channel, ...] = ("officer", "api", "sync")
 
+_USCC_SHAPE = re.compile(r"[0-9A-HJ-NPQRTUW-Y]{2}[0-9]{6}[0-9A-HJ-NPQRTUW-Y]{10}")
 _SOURCE_REF_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
 
 
@@ -101,7 +102,10 @@ class CaseReport:
             raise IntakeError("worker_hmac must be a 32-byte keyed HMAC (see worker_key)")
         if self.enterprise_uscc is not None:
             code = _uscc.compact(self.enterprise_uscc)
-            if not _uscc.is_valid(code):
+            # GB 32100 shape and check character, as connectors.validate applies them: stdnum's
+            # is_valid also refuses registration-authority letters (e.g. N, agricultural bodies)
+            # that real codes carry.
+            if not _USCC_SHAPE.fullmatch(code) or _uscc.calc_check_digit(code[:17]) != code[17]:
                 raise IntakeError("enterprise_uscc is not a valid unified social credit code")
             object.__setattr__(self, "enterprise_uscc", code)
         if self.source_ref is not None and not _SOURCE_REF_RE.match(self.source_ref):
