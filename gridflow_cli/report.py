@@ -28,10 +28,11 @@ def print_run_report(flow_run_id: str) -> None:
                 "SELECT (SELECT count(*) FROM worker WHERE deleted_at IS NULL),"
                 " (SELECT count(*) FROM enterprise WHERE deleted_at IS NULL),"
                 " (SELECT count(*) FROM quarantine WHERE resolved_at IS NULL),"
+                " (SELECT count(*) FROM case_intake),"
                 " (SELECT count(*) FROM worker WHERE cell_code IS NULL AND deleted_at IS NULL)"
                 "  + (SELECT count(*) FROM enterprise WHERE cell_code IS NULL AND deleted_at IS NULL)"
             )
-            workers, enterprises, quarantined, unmapped = fetch_one(cur)
+            workers, enterprises, quarantined, cases, unmapped = fetch_one(cur)
     finally:
         conn.close()
     ui = f"http://127.0.0.1:{get_settings().prefect_port}/runs/flow-run/{flow_run_id}"
@@ -43,7 +44,8 @@ def print_run_report(flow_run_id: str) -> None:
     for rid, source, st, rec, loaded, unch, quar, unm, _ in runs:
         typer.echo(f"{rid:>5} {source:12} {st:10} {rec:>9} {loaded:>8} {unch:>9} {quar:>11} {unm:>8}")
     typer.echo(
-        f"database now: {workers} workers, {enterprises} enterprises, {quarantined} open quarantine rows, "
+        f"database now: {workers} workers, {enterprises} enterprises, {cases} case reports taken in, "
+        f"{quarantined} open quarantine rows, "
         f"{unmapped} records without a cell"
     )
 
