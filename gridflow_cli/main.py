@@ -319,6 +319,11 @@ from gridflow_cli.cases import sweep_command  # noqa: E402
 app.add_typer(cases_app, name="cases")
 app.command("sweep")(sweep_command)
 
+# -- web accounts (gridflow_cli/users.py) --------------------------------------------------------
+from gridflow_cli.users import app as users_app  # noqa: E402
+
+app.add_typer(users_app, name="users")
+
 
 def main() -> None:
     app()

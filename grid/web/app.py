@@ -1,22 +1,41 @@
 """gridflow web app (FastAPI + Jinja2, server-rendered, Simplified Chinese first).
 
-This first page is the province staff's sync overview: the last runs per source with their
-counts. It shows aggregates only — no personal data.
+``/`` is the province staff's sync overview (aggregates only, no personal data). The officer
+workspace (``/login``, ``/inbox``, ``/subtree``, ``/cases/{id}``, ``/ledger``) and the JSON API
+(``/api/v1``, OpenAPI at ``/api/openapi.json``) work as the database role ``gridflow_app`` under
+row-level security, with the scope filter in every query as well.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from grid.cases.service import rules_from_settings
+from grid.people import vault_from_settings
 from grid.settings import get_settings
 from grid.store.db import DatabaseUnavailable, connect, transaction
+from grid.web import api, views
+from grid.web.config import WebSettings, get_web_settings
+from grid.web.db import WebDatabase
+from grid.web.deps import WebState
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _recent_runs(limit: int = 20) -> list[dict[str, Any]]:
@@ -38,9 +57,45 @@ def _recent_runs(limit: int = 20) -> list[dict[str, Any]]:
         conn.close()
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="gridflow", docs_url="/api/docs", openapi_url="/api/openapi.json")
+class SecurityHeaders:
+    """Pure ASGI middleware adding the security headers (cheaper than an ``http`` middleware)."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        extra = {**SECURITY_HEADERS, **({"Strict-Transport-Security": "max-age=31536000"} if hsts else {})}
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((k, v) for k, v in self.headers if k not in present),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(web: WebSettings | None = None) -> FastAPI:
+    web = web or get_web_settings()
     settings = get_settings()
+    db = WebDatabase(web)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.close()
+
+    app = FastAPI(title="gridflow", docs_url="/api/docs", openapi_url="/api/openapi.json", lifespan=lifespan)
+    app.state.gridflow = WebState(web=web, db=db, rules=rules_from_settings(), vault=vault_from_settings())
+
+    app.add_middleware(SecurityHeaders, hsts=web.cookie_secure)
 
     @app.get("/healthz", response_class=PlainTextResponse)
     def healthz() -> str:
@@ -64,4 +119,7 @@ def create_app() -> FastAPI:
             },
         )
 
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    app.include_router(views.router)
+    app.include_router(api.router)
     return app

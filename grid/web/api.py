@@ -1,0 +1,323 @@
+"""JSON API (OpenAPI at /api/openapi.json): the same operations under the same authorisation.
+
+Authentication is the session cookie (``POST /api/v1/session`` opens one and returns the CSRF
+token); every state-changing call must send that token in ``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from grid.cases.service import ActionResult
+from grid.web import auth, casework
+from grid.web.deps import client_of, session_of, set_session_cookie, state_of
+
+router = APIRouter(prefix="/api/v1", tags=["cases"])
+
+
+class LoginIn(BaseModel):
+    login: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+
+
+class Me(BaseModel):
+    login: str
+    role: str
+    scope_code: str
+    cells: list[str]
+    csrf_token: str
+
+
+class CaseRow(BaseModel):
+    id: int
+    kind: str
+    severity: str
+    state: str
+    level: int
+    owner_code: str
+    chain_code: str
+    version: int
+    opened_at: datetime
+    resolve_by: datetime
+    overdue: bool
+
+
+class InboxOut(BaseModel):
+    cases: list[CaseRow]
+    counts: dict[str, int]
+    overdue: int
+    total: int
+
+
+class EventOut(BaseModel):
+    seq: int
+    action: str
+    from_state: str | None
+    to_state: str
+    actor: str
+    at: datetime
+    payload: dict[str, Any]
+    owner_after: str
+
+
+class ChainOut(BaseModel):
+    code: str
+    level: int
+    name: str | None
+    active: bool
+    is_owner: bool
+
+
+class PartyOut(BaseModel):
+    id_masked: str | None
+    name_masked: str | None
+    phone_masked: str | None
+
+
+class CaseOut(BaseModel):
+    id: int
+    kind: str
+    severity: str
+    state: str
+    level: int
+    owner_code: str
+    chain_code: str
+    cell_code: str | None
+    version: int
+    opened_at: datetime
+    respond_by: datetime
+    resolve_by: datetime
+    deadlines_provisional: bool
+    overdue: bool
+    workers_affected: int
+    enterprise_uscc: str | None
+    routing: dict[str, Any]
+    timeline: list[EventOut]
+    chain: list[ChainOut]
+    party: PartyOut | None
+    owner_actions: list[str]
+    supervisor_actions: list[str]
+    may_reveal: bool
+
+
+class ActionIn(BaseModel):
+    version: int
+    text: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000)
+    outcome: str | None = None
+    amount_recovered: str | None = None
+    assistance: str | None = Field(default=None, max_length=2000)
+    to_owner: str | None = Field(default=None, max_length=15)
+
+
+class ActionOut(BaseModel):
+    case_id: int
+    version: int
+    state: str
+    level: int
+    owner_code: str
+
+
+class RevealIn(BaseModel):
+    field: Literal["worker_id", "worker_phone", "worker_name"]
+    reason: str = Field(min_length=4, max_length=500)
+
+
+class RevealOut(BaseModel):
+    field: str
+    value: str
+
+
+class LedgerOut(BaseModel):
+    unit_code: str
+    name: str | None
+    period: str
+    received: int
+    responded: int
+    resolved: int
+    on_time: int
+    escalated: int
+    reminded: int
+    criticised: int
+
+
+def require_session(request: Request) -> auth.Session:
+    session = session_of(request)
+    if session is None:
+        raise HTTPException(401, "not signed in")
+    return session
+
+
+def require_csrf(request: Request, session: auth.Session = Depends(require_session)) -> auth.Session:  # noqa: B008
+    if not auth.csrf_ok(session, request.headers.get("X-CSRF-Token")):
+        raise HTTPException(403, "CSRF token missing or wrong")
+    return session
+
+
+def _http(exc: Exception) -> HTTPException:
+    if isinstance(exc, casework.NotFound):
+        return HTTPException(404, "no such case in your scope")
+    if isinstance(exc, casework.Forbidden):
+        return HTTPException(403, "not allowed for your role and scope")
+    if isinstance(exc, casework.Conflict):
+        detail: dict[str, Any] = {"message": str(exc), "stale": exc.stale}
+        if exc.stale:
+            detail["current_version"] = exc.actual_version
+        return HTTPException(409, detail)
+    return HTTPException(400, str(exc))
+
+
+_ERRORS = (casework.NotFound, casework.Forbidden, casework.Conflict, casework.BadRequest)
+
+
+@router.post("/session", response_model=Me)
+def open_session(body: LoginIn, request: Request, response: Response) -> Me:
+    st = state_of(request)
+    with st.db.connection() as conn:
+        try:
+            s = auth.login(
+                conn, login=body.login, password=body.password, client=client_of(request), web=st.web
+            )
+        except auth.LoginFailed:
+            raise HTTPException(401, "wrong login or password, or too many attempts") from None
+    set_session_cookie(response, st.web, s.token)
+    p = s.principal
+    return Me(
+        login=p.login, role=p.role.value, scope_code=p.scope_code, cells=list(p.cells), csrf_token=s.csrf
+    )
+
+
+@router.get("/me", response_model=Me)
+def me(session: auth.Session = Depends(require_session)) -> Me:  # noqa: B008
+    p = session.principal
+    return Me(
+        login=p.login,
+        role=p.role.value,
+        scope_code=p.scope_code,
+        cells=list(p.cells),
+        csrf_token=session.csrf,
+    )
+
+
+@router.get("/cases", response_model=InboxOut)
+def list_cases(
+    request: Request,
+    view: Literal["mine", "subtree"] = "mine",
+    kind: str | None = None,
+    status: str = "open",
+    owner: str | None = None,
+    session: auth.Session = Depends(require_session),  # noqa: B008
+) -> InboxOut:
+    st = state_of(request)
+    try:
+        with st.db.connection() as conn:
+            box = casework.inbox(
+                conn, session.principal, view=view, kind=kind, status=status, owner_prefix=owner
+            )
+    except _ERRORS as exc:
+        raise _http(exc) from None
+    return InboxOut(
+        cases=[CaseRow(**_slots(r)) for r in box.rows],
+        counts=box.counts,
+        overdue=box.overdue,
+        total=box.total,
+    )
+
+
+def _slots(obj: Any) -> dict[str, Any]:
+    return {k: getattr(obj, k) for k in obj.__slots__}
+
+
+@router.get("/cases/{case_id}", response_model=CaseOut)
+def get_case(request: Request, case_id: int, session: auth.Session = Depends(require_session)) -> CaseOut:  # noqa: B008
+    st = state_of(request)
+    try:
+        with st.db.connection() as conn:
+            page = casework.case_page(conn, session.principal, case_id)
+    except _ERRORS as exc:
+        raise _http(exc) from None
+    c = page.case
+    return CaseOut(
+        id=c.id,
+        kind=c.kind.value,
+        severity=c.severity.value,
+        state=c.state.value,
+        level=int(c.level),
+        owner_code=c.owner_code,
+        chain_code=c.chain_code,
+        cell_code=c.cell_code,
+        version=c.version,
+        opened_at=c.opened_at,
+        respond_by=c.respond_by,
+        resolve_by=c.resolve_by,
+        deadlines_provisional=c.deadlines_provisional,
+        overdue=page.overdue,
+        workers_affected=c.workers_affected,
+        enterprise_uscc=c.enterprise_uscc,
+        routing=c.routing,
+        timeline=[EventOut(**_slots(e)) for e in page.timeline],
+        chain=[ChainOut(**_slots(u)) for u in page.chain],
+        party=None if page.party is None else PartyOut(**_slots(page.party)),
+        owner_actions=page.owner_actions,
+        supervisor_actions=page.supervisor_actions,
+        may_reveal=page.may_reveal,
+    )
+
+
+def _result(r: ActionResult) -> ActionOut:
+    return ActionOut(
+        case_id=r.case_id, version=r.version, state=r.state.value, level=int(r.level), owner_code=r.owner_code
+    )
+
+
+@router.post("/cases/{case_id}/actions/{action}", response_model=ActionOut)
+def case_action(
+    request: Request,
+    case_id: int,
+    action: str,
+    body: ActionIn,
+    session: auth.Session = Depends(require_csrf),  # noqa: B008
+) -> ActionOut:
+    st = state_of(request)
+    form = {k: ("" if v is None else str(v)) for k, v in body.model_dump().items()}
+    try:
+        with st.db.connection() as conn:
+            res = casework.act(conn, session.principal, case_id, action, form, rules=st.rules)
+    except _ERRORS as exc:
+        raise _http(exc) from None
+    return _result(res)
+
+
+@router.post("/cases/{case_id}/reveal", response_model=RevealOut)
+def reveal(
+    request: Request,
+    case_id: int,
+    body: RevealIn,
+    session: auth.Session = Depends(require_csrf),  # noqa: B008
+) -> RevealOut:
+    st = state_of(request)
+    try:
+        with st.db.connection() as conn:
+            value = casework.reveal(conn, session.principal, case_id, body.field, body.reason, vault=st.vault)
+    except _ERRORS as exc:
+        raise _http(exc) from None
+    return RevealOut(field=body.field, value=value)
+
+
+@router.get("/ledger", response_model=list[LedgerOut])
+def ledger(
+    request: Request,
+    period: str | None = None,
+    session: auth.Session = Depends(require_session),  # noqa: B008
+) -> list[LedgerOut]:
+    st = state_of(request)
+    try:
+        with st.db.connection() as conn:
+            lines = casework.child_ledger(conn, session.principal, period=period)
+    except _ERRORS as exc:
+        raise _http(exc) from None
+    return [LedgerOut(**_slots(x)) for x in lines]

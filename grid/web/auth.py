@@ -1,0 +1,159 @@
+"""Accounts and sessions: argon2id hashes, server-side sessions with idle and absolute expiry,
+per-session CSRF tokens, login throttling, and one answer for every failed login (no user
+enumeration: an unknown login costs the same argon2 verification as a wrong password)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg2.extensions
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from grid.store.db import transaction
+from grid.web.config import WebSettings
+from grid.web.scope import Principal, Role, check_role_scope
+
+Conn = psycopg2.extensions.connection
+
+HASHER = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
+_DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
+MIN_PASSWORD = 10
+
+
+class LoginFailed(Exception):
+    """Wrong login or password, inactive account, or throttled: callers show one message."""
+
+    def __init__(self, throttled: bool = False) -> None:
+        super().__init__("login failed")
+        self.throttled = throttled
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+    return HASHER.hash(password)
+
+
+def _login_key(login: str) -> bytes:
+    return hashlib.sha256(b"gridflow-login\x1f" + login.strip().lower().encode()).digest()
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def add_user(
+    conn: Conn, *, login: str, password: str, role: Role, scope_code: str, cells: list[str] | None = None
+) -> int:
+    """Create an account (as the database owner, from the CLI or tests)."""
+    cells = sorted(set(cells or []))
+    check_role_scope(role, scope_code, cells)
+    pw = hash_password(password)
+    with transaction(conn) as cur:
+        cur.execute(
+            "INSERT INTO app_user (login, password_hash, role, scope_code) VALUES (%s, %s, %s, %s) RETURNING id",
+            (login.strip().lower(), pw, role.value, scope_code),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        user_id = int(row[0])
+        for c in cells:
+            cur.execute("INSERT INTO user_cell (user_id, cell_code) VALUES (%s, %s)", (user_id, c))
+    return user_id
+
+
+def _principal(cur: psycopg2.extensions.cursor, user_id: int, login: str, role: str, scope: str) -> Principal:
+    cur.execute("SELECT cell_code FROM user_cell WHERE user_id = %s ORDER BY cell_code", (user_id,))
+    cells = tuple(str(r[0]) for r in cur.fetchall())
+    return Principal(user_id, login, Role(role), scope, cells)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str
+    csrf: str
+    principal: Principal
+
+
+def login(conn: Conn, *, login: str, password: str, client: str, web: WebSettings) -> Session:
+    """Check the password and open a session; every failure raises the same :class:`LoginFailed`."""
+    key = _login_key(login)
+    now = datetime.now(UTC)
+    since = now - timedelta(minutes=web.login_window_minutes)
+    with transaction(conn) as cur:
+        cur.execute(
+            """
+            SELECT (SELECT count(*) FROM login_attempt WHERE login_key = %s AND at > %s AND NOT success),
+                   (SELECT count(*) FROM login_attempt WHERE client = %s AND at > %s AND NOT success)
+            """,
+            (key, since, client, since),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        throttled = int(row[0]) >= web.login_max_failures or int(row[1]) >= web.client_max_failures
+        cur.execute(
+            "SELECT id, login, password_hash, role, scope_code, active FROM app_user WHERE login = %s",
+            (login.strip().lower(),),
+        )
+        user = cur.fetchone()
+        stored = str(user[2]) if user else _DUMMY_HASH
+        ok: bool
+        try:
+            ok = HASHER.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            ok = False
+        ok = ok and user is not None and bool(user[5]) and not throttled
+        cur.execute(
+            "INSERT INTO login_attempt (login_key, client, success) VALUES (%s, %s, %s)", (key, client, ok)
+        )
+        if not ok or user is None:
+            conn.commit()  # the failed attempt must count even though we raise
+            raise LoginFailed(throttled=throttled)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        cur.execute(
+            "INSERT INTO web_session (token_hash, user_id, csrf_token, expires_at) VALUES (%s, %s, %s, %s)",
+            (_token_hash(token), int(user[0]), csrf, now + timedelta(hours=web.session_absolute_hours)),
+        )
+        principal = _principal(cur, int(user[0]), str(user[1]), str(user[3]), str(user[4]))
+    return Session(token, csrf, principal)
+
+
+def resume(conn: Conn, *, token: str, web: WebSettings) -> Session | None:
+    """The live session for a cookie token, or None. One round trip; the idle clock is moved at
+    most once a minute, without waiting for the WAL flush (losing one touch in a crash is harmless)."""
+    if not token or len(token) > 100:
+        return None
+    th = _token_hash(token)
+    with transaction(conn) as cur:
+        cur.execute(
+            """
+            SELECT u.id, u.login, u.role, u.scope_code, s.csrf_token, s.last_seen_at < now() - interval '60 seconds',
+                   ARRAY(SELECT c.cell_code FROM user_cell c WHERE c.user_id = u.id ORDER BY c.cell_code)
+            FROM web_session s JOIN app_user u ON u.id = s.user_id
+            WHERE s.token_hash = %s AND u.active AND s.revoked_at IS NULL
+              AND s.expires_at > now() AND s.last_seen_at > now() - make_interval(mins => %s)
+            """,
+            (th, web.session_idle_minutes),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        if row[5]:
+            cur.execute("SET LOCAL synchronous_commit = off")
+            cur.execute("UPDATE web_session SET last_seen_at = now() WHERE token_hash = %s", (th,))
+    principal = Principal(int(row[0]), str(row[1]), Role(row[2]), str(row[3]), tuple(str(c) for c in row[6]))
+    return Session(token, str(row[4]), principal)
+
+
+def logout(conn: Conn, *, token: str) -> None:
+    with transaction(conn) as cur:
+        cur.execute("UPDATE web_session SET revoked_at = now() WHERE token_hash = %s", (_token_hash(token),))
+
+
+def csrf_ok(session: Session, presented: str | None) -> bool:
+    return bool(presented) and hmac.compare_digest(session.csrf.encode(), (presented or "").encode())

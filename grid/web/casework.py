@@ -1,0 +1,485 @@
+"""Case queries and commands for the web, always within a principal's scope.
+
+Every function takes a connection working as ``gridflow_app`` and first states the principal's
+scope for the transaction (:func:`apply_scope`, the database lock); the queries carry the same
+scope filter themselves (the application lock). ``unscoped=True`` is for the authorisation test
+only: it drops the application filter so that row-level security alone decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import psycopg2.extensions
+
+from geodata.codes import Level, ancestor, division_level, is_cell_code
+from grid.cases import service
+from grid.cases.kinds import CaseKind, Outcome
+from grid.cases.routing import RoutingError
+from grid.cases.service import CaseDetail, CaseRules
+from grid.cases.states import Action, State, TransitionError, allowed_actions, transition
+from grid.ingest import decrypt_worker_pii
+from grid.people import Vault
+from grid.store.db import transaction
+from grid.web.scope import Principal, Role, apply_scope
+
+Conn = psycopg2.extensions.connection
+
+OWNER_ACTIONS: Final = (
+    Action.ACCEPT,
+    Action.START,
+    Action.NOTE,
+    Action.RESOLVE,
+    Action.CLOSE,
+    Action.ESCALATE,
+    Action.RETURN_TO_PARENT,
+    Action.REOPEN,
+)
+SUPERVISOR_ACTIONS: Final = (Action.URGE, Action.REASSIGN)
+REVEAL_FIELDS: Final = {"worker_id": "id_number", "worker_phone": "phone", "worker_name": "name"}
+DONE: Final = ("resolved", "closed")
+
+
+class NotFound(LookupError):
+    """No such case, or not within the caller's scope (the two are never told apart)."""
+
+
+class Forbidden(PermissionError):
+    """The case is visible but the caller may not do this to it."""
+
+
+class Conflict(RuntimeError):
+    """The case changed since the form was loaded (``stale``), or the action is not allowed in its state."""
+
+    def __init__(
+        self, message: str, *, actual_version: int | None = None, allowed: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.actual_version = actual_version
+        self.allowed = allowed or []
+
+    @property
+    def stale(self) -> bool:
+        return self.actual_version is not None
+
+
+class BadRequest(ValueError):
+    """Missing or malformed input."""
+
+
+def _filter(p: Principal, *, unscoped: bool, column: str = "chain_code") -> tuple[str, list[Any]]:
+    if unscoped:
+        return "true", []
+    if p.role is Role.GRID_OFFICER:
+        return f"{column} = ANY(%s)", [list(p.cells)]
+    return f"{column} LIKE %s", [p.prefix + "%"]
+
+
+# ----------------------------------------------------------------------------- inbox
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    id: int
+    kind: str
+    severity: str
+    state: str
+    level: int
+    owner_code: str
+    chain_code: str
+    version: int
+    opened_at: datetime
+    resolve_by: datetime
+    overdue: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    rows: list[InboxRow]
+    counts: dict[str, int] = field(default_factory=dict)
+    overdue: int = 0
+    total: int = 0
+
+
+def inbox(
+    conn: Conn,
+    p: Principal,
+    *,
+    view: str = "mine",
+    kind: str | None = None,
+    status: str = "open",
+    owner_prefix: str | None = None,
+    limit: int = 200,
+    unscoped: bool = False,
+) -> Inbox:
+    """Cases sorted by deadline (open first), overdue marked; counts by state for the same filter.
+
+    ``view='mine'``: cases the principal owns (an officer: its cells); ``'subtree'``: everything in
+    scope, optionally under ``owner_prefix``."""
+    where, args = _filter(p, unscoped=unscoped)
+    clauses, params = [where], list(args)
+    if view == "mine" and not unscoped and p.role is not Role.GRID_OFFICER:
+        clauses.append("owner_code = %s")
+        params.append(p.scope_code)
+    if owner_prefix:
+        if not owner_prefix.isdigit():
+            raise BadRequest("owner filter must be digits")
+        clauses.append("owner_code LIKE %s")
+        params.append(owner_prefix + "%")
+    if kind:
+        try:
+            CaseKind(kind)
+        except ValueError:
+            raise BadRequest(f"unknown kind {kind!r}") from None
+        clauses.append("kind = %s")
+        params.append(kind)
+    base = " AND ".join(clauses)
+    state_clause, state_params = "true", []
+    if status == "open":
+        state_clause = "state NOT IN ('resolved', 'closed')"
+    elif status != "all":
+        try:
+            State(status)
+        except ValueError:
+            raise BadRequest(f"unknown status {status!r}") from None
+        state_clause, state_params = "state = %s", [status]
+    apply_scope(conn, p)
+    with transaction(conn) as cur:
+        cur.execute(
+            f"""
+            SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by,
+                   state NOT IN ('resolved', 'closed') AND resolve_by < now()
+            FROM case_file WHERE {base} AND {state_clause}
+            ORDER BY state IN ('resolved', 'closed'), resolve_by, id LIMIT %s
+            """,
+            [*params, *state_params, limit],
+        )
+        rows = [InboxRow(*r) for r in cur.fetchall()]
+        cur.execute(
+            f"""
+            SELECT state, count(*), count(*) FILTER (WHERE state NOT IN ('resolved', 'closed')
+                                                       AND resolve_by < now())
+            FROM case_file WHERE {base} GROUP BY state
+            """,
+            params,
+        )
+        counts: dict[str, int] = {}
+        overdue = 0
+        for st, n, od in cur.fetchall():
+            counts[str(st)] = int(n)
+            overdue += int(od)
+    return Inbox(rows, counts, overdue, sum(counts.values()))
+
+
+# ----------------------------------------------------------------------------- case page
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    id_masked: str | None
+    name_masked: str | None
+    phone_masked: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineItem:
+    seq: int
+    action: str
+    from_state: str | None
+    to_state: str
+    actor: str
+    at: datetime
+    payload: dict[str, Any]
+    owner_after: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainUnit:
+    code: str
+    level: int
+    name: str | None
+    active: bool
+    is_owner: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CasePage:
+    case: CaseDetail
+    timeline: list[TimelineItem]
+    chain: list[ChainUnit]
+    party: Party | None
+    svg: str | None
+    owner_actions: list[str]
+    supervisor_actions: list[str]
+    may_reveal: bool
+    overdue: bool
+
+
+def _visible_case(conn: Conn, p: Principal, case_id: int, *, unscoped: bool = False) -> CaseDetail:
+    apply_scope(conn, p)
+    try:
+        detail = service.get_case(conn, case_id=case_id)
+    except service.CaseNotFound:
+        raise NotFound(case_id) from None
+    if not unscoped and not p.sees(detail.chain_code):
+        raise NotFound(case_id)
+    return detail
+
+
+def chain_codes(chain_code: str) -> list[str]:
+    top = Level.CELL if is_cell_code(chain_code) else division_level(chain_code)
+    codes = [ancestor(chain_code, Level(lv)) for lv in range(int(Level.PROVINCE), min(int(top), 5) + 1)]
+    if is_cell_code(chain_code):
+        codes.append(chain_code)
+    return codes
+
+
+def _svg(cur: psycopg2.extensions.cursor, case_id: int, cell_code: str | None) -> str | None:
+    """A small map: the cell's outline and the case's point, as SVG built by PostGIS (numbers only)."""
+    if cell_code is None:
+        return None
+    cur.execute(
+        """
+        SELECT ST_AsSVG(g.geom, 0, 6), ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b),
+               (SELECT ST_AsSVG(c.geom, 0, 6) FROM case_file c WHERE c.id = %s AND c.geom IS NOT NULL)
+        FROM grid_cell g, LATERAL (SELECT ST_Expand(ST_Envelope(g.geom), 0.0005)::box2d AS b) e
+        WHERE g.code = %s AND g.valid_to IS NULL
+        """,
+        (case_id, cell_code),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    path, x0, y0, x1, y1, point = row
+    w, h = float(x1) - float(x0), float(y1) - float(y0)
+    r = max(w, h) / 60
+    dot = f'<circle {point} r="{r:.6f}" class="pt"/>' if point else ""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{float(x0):.6f} {-float(y1):.6f} {w:.6f} {h:.6f}" '
+        f'preserveAspectRatio="xMidYMid meet" role="img" class="cellmap">'
+        f'<path d="{path}" class="cell" vector-effect="non-scaling-stroke"/>{dot}</svg>'
+    )
+
+
+def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
+    detail = _visible_case(conn, p, case_id)
+    apply_scope(conn, p)
+    with transaction(conn) as cur:
+        cur.execute(
+            "SELECT seq, action, from_state, to_state, actor, at, payload, owner_after "
+            "FROM case_event_scoped WHERE case_id = %s ORDER BY seq",
+            (case_id,),
+        )
+        timeline = [TimelineItem(*r) for r in cur.fetchall()]
+        codes = chain_codes(detail.chain_code)
+        cur.execute("SELECT code, level, name, active FROM unit WHERE code = ANY(%s)", (codes,))
+        units = {str(r[0]): r for r in cur.fetchall()}
+        cur.execute("SELECT cell_code FROM grid_officer WHERE active AND cell_code = ANY(%s)", (codes,))
+        officers = {str(r[0]) for r in cur.fetchall()}
+        chain = []
+        for c in codes:
+            u = units.get(c)
+            lv = int(Level.CELL) if is_cell_code(c) else int(division_level(c))
+            chain.append(
+                ChainUnit(
+                    c,
+                    lv,
+                    None if u is None else str(u[2]),
+                    bool(u and u[3]) or c in officers,
+                    c == detail.owner_code,
+                )
+            )
+        party = None
+        if detail.has_worker and p.role not in (Role.CITY, Role.PROVINCE, Role.ADMIN):
+            cur.execute(
+                """
+                SELECT w.id_masked, w.name_masked, w.phone_masked FROM worker w
+                WHERE w.id_hmac = (SELECT worker_hmac FROM case_file WHERE id = %s)
+                ORDER BY w.updated_at DESC LIMIT 1
+                """,
+                (case_id,),
+            )
+            r = cur.fetchone()
+            party = Party(*r) if r else Party(detail.worker_masked, None, None)
+        svg = _svg(cur, case_id, detail.cell_code)
+    state = detail.state
+    owner_actions = []
+    if p.owns(detail.owner_code):
+        for a in OWNER_ACTIONS:
+            try:
+                transition(state, a)
+            except TransitionError:
+                continue
+            owner_actions.append(a.value)
+    sup = (
+        [a.value for a in SUPERVISOR_ACTIONS]
+        if (p.supervises(detail.chain_code, detail.owner_code) and state.value not in DONE)
+        else []
+    )
+    overdue = state.value not in DONE and detail.resolve_by < datetime.now(UTC)
+    return CasePage(detail, timeline, chain, party, svg, owner_actions, sup, p.may_reveal, overdue)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _reason(form: dict[str, str], key: str = "reason") -> str:
+    text = (form.get(key) or "").strip()
+    if len(text) < 2:
+        raise BadRequest(f"{key} is required")
+    return text[:2000]
+
+
+def act(
+    conn: Conn,
+    p: Principal,
+    case_id: int,
+    action: str,
+    form: dict[str, str],
+    *,
+    rules: CaseRules,
+) -> service.ActionResult:
+    """Run one case action for ``p`` with the form's expected version; a stale form is a Conflict."""
+    try:
+        a = Action(action)
+    except ValueError:
+        raise NotFound(action) from None
+    if a not in OWNER_ACTIONS and a not in SUPERVISOR_ACTIONS:
+        raise NotFound(action)
+    try:
+        expected = int(form.get("version", ""))
+    except ValueError:
+        raise BadRequest("version is required") from None
+    detail = _visible_case(conn, p, case_id)
+    if a in OWNER_ACTIONS and not p.owns(detail.owner_code):
+        raise Forbidden(f"{p.login} does not own case {case_id}")
+    if a in SUPERVISOR_ACTIONS and not p.supervises(detail.chain_code, detail.owner_code):
+        raise Forbidden(f"{p.login} does not supervise case {case_id}")
+    common: dict[str, Any] = {
+        "case_id": case_id,
+        "expected_version": expected,
+        "actor": p.login,
+        "rules": rules,
+    }
+    apply_scope(conn, p)
+    try:
+        match a:
+            case Action.ACCEPT:
+                return service.accept(conn, **common)
+            case Action.START:
+                return service.start(conn, **common)
+            case Action.CLOSE:
+                return service.close(conn, **common)
+            case Action.NOTE:
+                return service.note(conn, text=_reason(form, "text"), **common)
+            case Action.ESCALATE:
+                return service.escalate(conn, reason=_reason(form), **common)
+            case Action.RETURN_TO_PARENT:
+                return service.return_to_parent(conn, reason=_reason(form), **common)
+            case Action.REOPEN:
+                return service.reopen(conn, reason=_reason(form), **common)
+            case Action.RESOLVE:
+                try:
+                    outcome = Outcome(form.get("outcome", ""))
+                    raw = (form.get("amount_recovered") or "").strip()
+                    amount = Decimal(raw) if raw else None
+                except (ValueError, InvalidOperation):
+                    raise BadRequest("outcome or amount is invalid") from None
+                return service.resolve(
+                    conn,
+                    outcome=outcome,
+                    amount_recovered=amount,
+                    assistance=(form.get("assistance") or "").strip() or None,
+                    **common,
+                )
+            case Action.URGE:
+                return service.urge(conn, scope=p.scope_code, text=_reason(form, "text"), **common)
+            case Action.REASSIGN:
+                return service.reassign(
+                    conn,
+                    scope=p.scope_code,
+                    to_owner=(form.get("to_owner") or "").strip(),
+                    reason=_reason(form),
+                    **common,
+                )
+            case _:
+                raise NotFound(action)
+    except service.StaleCase as exc:
+        raise Conflict(str(exc), actual_version=exc.actual) from None
+    except TransitionError as exc:
+        raise Conflict(str(exc), allowed=[x.value for x in allowed_actions(detail.state)]) from None
+    except service.ScopeError as exc:
+        raise Forbidden(str(exc)) from None
+    except service.CaseNotFound:
+        raise NotFound(case_id) from None
+    except RoutingError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def reveal(conn: Conn, p: Principal, case_id: int, field_name: str, reason: str, *, vault: Vault) -> str:
+    """Decrypt one masked field of the case's worker; the audit row commits with the read or not at all."""
+    if field_name not in REVEAL_FIELDS:
+        raise BadRequest(f"unknown field {field_name!r}")
+    reason = reason.strip()
+    if len(reason) < 4:
+        raise BadRequest("a reveal needs a reason (at least 4 characters)")
+    detail = _visible_case(conn, p, case_id)
+    if not p.may_reveal:
+        raise Forbidden(f"role {p.role.value} may not reveal personal data")
+    if not detail.has_worker:
+        raise NotFound(case_id)
+    apply_scope(conn, p)
+    with transaction(conn) as cur:
+        cur.execute(
+            """
+            SELECT w.pii_enc FROM case_file c JOIN worker w ON w.id_hmac = c.worker_hmac
+            WHERE c.id = %s ORDER BY w.updated_at DESC LIMIT 1
+            """,
+            (case_id,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(case_id)
+        cur.execute(
+            "INSERT INTO reveal_audit (user_id, login, case_id, field, reason) VALUES (%s, %s, %s, %s, %s)",
+            (p.user_id, p.login, case_id, field_name, reason[:500]),
+        )
+        value = decrypt_worker_pii(bytes(row[0]), vault)[REVEAL_FIELDS[field_name]]
+    return value or ""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLine:
+    unit_code: str
+    name: str | None
+    period: str
+    received: int
+    responded: int
+    resolved: int
+    on_time: int
+    escalated: int
+    reminded: int
+    criticised: int
+
+
+def child_ledger(conn: Conn, p: Principal, *, period: str | None = None) -> list[LedgerLine]:
+    """The supervision ledger of the principal's unit and each unit below it, by month."""
+    if not p.is_supervisor and p.role is not Role.GRID_OFFICER:
+        raise Forbidden("no ledger for this role")
+    where, args = _filter(p, unscoped=False, column="l.unit_code")
+    apply_scope(conn, p)
+    with transaction(conn) as cur:
+        cur.execute(
+            f"""
+            SELECT l.unit_code, u.name, l.period, l.received, l.responded, l.resolved, l.on_time,
+                   l.escalated, l.reminded, l.criticised
+            FROM supervision_ledger l LEFT JOIN unit u ON u.code = l.unit_code
+            WHERE {where} AND (%s::text IS NULL OR l.period = %s)
+            ORDER BY l.period DESC, l.unit_code LIMIT 500
+            """,
+            [*args, period, period],
+        )
+        return [LedgerLine(*r) for r in cur.fetchall()]

@@ -1,0 +1,38 @@
+"""Web settings from ``GRIDFLOW_WEB_*`` environment variables; refuses unsafe cookies in production."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WebSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRIDFLOW_WEB_", extra="ignore")
+
+    database_url: str | None = None  # defaults to the main database URL, as role gridflow_app
+    db_role: str = "gridflow_app"
+    pool_max: int = 16
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 12
+    cookie_secure: bool = True
+    login_max_failures: int = 5  # per login name within the window
+    client_max_failures: int = 30  # per client address within the window
+    login_window_minutes: int = 15
+
+    @model_validator(mode="after")
+    def _refuse_insecure_cookie(self) -> WebSettings:
+        if not self.cookie_secure and os.environ.get("GRIDFLOW_ENV") == "production":
+            raise ValueError("GRIDFLOW_WEB_COOKIE_SECURE=false is not allowed in production")
+        return self
+
+    @property
+    def cookie_name(self) -> str:
+        return "__Host-gridflow" if self.cookie_secure else "gridflow_session"
+
+
+@lru_cache(maxsize=1)
+def get_web_settings() -> WebSettings:
+    return WebSettings()

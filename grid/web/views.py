@@ -1,0 +1,274 @@
+"""Server-rendered pages: login, inbox, case page with actions and reveal, subtree, ledger."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from grid.cases.kinds import CaseKind, Outcome
+from grid.cases.states import State
+from grid.web import auth, casework
+from grid.web.deps import (
+    clear_session_cookie,
+    client_of,
+    form_of,
+    lang_of,
+    remember_lang,
+    session_of,
+    set_session_cookie,
+    state_of,
+)
+from grid.web.i18n import label, translator
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+LOGIN_CSRF_COOKIE = "gridflow_login_csrf"
+router = APIRouter(include_in_schema=False)
+
+
+def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> HTMLResponse:
+    lang = lang_of(request)
+    full = {
+        "lang": lang,
+        "t": translator(lang),
+        "label": lambda v: label(lang, v),
+        "kinds": list(CaseKind),
+        "states": list(State),
+        "outcomes": list(Outcome),
+        **ctx,
+    }
+    resp = TEMPLATES.TemplateResponse(request, name, full, status_code=status)
+    remember_lang(request, resp)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _to_login() -> RedirectResponse:
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    token = secrets.token_urlsafe(24)
+    resp = render(request, "login.html", {"login_csrf": token, "failed": False})
+    resp.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        max_age=3600,
+        secure=state_of(request).web.cookie_secure,
+    )
+    return resp
+
+
+@router.post("/login", response_model=None)
+async def login_submit(request: Request) -> Response:
+    form = await form_of(request)
+    st = state_of(request)
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not cookie or not secrets.compare_digest(cookie, form.get("csrf", "")):
+        return render(request, "login.html", {"login_csrf": cookie, "failed": True}, status=400)
+
+    def work() -> auth.Session | None:
+        with st.db.connection() as conn:
+            try:
+                return auth.login(
+                    conn,
+                    login=form.get("login", ""),
+                    password=form.get("password", ""),
+                    client=client_of(request),
+                    web=st.web,
+                )
+            except auth.LoginFailed:
+                return None
+
+    session = await run_in_threadpool(work)
+    if session is None:
+        return render(request, "login.html", {"login_csrf": cookie, "failed": True}, status=401)
+    resp = RedirectResponse("/inbox", status_code=303)
+    set_session_cookie(resp, st.web, session.token)
+    resp.delete_cookie(LOGIN_CSRF_COOKIE)
+    return resp
+
+
+@router.post("/logout", response_model=None)
+async def logout(request: Request) -> Response:
+    form = await form_of(request)
+    st = state_of(request)
+    session = await run_in_threadpool(session_of, request)
+    if session is not None and auth.csrf_ok(session, form.get("csrf")):
+
+        def work() -> None:
+            with st.db.connection() as conn:
+                auth.logout(conn, token=session.token)
+
+        await run_in_threadpool(work)
+    resp = _to_login()
+    clear_session_cookie(resp, st.web)
+    return resp
+
+
+def _inbox(request: Request, view: str) -> Response:
+    session = session_of(request)
+    if session is None:
+        return _to_login()
+    p = session.principal
+    q = request.query_params
+    st = state_of(request)
+    if view == "subtree" and not p.is_supervisor:
+        view = "mine"
+    try:
+        with st.db.connection() as conn:
+            box = casework.inbox(
+                conn,
+                p,
+                view=view,
+                kind=q.get("kind") or None,
+                status=q.get("status") or "open",
+                owner_prefix=q.get("owner") or None,
+            )
+    except casework.BadRequest as exc:
+        return render(request, "message.html", {"session": session, "message": str(exc)}, status=400)
+    return render(
+        request,
+        "inbox.html",
+        {"session": session, "box": box, "view": view, "q": dict(q)},
+    )
+
+
+@router.get("/inbox", response_model=None)
+def inbox_page(request: Request) -> Response:
+    return _inbox(request, "mine")
+
+
+@router.get("/subtree", response_model=None)
+def subtree_page(request: Request) -> Response:
+    return _inbox(request, "subtree")
+
+
+def _case(
+    request: Request,
+    case_id: int,
+    *,
+    message: str | None = None,
+    revealed: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    session = session_of(request)
+    if session is None:
+        return _to_login()
+    st = state_of(request)
+    t = translator(lang_of(request))
+    try:
+        with st.db.connection() as conn:
+            page = casework.case_page(conn, session.principal, case_id)
+    except casework.NotFound:
+        return render(request, "message.html", {"session": session, "message": t("not_found")}, status=404)
+    done = request.query_params.get("done")
+    return render(
+        request,
+        "case.html",
+        {
+            "session": session,
+            "page": page,
+            "c": page.case,
+            "message": message or (t("done") if done else None),
+            "revealed": revealed or {},
+        },
+        status=status,
+    )
+
+
+@router.get("/cases/{case_id}", response_model=None)
+def case_view(request: Request, case_id: int) -> Response:
+    return _case(request, case_id)
+
+
+@router.post("/cases/{case_id}/actions/{action}", response_model=None)
+async def case_action(request: Request, case_id: int, action: str) -> Response:
+    form = await form_of(request)
+    st = state_of(request)
+
+    def work() -> Response:
+        session = session_of(request)
+        if session is None:
+            return _to_login()
+        if not auth.csrf_ok(session, form.get("csrf")):
+            return Response("CSRF token missing or wrong", status_code=403)
+        t = translator(lang_of(request))
+        try:
+            with st.db.connection() as conn:
+                casework.act(conn, session.principal, case_id, action, form, rules=st.rules)
+        except casework.NotFound:
+            return render(
+                request, "message.html", {"session": session, "message": t("not_found")}, status=404
+            )
+        except casework.Forbidden:
+            return _case(request, case_id, message=t("forbidden"), status=403)
+        except casework.Conflict as exc:
+            if exc.stale:
+                msg = t("conflict").replace("{actual}", str(exc.actual_version))
+            else:
+                lang = lang_of(request)
+                now_ok = "、".join(label(lang, a) for a in exc.allowed) or "—"
+                msg = t("not_allowed") + t("allowed_now") + now_ok
+                if lang == "en":
+                    msg += f" ({exc})"
+            return _case(request, case_id, message=msg, status=409)
+        except casework.BadRequest as exc:
+            return _case(request, case_id, message=t("bad_request") + str(exc), status=400)
+        return RedirectResponse(f"/cases/{case_id}?done={action}", status_code=303)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/cases/{case_id}/reveal", response_model=None)
+async def case_reveal(request: Request, case_id: int) -> Response:
+    form = await form_of(request)
+    st = state_of(request)
+
+    def work() -> Response:
+        session = session_of(request)
+        if session is None:
+            return _to_login()
+        if not auth.csrf_ok(session, form.get("csrf")):
+            return Response("CSRF token missing or wrong", status_code=403)
+        t = translator(lang_of(request))
+        field = form.get("field", "")
+        try:
+            with st.db.connection() as conn:
+                value = casework.reveal(
+                    conn, session.principal, case_id, field, form.get("reason", ""), vault=st.vault
+                )
+        except casework.NotFound:
+            return render(
+                request, "message.html", {"session": session, "message": t("not_found")}, status=404
+            )
+        except casework.Forbidden:
+            return _case(request, case_id, message=t("forbidden"), status=403)
+        except casework.BadRequest as exc:
+            return _case(request, case_id, message=t("bad_request") + str(exc), status=400)
+        return _case(request, case_id, revealed={field: value})
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/ledger", response_model=None)
+def ledger_page(request: Request, period: str | None = None) -> Response:
+    session = session_of(request)
+    if session is None:
+        return _to_login()
+    st = state_of(request)
+    try:
+        with st.db.connection() as conn:
+            lines = casework.child_ledger(conn, session.principal, period=period or None)
+    except casework.Forbidden:
+        t = translator(lang_of(request))
+        return render(request, "message.html", {"session": session, "message": t("forbidden")}, status=403)
+    return render(request, "ledger.html", {"session": session, "lines": lines, "period": period or ""})
