@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import resource
+import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -42,3 +44,34 @@ def peak_rss_mb() -> float:
 
 def verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh, migrated database on the configured cluster (started if private), dropped afterwards."""
+    import psycopg2
+
+    from grid.settings import get_settings
+    from grid.store import migrate
+
+    settings = get_settings()
+    if settings.private_cluster:
+        from grid.store.cluster import Cluster
+
+        cluster = Cluster(settings)
+        cluster.start()
+        cluster.ensure_database("gridflow")
+    admin = psycopg2.connect(settings.dsn)
+    admin.autocommit = True
+    name = f"gridflow_bench_{secrets.token_hex(4)}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = settings.dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()

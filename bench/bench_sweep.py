@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,7 +33,7 @@ from zoneinfo import ZoneInfo
 import psycopg2
 import psycopg2.extensions
 
-from bench._util import timed, verdict
+from bench._util import scratch_database, timed, verdict
 from geodata.codes import Level
 from grid.cases.deadlines import deadlines_for
 from grid.cases.kinds import CaseKind
@@ -57,40 +54,12 @@ from grid.cases.service import (
 )
 from grid.cases.states import Action, record
 from grid.cases.sweep import DueStep, SweepReport, _Plan, plan_case, sweep
-from grid.settings import get_settings
-from grid.store import migrate
 from grid.store.copy import copy_rows
 
 TARGET_S = 10.0
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=SH)
 CITY, BASELINE_CITY = "4205", "4206"
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    """A fresh, migrated database on the configured cluster, dropped afterwards."""
-    settings = get_settings()
-    if settings.private_cluster:
-        from grid.store.cluster import Cluster
-
-        cluster = Cluster(settings)
-        cluster.start()
-        cluster.ensure_database("gridflow")
-    admin = psycopg2.connect(settings.dsn)
-    admin.autocommit = True
-    name = f"gridflow_bench_{secrets.token_hex(4)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = settings.dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 def cells_of(city: str, n_cells: int) -> list[str]:

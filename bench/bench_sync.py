@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._util import peak_rss_mb, verdict
+from bench._util import peak_rss_mb, scratch_database, verdict
 
 FIRST_TARGET = 25_000
 BASELINE_RATIO = 10.0
@@ -50,30 +51,6 @@ def _setup_env() -> None:
     os.environ.setdefault("GRIDFLOW_ENV", "test")
     for var in ("GRIDFLOW_HMAC_KEY", "GRIDFLOW_ENCRYPTION_KEY"):
         os.environ.setdefault(var, base64.b64encode(secrets.token_bytes(32)).decode())
-
-
-def _database() -> tuple[str, str, str]:
-    """Create a throwaway database; returns (admin url, bench url, name)."""
-    import psycopg2
-
-    from grid.settings import get_settings
-    from grid.store import migrate
-    from grid.store.cluster import Cluster
-
-    s = get_settings()
-    if s.private_cluster:
-        cluster = Cluster(s)
-        cluster.start()
-        cluster.ensure_database("gridflow")
-    name = f"gridflow_bench_{os.getpid()}"
-    admin = psycopg2.connect(s.dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    url = s.dsn.rsplit("/", 1)[0] + "/" + name
-    migrate.upgrade(url)
-    return s.dsn, url, name
 
 
 def _load_world(url: str, cells: int) -> int:
@@ -126,7 +103,7 @@ def _sources(directory: Path, port: int, page_size: int) -> None:
         out = (
             text.replace('name = "yichang"', f'name = "{name}"')
             .replace('base_url = "http://127.0.0.1:8765"', f'base_url = "http://127.0.0.1:{port}"')
-            .replace('entities = ["enterprises", "workers"]', 'entities = ["workers"]')
+            .replace(re.search(r"^entities = \[.*\]", text, re.M).group(0), 'entities = ["workers"]')  # type: ignore[union-attr]
             .replace("page_size = 500", f"page_size = {page_size}")
         )
         (directory / f"{name}.toml").write_text(out, encoding="utf-8")
@@ -224,12 +201,18 @@ def main() -> int:
 
     from grid.settings import get_settings
 
-    admin_url, url, name = _database()
-    tmp = tempfile.TemporaryDirectory()
-    os.environ["GRIDFLOW_DATABASE_URL"] = url
-    os.environ["GRIDFLOW_SOURCES_DIR"] = tmp.name
-    get_settings.cache_clear()
-    sandbox = None
+    with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
+        os.environ["GRIDFLOW_DATABASE_URL"] = url
+        os.environ["GRIDFLOW_SOURCES_DIR"] = tmp
+        get_settings.cache_clear()
+        _run(args, url, Path(tmp))
+    return 0
+
+
+def _run(args: argparse.Namespace, url: str, tmp: Path) -> None:
+    from grid.settings import get_settings
+
+    sandbox: subprocess.Popen[bytes] | None = None
     try:
         t = time.perf_counter()
         n_cells = _load_world(url, args.cells)
@@ -240,7 +223,7 @@ def main() -> int:
         print(
             f"sandbox: {args.workers:,} worker records generated in {time.perf_counter() - t:.1f} s (own process)"
         )
-        _sources(Path(tmp.name), port, args.page_size)
+        _sources(tmp, port, args.page_size)
 
         from prefect.testing.utilities import prefect_test_harness
 
@@ -288,19 +271,6 @@ def main() -> int:
     finally:
         if sandbox is not None:
             sandbox.kill()
-        import psycopg2
-
-        admin = psycopg2.connect(admin_url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-        tmp.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

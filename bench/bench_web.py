@@ -32,47 +32,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import psutil
 import psycopg2
 
-from bench._util import timed, verdict
-from grid.settings import PROJECT_ROOT, get_settings
-from grid.store import migrate
+from bench._util import scratch_database, timed, verdict
+from grid.settings import PROJECT_ROOT
 from grid.web.auth import hash_password
 
 CITY = "422000000000"
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    """A fresh, migrated database on the configured cluster, dropped afterwards."""
-    import secrets
-
-    settings = get_settings()
-    if settings.private_cluster:
-        from grid.store.cluster import Cluster
-
-        cluster = Cluster(settings)
-        cluster.start()
-        cluster.ensure_database("gridflow")
-    admin = psycopg2.connect(settings.dsn)
-    admin.autocommit = True
-    name = f"gridflow_bench_{secrets.token_hex(4)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = settings.dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 def seed(url: str, *, n_cells: int, n_cases: int) -> None:
