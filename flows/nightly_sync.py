@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from connectors.checks import SuspiciousVolume, check_schema, volume_check
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
@@ -56,8 +56,6 @@ def chunk_task_runner() -> TaskRunner[Any]:
         from prefect_dask.task_runners import DaskTaskRunner
 
         return DaskTaskRunner(address=settings.dask_address)
-    if settings.chunk_runner == "processes":
-        return ProcessPoolTaskRunner(max_workers=settings.prep_workers)
     return ThreadPoolTaskRunner(max_workers=settings.prep_workers)
 
 

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     max_parallel_sources: int = 4
     chunk_size: int = 2500
     prep_workers: int = 2
-    chunk_runner: Literal["threads", "processes"] = "threads"
     dask_address: str | None = None
     page_retry_delay_s: float = 10.0
     hmac_key: SecretStr | None = None
