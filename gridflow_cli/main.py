@@ -324,6 +324,16 @@ from gridflow_cli.users import app as users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
 
+# -- coverage snapshots (gridflow_cli/monitoring.py) ---------------------------------------------
+from gridflow_cli import monitoring  # noqa: E402
+
+monitoring.register(app)
+
+# -- alerts and quarantine reprocessing (gridflow_cli/alerts.py) --------------------------------
+from gridflow_cli import alerts  # noqa: E402
+
+alerts.register(app)
+
 
 def main() -> None:
     app()

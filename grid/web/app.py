@@ -23,7 +23,7 @@ from grid.cases.service import rules_from_settings
 from grid.people import vault_from_settings
 from grid.settings import get_settings
 from grid.store.db import DatabaseUnavailable, connect, transaction
-from grid.web import api, views
+from grid.web import api, dashboard, health, views
 from grid.web.config import WebSettings, get_web_settings
 from grid.web.db import WebDatabase
 from grid.web.deps import WebState
@@ -122,4 +122,6 @@ def create_app(web: WebSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     app.include_router(views.router)
     app.include_router(api.router)
+    app.include_router(dashboard.router)
+    app.include_router(health.router)
     return app

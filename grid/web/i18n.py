@@ -8,7 +8,7 @@ from typing import Final
 from grid.cases.kinds import CaseKind, Outcome, Severity
 from grid.cases.states import Action, State
 
-STRINGS: Final[dict[str, tuple[str, str]]] = {
+STRINGS: dict[str, tuple[str, str]] = {
     "app": ("工会网格工作台", "Union grid workspace"),
     "login": ("登录", "Sign in"),
     "logout": ("退出", "Sign out"),
@@ -83,6 +83,20 @@ STRINGS: Final[dict[str, tuple[str, str]]] = {
 
 LEVEL_ZH: Final = {1: "省", 2: "市", 3: "县区", 4: "乡镇街道", 5: "社区", 6: "网格"}
 LEVEL_EN: Final = {1: "province", 2: "city", 3: "county", 4: "town", 5: "community", 6: "cell"}
+
+
+def _merge_feature_strings() -> None:
+    """Feature modules keep their own string tables (``i18n_dashboard``, ``i18n_health``)."""
+    from grid.web import i18n_dashboard, i18n_health
+
+    for table in (i18n_dashboard.STRINGS, i18n_health.STRINGS):
+        clash = STRINGS.keys() & table.keys()
+        if clash:
+            raise RuntimeError(f"duplicate interface string keys: {sorted(clash)}")
+        STRINGS.update(table)
+
+
+_merge_feature_strings()
 
 
 def translator(lang: str) -> Callable[[str], str]:
