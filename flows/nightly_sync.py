@@ -22,6 +22,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -304,6 +305,15 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
             sync.finish_run(conn, run_id=run_id, totals=totals, error=error)
             row = _summary(source_name, run_id, totals, "failed" if error else "completed")
             _publish(config, row, totals, error)
+        # Heartbeat of a healthy source: the stale-source automation expects one per source.
+        emit_event(
+            event="gridflow.source.synced",
+            resource={
+                "prefect.resource.id": f"gridflow.source.{source_name}",
+                "prefect.resource.name": source_name,
+            },
+            payload={"run_id": run_id, "received": totals.received, "loaded": totals.loaded},
+        )
         return row
     finally:
         conn.close()

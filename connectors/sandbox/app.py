@@ -10,7 +10,14 @@
 * ``total`` counts the rows matching ``updated_since`` (not the cursor);
 * ``Authorization: Bearer <token>`` is required when the app was created with a token.
 
+``GET /api/v1/{entity}/by-id?id=A&id=B`` answers ``{"items": [...], "missing": [...]}``: the
+current version of each named record (at most 1,000 ids), for re-taking quarantined records.
+
 ``GET /health`` answers without a token.
+
+Corrections: :func:`correct_record` replaces a record by a newer version while the app runs (the
+city fixed its data), and :func:`connectors.sandbox.fixes.fixed_row` builds such a version of a
+bad row.
 
 Fault switches: a :class:`connectors.sandbox.faults.FaultPlan` (``faults=``) or, per request,
 ``?fault=5xx,drift`` / ``X-Sandbox-Fault`` (see :mod:`connectors.sandbox.faults`): 5xx, 429 with
@@ -31,6 +38,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 
 import uvicorn
@@ -41,10 +49,20 @@ from connectors.sandbox.data import SandboxDataset
 from connectors.sandbox.faults import FaultPlan, request_plan
 from connectors.validate import FieldError, parse_timestamp
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "RequestHook", "SandboxServer", "create_app", "serve_sandbox"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_BY_ID",
+    "MAX_LIMIT",
+    "RequestHook",
+    "SandboxServer",
+    "correct_record",
+    "create_app",
+    "serve_sandbox",
+]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+MAX_BY_ID = 1_000
 
 #: Runs before a page is served: ``(entity, request) -> a response to send instead, or None``.
 RequestHook = Callable[[str, Request], Response | None]
@@ -88,6 +106,29 @@ def create_app(
     served = {e: [r.row for r in dataset.rows(e)] for e in dataset.entities}
     mapping: dict[str, dict[str, str]] = getattr(dataset, "mapping", None) or {}  # duck-typed datasets
     expected = f"Bearer {token}".encode() if token else None
+    by_id = {e: {r.record_id: r.row for r in dataset.rows(e)} for e in dataset.entities}
+    lock = threading.Lock()
+
+    def correct(entity: str, record_id: str, row: dict[str, object], epoch: int) -> None:
+        """Serve ``row`` as the newest version of ``record_id`` (moved to its new update time)."""
+        with lock:  # copy on write: a page being served keeps the lists it started with
+            entity_keys, rows = list(keys[entity]), list(served[entity])
+            for i, (_, rid) in enumerate(entity_keys):
+                if rid == record_id:
+                    del entity_keys[i], rows[i]
+                    break
+            at = bisect.bisect_left(entity_keys, (epoch, record_id))
+            entity_keys.insert(at, (epoch, record_id))
+            rows.insert(at, row)
+            keys[entity], served[entity] = entity_keys, rows
+            by_id[entity][record_id] = row
+
+    app.state.correct = correct
+
+    def authorised(request: Request) -> bool:
+        if expected is None:
+            return True
+        return hmac.compare_digest(request.headers.get("authorization", "").encode(), expected)
 
     @app.get("/health")
     def health() -> dict[str, object]:
@@ -98,6 +139,19 @@ def create_app(
             "counts": {e: len(k) for e, k in keys.items()},
         }
 
+    @app.get("/api/v1/{entity}/by-id")
+    def records_by_id(entity: str, request: Request) -> Response:
+        if not authorised(request):
+            return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        if entity not in keys:
+            return _error(404, f"unknown entity; known: {', '.join(keys)}")
+        ids = request.query_params.getlist("id")
+        if not ids or len(ids) > MAX_BY_ID:
+            return _error(400, f"give 1 to {MAX_BY_ID} id parameters")
+        with lock:
+            found = {i: by_id[entity][i] for i in ids if i in by_id[entity]}
+        return JSONResponse({"items": list(found.values()), "missing": [i for i in ids if i not in found]})
+
     @app.get("/api/v1/{entity}")
     def page(
         entity: str,
@@ -106,10 +160,8 @@ def create_app(
         cursor: str | None = None,
         limit: int = DEFAULT_LIMIT,
     ) -> Response:
-        if expected is not None:
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        if not authorised(request):
+            return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         if entity not in keys:
             return _error(404, f"unknown entity; known: {', '.join(keys)}")
         for hook in hooks:
@@ -124,7 +176,8 @@ def create_app(
             early = plan.answer_before(entity)
             if early is not None:
                 return early
-        entity_keys, rows = keys[entity], served[entity]
+        with lock:
+            entity_keys, rows = keys[entity], served[entity]
         for plan in plans:
             entity_keys, rows = plan.reshape(entity, entity_keys, rows)
         first = 0
@@ -156,6 +209,18 @@ def create_app(
         return JSONResponse(body)
 
     return app
+
+
+def correct_record(app: FastAPI, entity: str, row: dict[str, object], *, updated_at: datetime) -> None:
+    """The city fixed a record: ``app`` serves ``row`` (its record id and update time in the
+    city's field names, as :func:`connectors.sandbox.fixes.fixed_row` builds it) from now on, in
+    pages (at its new update time) and by id."""
+    m = app.state.correct
+    record_id = row.get("_record_id")
+    if not isinstance(record_id, str):
+        raise ValueError("row needs its record id under '_record_id' (fixed_row sets it)")
+    clean = {k: v for k, v in row.items() if k != "_record_id"}
+    m(entity, record_id, clean, int(updated_at.timestamp()))
 
 
 def serve_sandbox(

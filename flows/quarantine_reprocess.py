@@ -1,0 +1,211 @@
+"""Quarantine reprocessing: re-take chosen quarantined records after the city fixed its data.
+
+Parameters are quarantine row ids only (and the id of the web/CLI request that asked), never
+personal data. Per source (under the same advisory lock as the nightly sync, so the two never
+interleave):
+
+1. the current version of each record is fetched from the source by its record id, when the
+   source is an HTTP API that answers ``{path}/by-id`` (the only step that touches the network,
+   so the only task with retries); otherwise — a file drop, an API without that endpoint, or a
+   record the source no longer has — the stored raw record (decrypted) is re-validated;
+2. the records go through the sync's own path: :func:`flows.pipeline.prepare_chunk` (validation,
+   placement, encryption, case-report preparation) and :func:`grid.store.sync.write_page`
+   (version-guarded upsert, case intake) under a ``sync_run`` of mode ``reprocess`` — with the
+   source cursor left exactly where it was;
+3. :func:`grid.monitoring.reprocess.settle` resolves the quarantine rows of records now stored
+   and updates those still invalid (new reason, seen count).
+
+Idempotent: resolved rows are skipped, an unchanged record is neither re-written nor re-counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from typing import Any
+
+import httpx
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from connectors.config import SourceConfig, load_all_sources
+from flows.nightly_sync import _intake
+from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
+from grid.monitoring import reprocess as rp
+from grid.people import vault_from_settings
+from grid.settings import get_settings
+from grid.store import sync
+from grid.store.db import connect, transaction
+
+
+class ReprocessFailed(RuntimeError):
+    """Some records could not be re-taken (one sentence per source, no personal data)."""
+
+
+@task(cache_policy=NO_CACHE, task_run_name="fetch-by-id-{entity}", retries=2, retry_delay_seconds=2)
+def fetch_by_id(config: SourceConfig, entity: str, ids: list[str]) -> dict[str, dict[str, Any]] | None:
+    """The source's current version of each record, by its record id; None when the source
+    cannot answer by id (not an HTTP API, or no ``by-id`` endpoint)."""
+    if config.kind != "http" or not config.base_url or not ids:
+        return None
+    url = config.base_url.rstrip("/") + config.path_template.format(entity=entity) + "/by-id"
+    headers = {"Accept": "application/json"}
+    token = config.token()
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    id_field = config.mapping[entity]["source_record_id"]  # type: ignore[index]
+    found: dict[str, dict[str, Any]] = {}
+    with httpx.Client(timeout=config.timeout_s, headers=headers) as client:
+        for start in range(0, len(ids), rp.MAX_IDS):
+            resp = client.get(url, params=[("id", i) for i in ids[start : start + rp.MAX_IDS]])
+            if resp.status_code in (404, 405) and "items" not in resp.text:
+                return None  # no such endpoint: re-validate the stored records instead
+            resp.raise_for_status()
+            body = resp.json()
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise ValueError(f"source {config.name}: the by-id answer has no items list")
+            for row in items:
+                if isinstance(row, dict) and row.get(id_field) not in (None, ""):
+                    found[str(row[id_field]).strip()] = row
+    return found
+
+
+def _reprocess_source(
+    source: str, rows: list[rp.QuarantinedRow], config: SourceConfig, outcome: Counter[str]
+) -> None:
+    log = get_run_logger()
+    vault = vault_from_settings()
+    conn = connect()
+    try:
+        if not sync.try_lock_source(conn, source):
+            raise ReprocessFailed(
+                f"{source}: a sync of this source is running; reprocess again after it ends"
+            )
+        version = current_cell_version(config.city_code)
+        if not version:
+            raise ReprocessFailed(f"{source}: no grid cells are loaded for {config.city_code}")
+        run_id = sync.start_run(
+            conn,
+            source=source,
+            mode="reprocess",
+            flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
+            parent_flow_run_id=None,
+        )
+        totals = sync.RunTotals()
+        error: str | None = None
+        try:
+            for entity in sorted({q.entity for q in rows}):
+                group = [q for q in rows if q.entity == entity]
+                if entity not in config.entities or config.mapping.get(entity) is None:
+                    raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
+                mapping = dict(config.mapping[entity])
+                rids = sorted({q.source_record_id for q in group if q.source_record_id is not None})
+                fresh = fetch_by_id(config, entity, rids)
+                newest: dict[str, rp.QuarantinedRow] = {}
+                for q in group:
+                    if q.source_record_id is not None:
+                        cur_best = newest.get(q.source_record_id)
+                        if cur_best is None or (q.last_run_id, q.id) > (cur_best.last_run_id, cur_best.id):
+                            newest[q.source_record_id] = q
+                raw_rows: list[dict[str, Any]] = []
+                fetched = 0
+                for rid in rids:
+                    if fresh is not None and rid in fresh:
+                        raw_rows.append(fresh[rid])
+                        fetched += 1
+                    else:
+                        raw_rows.append(rp.raw_record(vault, newest[rid].raw_enc))
+                spec = ChunkSpec(
+                    source=source,
+                    entity=entity,
+                    city_code=config.city_code,
+                    cell_version=version,
+                    mapping=mapping,
+                    default_crs=config.crs,
+                    full=False,
+                )
+                with transaction(conn) as cur:
+                    known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
+                    pos = sync.get_position(cur, source=source, entity=entity)
+                chunk = prepare_chunk(spec, raw_rows, known, date.today())
+                rejects = rp.parse_rejects(chunk.rejects_text)
+                # Quarantine rows are settled below, not inserted again; the cursor stays put.
+                chunk.rejects_text, chunk.high_water, chunk.seen = "", None, []
+                result = sync.write_page(
+                    conn,
+                    run_id=run_id,
+                    source=source,
+                    entity=entity,
+                    chunks=[chunk],
+                    received=len(raw_rows),
+                    since=pos.since,
+                    cursor_after=pos.cursor,
+                    snapshot_run_id=pos.full_run_id,
+                    on_reports=_intake(source) if entity == "cases" else None,
+                )
+                result.quarantined = len(rejects)
+                totals.add(entity, result)
+                with transaction(conn) as cur:
+                    present = rp.present_records(cur, source=source, entity=entity, ids=rids)
+                    settled = rp.settle(cur, run_id=run_id, rows=group, rejects=rejects, present=present)
+                outcome.update(settled)
+                log.info(
+                    "%s %s: %d quarantined records re-taken (%d fetched from the source, %d from the stored "
+                    "raw record): %s",
+                    source, entity, len(group), fetched, len(raw_rows) - fetched,
+                    ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
+                )  # fmt: skip
+        except Exception as exc:
+            error = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise
+        finally:
+            conn.rollback()
+            sync.finish_run(conn, run_id=run_id, totals=totals, error=error)
+    finally:
+        conn.close()
+
+
+@flow(name="quarantine-reprocess", flow_run_name="reprocess-{request_id}")
+def quarantine_reprocess(quarantine_ids: list[int], request_id: int = 0) -> dict[str, int]:
+    """Re-take the open quarantine rows among ``quarantine_ids``; returns counts by outcome."""
+    ids = rp.check_ids(quarantine_ids)
+    conn = connect()
+    try:
+        with transaction(conn) as cur:
+            rows = rp.load_open(cur, ids=ids)
+    finally:
+        conn.close()
+    outcome: Counter[str] = Counter()
+    outcome["already_resolved"] = len(ids) - len(rows)
+    configs = {c.name: c for c in load_all_sources(get_settings().sources_dir)}
+    failed: list[str] = []
+    for source in sorted({q.source for q in rows}):
+        group = [q for q in rows if q.source == source]
+        config = configs.get(source)
+        try:
+            if config is None:
+                raise ReprocessFailed(f"{source}: no source config of that name")
+            _reprocess_source(source, group, config, outcome)
+        except Exception as exc:
+            failed.append((str(exc).splitlines() or [type(exc).__name__])[0])
+            outcome["failed"] += len(group)
+    counts = {k: v for k, v in sorted(outcome.items()) if v}
+    error = "; ".join(failed) or None
+    if request_id:
+        conn = connect()
+        try:
+            with transaction(conn) as cur:
+                rp.request_finished(
+                    cur,
+                    request_id=request_id,
+                    outcome=counts,
+                    error=error,
+                    flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
+                )
+        finally:
+            conn.close()
+    if error:
+        raise ReprocessFailed(error)
+    return counts

@@ -1,0 +1,290 @@
+"""Sync alerts: the thresholds and Prefect automations declared in ``config/alerts.toml``.
+
+The file is validated at load (pydantic, clear errors). :func:`automation_specs` turns it into
+the automations' JSON (pure, testable without a server); :func:`install` creates or updates the
+webhook block and the automations through the Prefect API — idempotently, matched by name — and
+:func:`installed` lists them.
+
+Two kinds of automation:
+
+* ``flow-run-failed`` — a reactive trigger on ``prefect.flow-run.Failed`` / ``.Crashed`` events of
+  the named flows; the webhook gets ``{"alert", "source", "flow", "flow_run_id", "flow_run_name",
+  "state", "ui_url"}`` (``source`` is the run's ``source_name`` parameter, empty for the nightly
+  parent run; parameters carry source names only).
+* ``source-stale`` — a proactive trigger: one bucket per ``gridflow.source.<name>`` resource, fired
+  when no ``gridflow.source.synced`` event arrived within ``stale_hours``; the webhook gets
+  ``{"alert", "source", "stale_hours", "ui_url"}``. A bucket starts with a source's first
+  successful sync, so a source that never synced is not reported (the health page shows it as
+  never synced).
+
+No personal data is in any payload: the templates only reference names, ids, states and links.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from grid.settings import PROJECT_ROOT
+
+DEFAULT_FILE = PROJECT_ROOT / "config" / "alerts.toml"
+SYNCED_EVENT = "gridflow.source.synced"
+SOURCE_RESOURCE_PREFIX = "gridflow.source."
+WEBHOOK_ENV = "GRIDFLOW_ALERT_WEBHOOK"
+TAG = "gridflow"
+
+
+class AlertsConfigError(ValueError):
+    """The alerts file is missing or invalid (one sentence naming the file and the problem)."""
+
+
+class Freshness(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    warn_hours: float = Field(26.0, gt=0)
+    alarm_hours: float = Field(48.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freshness:
+        if self.alarm_hours < self.warn_hours:
+            raise ValueError("alarm_hours must not be below warn_hours")
+        return self
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    block_name: str = Field("gridflow-alerts", pattern=r"^[a-z0-9-]+$")
+
+
+class AutomationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    kind: Literal["flow-run-failed", "source-stale"]
+    flows: list[str] = Field(default_factory=list)
+    states: list[Literal["Failed", "Crashed", "TimedOut", "Cancelled"]] = Field(
+        default_factory=lambda: ["Failed", "Crashed"]  # type: ignore[arg-type]
+    )
+    stale_hours: float | None = Field(None, gt=0)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> AutomationConfig:
+        if self.kind == "flow-run-failed" and not self.flows:
+            raise ValueError(f"automation {self.name}: a flow-run-failed automation needs flows")
+        if self.kind == "source-stale" and self.stale_hours is not None and self.stale_hours * 3600 < 10:
+            raise ValueError(f"automation {self.name}: stale_hours must be at least 10 seconds")
+        return self
+
+
+class AlertsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    freshness: Freshness = Field(default_factory=Freshness)  # type: ignore[arg-type]
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)  # type: ignore[arg-type]
+    automations: list[AutomationConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlertsConfig:
+        names = [a.name for a in self.automations]
+        if len(names) != len(set(names)):
+            raise ValueError("automation names must be unique")
+        return self
+
+
+def alerts_file() -> Path:
+    return Path(os.environ.get("GRIDFLOW_ALERTS_FILE") or DEFAULT_FILE)
+
+
+def load_alerts(path: Path | None = None) -> AlertsConfig:
+    """The validated alerts file (``GRIDFLOW_ALERTS_FILE`` or ``config/alerts.toml``)."""
+    path = path or alerts_file()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AlertsConfigError(f"{path}: no such alerts file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AlertsConfigError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return AlertsConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise AlertsConfigError(f"{path}: {where}: {first['msg']}") from None
+
+
+def check_webhook_url(url: str) -> str:
+    url = url.strip()
+    if not url.startswith(("http://", "https://")) or len(url) < 10:
+        raise AlertsConfigError("the alert webhook must be an http(s) URL")
+    return url
+
+
+# -- automation JSON (what the Prefect API receives) ------------------------------------------
+
+
+def _failed_payload(ui_url: str, name: str) -> str:
+    return (
+        "{"
+        f'"alert": "{name}", '
+        '"source": {{ (flow_run.parameters.get("source_name") or "") | tojson }}, '
+        '"flow": {{ (flow.name if flow else "") | tojson }}, '
+        '"flow_run_id": "{{ flow_run.id }}", '
+        '"flow_run_name": {{ flow_run.name | tojson }}, '
+        '"state": {{ (flow_run.state.name if flow_run.state else "") | tojson }}, '
+        f'"ui_url": "{ui_url}/runs/flow-run/{{{{ flow_run.id }}}}"'
+        "}"
+    )
+
+
+def _stale_payload(ui_url: str, name: str, hours: float) -> str:
+    resource = "labels['prefect.resource.id']"
+    return (
+        "{"
+        f'"alert": "{name}", '
+        f'"source": {{{{ ({resource} or "") | replace("{SOURCE_RESOURCE_PREFIX}", "") | tojson }}}}, '
+        f'"stale_hours": {hours:g}, '
+        f'"ui_url": "{ui_url}/events"'
+        "}"
+    )
+
+
+def automation_specs(config: AlertsConfig, *, webhook_block_id: str, ui_url: str) -> list[dict[str, Any]]:
+    """The automations of ``config`` as Prefect API bodies (``AutomationCore`` JSON)."""
+    ui_url = ui_url.rstrip("/")
+    specs: list[dict[str, Any]] = []
+    for a in config.automations:
+        if a.kind == "flow-run-failed":
+            trigger: dict[str, Any] = {
+                "type": "event",
+                "posture": "Reactive",
+                "match": {"prefect.resource.id": "prefect.flow-run.*"},
+                "match_related": {"prefect.resource.role": "flow", "prefect.resource.name": list(a.flows)},
+                "expect": sorted(f"prefect.flow-run.{s}" for s in a.states),
+                "threshold": 1,
+                "within": 0,
+            }
+            payload = _failed_payload(ui_url, a.name)
+        else:
+            hours = a.stale_hours if a.stale_hours is not None else config.freshness.alarm_hours
+            trigger = {
+                "type": "event",
+                "posture": "Proactive",
+                "match": {"prefect.resource.id": f"{SOURCE_RESOURCE_PREFIX}*"},
+                "after": [SYNCED_EVENT],
+                "expect": [SYNCED_EVENT],
+                "for_each": ["prefect.resource.id"],
+                "threshold": 1,
+                "within": hours * 3600,
+            }
+            payload = _stale_payload(ui_url, a.name, hours)
+        specs.append(
+            {
+                "name": a.name,
+                "description": a.description,
+                "enabled": a.enabled,
+                "tags": [TAG],
+                "trigger": trigger,
+                "actions": [
+                    {"type": "call-webhook", "block_document_id": webhook_block_id, "payload": payload}
+                ],
+            }
+        )
+    return specs
+
+
+# -- the Prefect API ---------------------------------------------------------------------------
+
+
+def install(config: AlertsConfig, *, webhook_url: str, ui_url: str) -> dict[str, str]:
+    """Create or update the webhook block and every automation (matched by name). Returns
+    ``{automation name: "created" | "updated" | "unchanged"}``; automations tagged ``gridflow``
+    that the file no longer declares are deleted (``"deleted"``)."""
+    from prefect.blocks.webhook import Webhook
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
+
+    url = check_webhook_url(webhook_url)
+    block = Webhook(url=url, method="POST", headers={"Content-Type": "application/json"})  # type: ignore[arg-type]
+    block_id = str(block.save(config.webhook.block_name, overwrite=True))
+    specs = automation_specs(config, webhook_block_id=block_id, ui_url=ui_url)
+    done: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for spec in specs:
+            wanted = AutomationCore.model_validate(spec)
+            existing = client.read_automations_by_name(spec["name"])
+            if not existing:
+                client.create_automation(wanted)
+                done[spec["name"]] = "created"
+                continue
+            first, *extra = existing
+            for dup in extra:
+                client.delete_automation(dup.id)
+            same = _comparable(AutomationCore.model_validate(first.model_dump())) == _comparable(wanted)
+            if same and not extra:
+                done[spec["name"]] = "unchanged"
+            else:
+                client.update_automation(first.id, wanted)
+                done[spec["name"]] = "updated"
+        declared = {s["name"] for s in specs}
+        for automation in client.read_automations():
+            if _ours(automation) and automation.name not in declared:
+                client.delete_automation(automation.id)
+                done[automation.name] = "deleted"
+    return done
+
+
+def _ours(automation: Any) -> bool:
+    """Installed from the alerts file: tagged ``gridflow``, named ``gridflow-*``, and not owned by
+    a deployment (deployment triggers from prefect.yaml are Prefect's to manage)."""
+    return (
+        TAG in (automation.tags or [])
+        and str(automation.name).startswith("gridflow-")
+        and not getattr(automation, "owner_resource", None)
+    )
+
+
+def _comparable(automation: Any) -> str:
+    data = automation.model_dump(mode="json")
+    trigger = data.get("trigger", {})
+    trigger.pop("id", None)
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def installed() -> list[dict[str, Any]]:
+    """The gridflow automations installed on the Prefect server (name, enabled, trigger kind)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        out = []
+        for a in client.read_automations():
+            if not _ours(a):
+                continue
+            trig = a.trigger.model_dump(mode="json")
+            out.append(
+                {
+                    "name": a.name,
+                    "id": str(a.id),
+                    "enabled": a.enabled,
+                    "posture": trig.get("posture", ""),
+                    "expect": sorted(trig.get("expect") or []),
+                    "within_s": trig.get("within"),
+                }
+            )
+    return sorted(out, key=lambda d: d["name"])
+
+
+def remove() -> list[str]:
+    """Delete every gridflow automation (tests and decommissioning)."""
+    from prefect.client.orchestration import get_client
+
+    gone: list[str] = []
+    with get_client(sync_client=True) as client:
+        for a in client.read_automations():
+            if _ours(a):
+                client.delete_automation(a.id)
+                gone.append(a.name)
+    return gone

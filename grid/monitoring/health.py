@@ -1,0 +1,365 @@
+"""Sync health queries: per-source runs and freshness, the quarantine trend by reason, and the
+masked drill-down into open quarantine rows.
+
+Service functions take an explicit cursor and keyword-only arguments; the scope (a code prefix of
+the sources' ``city_code``) is part of every query, and the web role's row-level security on
+``quarantine`` applies the same rule. Nothing here returns a raw personal value: the drill-down
+decrypts a quarantined record only to mask it (``grid.people`` masks).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg2.extensions
+
+from grid.monitoring.alerts import Freshness
+from grid.monitoring.reprocess import raw_record
+from grid.people import Vault, mask_id, mask_name, mask_phone
+
+Status = Literal["ok", "warn", "alarm", "never"]
+# Distinct colours for the trend's reasons (colour-blind-safe palette, cycled).
+PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000")
+
+
+def prefect_ui_url() -> str:
+    """Base URL of the Prefect UI (``GRIDFLOW_PREFECT_UI_URL``, else the local server's port)."""
+    from grid.settings import get_settings
+
+    return get_settings().prefect_ui
+
+
+def flow_run_url(ui_url: str, flow_run_id: object) -> str | None:
+    return f"{ui_url}/runs/flow-run/{flow_run_id}" if flow_run_id else None
+
+
+def freshness(last_ok: datetime | None, *, now: datetime, limits: Freshness) -> tuple[Status, float | None]:
+    """Status and age in hours of a source's last successful sync: warn past ``warn_hours``,
+    alarm past ``alarm_hours``; never synced successfully is ``never`` (shown as an alarm)."""
+    if last_ok is None:
+        return "never", None
+    age = (now - last_ok).total_seconds() / 3600
+    if age > limits.alarm_hours:
+        return "alarm", age
+    if age > limits.warn_hours:
+        return "warn", age
+    return "ok", age
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    status: str
+    mode: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    received: int
+    loaded: int
+    unchanged: int
+    quarantined: int
+    unmapped: int
+    flow_run_id: str | None
+    error: str | None
+    by_reason: Mapping[str, int]
+
+
+@dataclass
+class SourceHealth:
+    name: str
+    display_name: str
+    city_code: str
+    enabled: bool
+    last_ok_at: datetime | None
+    status: Status
+    age_hours: float | None
+    runs: list[RunRow] = field(default_factory=list)
+    open_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def open_total(self) -> int:
+        return sum(self.open_by_reason.values())
+
+
+def sources_health(
+    cur: psycopg2.extensions.cursor,
+    *,
+    prefix: str,
+    now: datetime,
+    limits: Freshness,
+    runs_per_source: int = 10,
+    with_quarantine: bool = True,
+) -> list[SourceHealth]:
+    """Every source whose city code starts with ``prefix`` ('' = all), with its last runs."""
+    like = prefix + "%"
+    cur.execute(
+        """
+        SELECT s.name, s.display_name, s.city_code, s.enabled,
+               (SELECT max(r.finished_at) FROM sync_run r WHERE r.source = s.name AND r.status = 'completed'
+                  AND r.mode <> 'reprocess')
+        FROM source s WHERE s.city_code LIKE %s ORDER BY s.name
+        """,
+        (like,),
+    )
+    out: list[SourceHealth] = []
+    for name, display, city, enabled, last_ok in cur.fetchall():
+        status, age = freshness(last_ok, now=now, limits=limits)
+        out.append(SourceHealth(name, display, city, enabled, last_ok, status, age))
+    if not out:
+        return out
+    by_name = {s.name: s for s in out}
+    cur.execute(
+        """
+        SELECT r.source, r.id, r.status, r.mode, r.started_at, r.finished_at, r.received, r.loaded, r.unchanged,
+               r.quarantined, r.unmapped, r.flow_run_id, r.error, r.counts -> 'quarantined_by_reason'
+        FROM source s CROSS JOIN LATERAL (
+            SELECT * FROM sync_run r WHERE r.source = s.name ORDER BY r.id DESC LIMIT %s) r
+        WHERE s.city_code LIKE %s
+        ORDER BY r.source, r.id DESC
+        """,
+        (runs_per_source, like),
+    )
+    for (
+        src,
+        rid,
+        st,
+        mode,
+        started,
+        finished,
+        rec,
+        loaded,
+        unch,
+        quar,
+        unm,
+        frid,
+        err,
+        reasons,
+    ) in cur.fetchall():
+        duration = (finished - started).total_seconds() if finished else None
+        by_name[src].runs.append(
+            RunRow(
+                rid, st, mode, started, finished, duration, rec, loaded, unch, quar, unm,
+                str(frid) if frid else None, err, {str(k): int(v) for k, v in (reasons or {}).items()},
+            )
+        )  # fmt: skip
+    if with_quarantine:
+        cur.execute(
+            """
+            SELECT q.source, q.reason_code, count(*) FROM quarantine q JOIN source s ON s.name = q.source
+            WHERE q.resolved_at IS NULL AND s.city_code LIKE %s GROUP BY 1, 2 ORDER BY 1, 2
+            """,
+            (like,),
+        )
+        for src, reason, n in cur.fetchall():
+            by_name[src].open_by_reason[reason] = int(n)
+    return out
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A stacked bar per run (oldest left): quarantined records by reason; SVG geometry included."""
+
+    width: int
+    height: int
+    bars: list[Bar]
+    labels: list[tuple[float, str]]  # x, run label
+    legend: list[tuple[str, str]]  # reason, colour
+    max_total: int
+
+
+def quarantine_trend(runs: Sequence[RunRow], *, width: int = 360, height: int = 120) -> Trend:
+    """Geometry of the quarantine trend of ``runs`` (newest first, as :func:`sources_health`
+    returns them); reprocess runs are left out: they re-take, not receive, records."""
+    series = [r for r in reversed(runs) if r.mode != "reprocess"]
+    reasons = sorted({k for r in series for k in r.by_reason})
+    colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(reasons)}
+    top = max((sum(r.by_reason.values()) for r in series), default=0)
+    plot_h = height - 18
+    bars: list[Bar] = []
+    labels: list[tuple[float, str]] = []
+    if series:
+        step = width / len(series)
+        bw = max(2.0, step * 0.7)
+        for i, r in enumerate(series):
+            x = i * step + (step - bw) / 2
+            y = float(plot_h)
+            for k in reasons:
+                n = r.by_reason.get(k, 0)
+                if not n:
+                    continue
+                h = plot_h * n / top if top else 0.0
+                y -= h
+                bars.append(
+                    Bar(round(x, 1), round(y, 1), round(bw, 1), round(h, 1), colours[k], f"#{r.id} {k}: {n}")
+                )
+            labels.append((round(x + bw / 2, 1), f"#{r.id}"))
+    return Trend(width, height, bars, labels, [(k, colours[k]) for k in reasons], top)
+
+
+# -- drill-down ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuarantineItem:
+    id: int
+    entity: str
+    source_record_id: str | None
+    reason_code: str
+    field: str | None
+    detail: str
+    seen_count: int
+    reprocess_count: int
+    created_at: datetime
+    id_masked: str
+    phone_masked: str
+    name_masked: str
+
+
+_PERSON_FIELDS = {
+    "workers": ("id_number", "phone", "name"),
+    "enterprises": (None, "legal_rep_phone", None),
+    "cases": ("worker_id_number", None, None),
+}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def masked_fields(
+    raw: Mapping[str, Any], entity: str, mapping: Mapping[str, str] | None
+) -> tuple[str, str, str]:
+    """Masked ID, phone and name of a raw record (city field names via ``mapping``); '' when the
+    record has none or the mapping is unknown. Never returns a raw value."""
+    if not mapping:
+        return "", "", ""
+    id_f, phone_f, name_f = _PERSON_FIELDS.get(entity, (None, None, None))
+    out: list[str] = []
+    for canonical, mask in ((id_f, mask_id), (phone_f, mask_phone), (name_f, mask_name)):
+        value = _text(raw.get(mapping[canonical])) if canonical and canonical in mapping else ""
+        out.append(mask(value) if value else "")
+    return out[0], out[1], out[2]
+
+
+def source_mappings(sources_dir: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """source -> entity -> canonical field -> the city's field name, read from the source config
+    files (``[mapping.<entity>]``; the connectors validate these files, here they are only read)."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for path in sorted(sources_dir.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        name, mapping = data.get("name"), data.get("mapping")
+        if isinstance(name, str) and isinstance(mapping, dict):
+            out[name] = {
+                str(e): {str(k): str(v) for k, v in m.items()}
+                for e, m in mapping.items()
+                if isinstance(m, dict)
+            }
+    return out
+
+
+def open_quarantine(
+    cur: psycopg2.extensions.cursor,
+    *,
+    source: str,
+    prefix: str,
+    vault: Vault,
+    mappings: Mapping[str, Mapping[str, str]],
+    reason: str | None = None,
+    limit: int = 200,
+) -> list[QuarantineItem]:
+    """Open quarantine rows of ``source`` (in scope ``prefix``), newest first, masked."""
+    cur.execute(
+        """
+        SELECT q.id, q.entity, q.source_record_id, q.reason_code, q.field, q.detail, q.seen_count,
+               q.reprocess_count, q.created_at, q.raw_enc
+        FROM quarantine q JOIN source s ON s.name = q.source
+        WHERE q.source = %s AND s.city_code LIKE %s AND q.resolved_at IS NULL
+          AND (%s::text IS NULL OR q.reason_code = %s)
+        ORDER BY q.id DESC LIMIT %s
+        """,
+        (source, prefix + "%", reason, reason, limit),
+    )
+    items: list[QuarantineItem] = []
+    for qid, entity, rid, code, fld, detail, seen, reproc, created, raw_enc in cur.fetchall():
+        try:
+            raw = raw_record(vault, bytes(raw_enc))
+        except Exception:  # a row encrypted under another key: show it without personal fields
+            raw = {}
+        id_m, phone_m, name_m = masked_fields(raw, entity, mappings.get(entity))
+        items.append(
+            QuarantineItem(qid, entity, rid, code, fld, detail, seen, reproc, created, id_m, phone_m, name_m)
+        )
+    return items
+
+
+def source_in_scope(cur: psycopg2.extensions.cursor, *, source: str, prefix: str) -> bool:
+    cur.execute("SELECT 1 FROM source WHERE name = %s AND city_code LIKE %s", (source, prefix + "%"))
+    return cur.fetchone() is not None
+
+
+@dataclass(frozen=True)
+class ReprocessRequest:
+    id: int
+    source: str
+    n_records: int
+    requested_by: str
+    requested_at: datetime
+    flow_run_id: str | None
+    status: str
+    result: dict[str, Any]
+    finished_at: datetime | None
+
+
+def get_request(cur: psycopg2.extensions.cursor, *, request_id: int, prefix: str) -> ReprocessRequest | None:
+    cur.execute(
+        """
+        SELECT r.id, r.source, cardinality(r.quarantine_ids), r.requested_by, r.requested_at, r.flow_run_id,
+               r.status, r.result, r.finished_at
+        FROM reprocess_request r JOIN source s ON s.name = r.source
+        WHERE r.id = %s AND s.city_code LIKE %s
+        """,
+        (request_id, prefix + "%"),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    rid, src, n, by, at, frid, status, result, fin = row
+    return ReprocessRequest(rid, src, n, by, at, str(frid) if frid else None, status, dict(result or {}), fin)
+
+
+def request_ids(cur: psycopg2.extensions.cursor, *, request_id: int) -> list[int]:
+    cur.execute("SELECT quarantine_ids FROM reprocess_request WHERE id = %s", (request_id,))
+    row = cur.fetchone()
+    return [int(i) for i in row[0]] if row else []
+
+
+def open_ids_of(
+    cur: psycopg2.extensions.cursor, *, source: str, prefix: str, ids: Sequence[int]
+) -> list[int]:
+    """The ids among ``ids`` that are open quarantine rows of ``source`` in scope."""
+    cur.execute(
+        """
+        SELECT q.id FROM quarantine q JOIN source s ON s.name = q.source
+        WHERE q.id = ANY(%s) AND q.source = %s AND s.city_code LIKE %s AND q.resolved_at IS NULL ORDER BY q.id
+        """,
+        (list(ids), source, prefix + "%"),
+    )
+    return [int(r[0]) for r in cur.fetchall()]
