@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
     prefect_port: int = 4200
+    prefect_ui_url: str | None = Field(
+        default=None, description="Base URL of the Prefect UI for links; by default the local server's."
+    )
     sandbox_port: int = 8765
     web_port: int = 8000
     sources_dir: Path = PROJECT_ROOT / "config" / "sources"
@@ -96,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def prefect_api_url(self) -> str:
         return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui(self) -> str:
+        """Base URL of the Prefect UI (run pages are ``<ui>/runs/flow-run/<id>``)."""
+        return (self.prefect_ui_url or f"http://127.0.0.1:{self.prefect_port}").rstrip("/")
 
     def key_bytes(self, which: Literal["hmac", "encryption"]) -> bytes:
         """32-byte key; in development/test a random one kept in the state folder."""

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import typer
@@ -277,14 +277,70 @@ def run(
     typer.echo("== deployments")
     _ensure_deployed()
     services_up(["worker"])
+    _install_alerts_if_configured()
     typer.echo("== nightly sync (through the Prefect API)")
+    started = datetime.now(UTC)
     sync(sources=None, full=False, local=False, timeout=3600)
+    typer.echo("== coverage report (triggered by the sync's end)")
+    _await_coverage(started)
     s = get_settings()
     typer.echo("")
-    typer.echo(f"Prefect UI:  http://127.0.0.1:{s.prefect_port}/runs")
-    typer.echo(f"gridflow web: http://127.0.0.1:{s.web_port}/")
+    typer.echo(f"Prefect UI:  {s.prefect_ui}/runs")
+    typer.echo(
+        f"gridflow web: http://127.0.0.1:{s.web_port}/  (dashboards at /dashboard, sync health at /health;"
+    )
+    typer.echo(
+        "  create an account first: GRIDFLOW_NEW_USER_PASSWORD=… gridflow users add LOGIN --role province"
+        " --scope 420000000000)"
+    )
     if not keep_running:
         services_down(None)
+
+
+def _install_alerts_if_configured() -> None:
+    """With GRIDFLOW_ALERT_WEBHOOK set, create/update the alert automations (idempotent)."""
+    from grid.monitoring import alerts
+
+    url = os.environ.get(alerts.WEBHOOK_ENV, "")
+    if not url:
+        typer.echo(
+            f"alerts: {alerts.WEBHOOK_ENV} is not set; `gridflow alerts install --webhook URL` adds them"
+        )
+        return
+    from grid.monitoring.health import prefect_ui_url
+    from gridflow_cli.services import prefect_env
+
+    os.environ.update(prefect_env(get_settings()))
+    done = alerts.install(alerts.load_alerts(), webhook_url=url, ui_url=prefect_ui_url())
+    typer.echo("alerts: " + ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
+
+
+def _await_coverage(since: datetime, wait_s: float = 120.0) -> None:
+    """Wait for the coverage snapshot the after-nightly trigger computes; if none arrives in
+    time (no worker picked it up), run the deployment through the Prefect API. Then print the
+    province summary."""
+    from grid.store.db import connect, transaction
+
+    def computed_since() -> bool:
+        conn = connect()
+        try:
+            with transaction(conn) as cur:
+                cur.execute("SELECT 1 FROM coverage_run WHERE computed_at >= %s LIMIT 1", (since,))
+                return cur.fetchone() is not None
+        finally:
+            conn.close()
+
+    deadline = time.monotonic() + wait_s
+    while not computed_since() and time.monotonic() < deadline:
+        time.sleep(2)
+    if not computed_since():
+        from prefect.deployments import run_deployment
+
+        typer.echo("no triggered coverage run yet: running coverage-report/after-nightly now")
+        run_deployment("coverage-report/after-nightly", timeout=600, poll_interval=2)
+    from gridflow_cli.monitoring import show
+
+    show(code="", date="")
 
 
 @app.command()

@@ -115,7 +115,7 @@ def create_app(web: WebSettings | None = None) -> FastAPI:
                 "runs": runs,
                 "error": error,
                 "lang": "en" if lang == "en" else "zh",
-                "prefect_ui": f"http://127.0.0.1:{settings.prefect_port}",
+                "prefect_ui": settings.prefect_ui,
             },
         )
 
