@@ -9,13 +9,13 @@ key rotation.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-_VERSION = b"\x01"
+CIPHERTEXT_VERSION = b"\x01"
 
 
 @dataclass(frozen=True)
@@ -26,33 +26,66 @@ class Vault:
     enc_key: bytes
     _aead: AESGCM = field(init=False, repr=False, compare=False)
 
+    _inner: Any = field(init=False, repr=False, compare=False)
+    _outer: Any = field(init=False, repr=False, compare=False)
+    _row: Any = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         if len(self.hmac_key) != 32 or len(self.enc_key) != 32:
             raise ValueError("HMAC and encryption keys must be 32 bytes")
+        self._derive()
+
+    def _derive(self) -> None:
+        # HMAC-SHA256 (RFC 2104) with the padded key's two hash states computed once: a MAC is
+        # then two hash-object copies. OpenSSL 3's one-shot HMAC fetches the digest on every call
+        # and contends on a lock when threads call it (measured 1.5 µs alone, 2.6 µs per call
+        # with two threads, against 0.65 µs here).
+        padded = self.hmac_key.ljust(64, b"\0")
+        object.__setattr__(self, "_inner", hashlib.sha256(bytes(k ^ 0x36 for k in padded)))
+        object.__setattr__(self, "_outer", hashlib.sha256(bytes(k ^ 0x5C for k in padded)))
+        row = hashlib.blake2b(key=self.hmac_key, digest_size=32, person=b"gridflow-row")
+        object.__setattr__(self, "_row", row)
         object.__setattr__(self, "_aead", AESGCM(self.enc_key))
 
-    def __getstate__(self) -> dict[str, bytes]:  # the AEAD object is rebuilt, not pickled
+    def __getstate__(self) -> dict[str, bytes]:  # derived state is rebuilt, not pickled
         return {"hmac_key": self.hmac_key, "enc_key": self.enc_key}
 
     def __setstate__(self, state: dict[str, bytes]) -> None:
         object.__setattr__(self, "hmac_key", state["hmac_key"])
         object.__setattr__(self, "enc_key", state["enc_key"])
-        object.__setattr__(self, "_aead", AESGCM(self.enc_key))
+        self._derive()
+
+    @property
+    def aead(self) -> AESGCM:
+        """The AES-256-GCM cipher, for hot paths that inline :meth:`encrypt` (same format)."""
+        return self._aead
 
     def mac(self, value: str, *, purpose: str) -> bytes:
         """Keyed HMAC-SHA256 of ``value``; ``purpose`` separates domains (an ID never matches a phone)."""
-        return hmac.digest(self.hmac_key, f"{purpose}\x1f{value}".encode(), "sha256")
+        return self.mac_bytes(f"{purpose}\x1f{value}".encode())
+
+    def mac_bytes(self, message: bytes) -> bytes:
+        """HMAC-SHA256 of raw bytes under the deployment key (``mac`` adds the purpose prefix)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        mac: bytes = outer.digest()
+        return mac
 
     def fingerprint(self, value: bytes) -> bytes:
         """Keyed BLAKE2b of a record's content: detects change without revealing it."""
-        return hashlib.blake2b(value, key=self.hmac_key, digest_size=32, person=b"gridflow-row").digest()
+        h = self._row.copy()
+        h.update(value)
+        digest: bytes = h.digest()
+        return digest
 
     def encrypt(self, value: str, *, purpose: str) -> bytes:
         nonce = os.urandom(12)
-        return _VERSION + nonce + self._aead.encrypt(nonce, value.encode(), purpose.encode())
+        return CIPHERTEXT_VERSION + nonce + self._aead.encrypt(nonce, value.encode(), purpose.encode())
 
     def decrypt(self, blob: bytes, *, purpose: str) -> str:
-        if blob[:1] != _VERSION:
+        if blob[:1] != CIPHERTEXT_VERSION:
             raise ValueError("unknown ciphertext version")
         return self._aead.decrypt(blob[1:13], blob[13:], purpose.encode()).decode()
 
