@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import secrets
 import sys
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -75,3 +77,57 @@ def scratch_database() -> Iterator[str]:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process, its reaped children and its live children.
+
+    Used to say where a benchmark's time went: the sync process, the sandbox serving it and the
+    database cluster (its postmaster accumulates the time of every backend that has exited).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # fields[11:15] = utime, stime, cutime, cstime (after the state field at index 0)
+        return sum(int(f) for f in fields[11:15]) / tick
+
+    total = own(pid)
+    for child in _children(pid):
+        total += process_tree_cpu_s(child)
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        out.extend(int(c) for c in text.split())
+    return out
+
+
+def cluster_pid(url: str) -> int | None:
+    """The postmaster pid of a PostgreSQL cluster on this machine (None if not readable here)."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW data_directory")
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        return int((Path(str(row[0])) / "postmaster.pid").read_text().split()[0]) if row else None
+    except (OSError, ValueError, psycopg2.Error):
+        return None
