@@ -13,8 +13,9 @@ parameters carry source names only — never personal data.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import date, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from connectors.checks import SuspiciousVolume, check_schema, volume_check
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.source import Page
 from connectors.sources import open_source
-from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk
+from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
 from grid.settings import get_settings
 from grid.store import sync
 from grid.store.db import connect, transaction
@@ -94,7 +95,10 @@ def fetch_page(
 
 @task(cache_policy=NO_CACHE, task_run_name="prepare-{spec.entity}")
 def prepare_chunk_task(
-    spec: ChunkSpec, raw_rows: Opaque[list[dict[str, Any]]], known: Opaque[dict[str, datetime]], today: date
+    spec: ChunkSpec,
+    raw_rows: Opaque[Sequence[Mapping[str, Any]]],
+    known: Opaque[dict[str, datetime]],
+    today: date,
 ) -> PreparedChunk:
     return prepare_chunk(spec, raw_rows.value, known.value, today)
 
@@ -188,8 +192,9 @@ def _sync_entity(
         ids = [str(r[id_field]) for r in page.records if r.get(id_field) not in (None, "")]
         with transaction(conn) as cur:
             known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
+        done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size
-        pieces = [page.records[i : i + size] for i in range(0, len(page.records), size)] or [[]]
+        pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
         today = date.today()
         # Opaque: Prefect must not walk thousands of raw rows looking for futures.
         futures = [
@@ -206,7 +211,7 @@ def _sync_entity(
             run_id=run_id,
             source=config.name,
             entity=entity,
-            chunks=_chunks(futures),
+            chunks=itertools.chain([done], _chunks(futures)),
             received=len(page.records),
             since=since,
             cursor_after=page.cursor_after,

@@ -1,0 +1,66 @@
+"""Page-level skipping of unchanged records (``flows.pipeline.skip_unchanged``): what a re-run of
+an unchanged night may leave out of the prepare tasks, and what it must still send to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from connectors.validate import CHINA_TZ
+from flows.pipeline import ChunkSpec, skip_unchanged
+
+MAPPING = {"source_record_id": "id", "source_updated_at": "updated_at"}
+V1 = datetime(2026, 11, 20, 8, 0, tzinfo=CHINA_TZ)
+V2 = datetime(2026, 11, 21, 8, 0, tzinfo=CHINA_TZ)
+
+
+def _spec(entity: str = "workers", *, full: bool = False) -> ChunkSpec:
+    return ChunkSpec(
+        source="city",
+        entity=entity,
+        city_code="420500000000",
+        cell_version=1,
+        mapping=MAPPING,
+        default_crs="gcj02",
+        full=full,
+    )
+
+
+def test_rows_stored_at_the_same_version_are_counted_and_everything_else_goes_to_prepare() -> None:
+    rows = [
+        {"id": "a", "updated_at": "2026-11-20T08:00:00+08:00"},  # stored at this version
+        {"id": "b", "updated_at": "2026-11-21T08:00:00+08:00"},  # stored at an older version
+        {"id": "c", "updated_at": "2026-11-20T08:00:00+08:00"},  # not stored
+        {"id": "d", "updated_at": "yesterday"},  # unreadable time: validation gives the reason
+        {"id": "e", "updated_at": "2026-11-20 08:00:00"},  # naive = Beijing time, same instant
+    ]
+    done, todo = skip_unchanged(_spec(), rows, {"a": V1, "b": V1, "d": V1, "e": V1})
+    assert done.skipped == 2
+    assert done.high_water == V1
+    assert done.n_rows == 0 and not done.rows_text and not done.rejects_text
+    assert done.seen == []  # incremental run: no snapshot bookkeeping
+    assert [r["id"] for r in todo] == ["b", "c", "d"]
+
+
+def test_a_repeated_row_of_an_unchanged_record_is_still_prepared_once_more() -> None:
+    """Duplicates in a page are validation's business (duplicate_in_page): only the first copy of
+    an unchanged record is skipped."""
+    row = {"id": "a", "updated_at": "2026-11-20T08:00:00+08:00"}
+    done, todo = skip_unchanged(_spec(), [row, dict(row)], {"a": V1})
+    assert done.skipped == 1
+    assert todo == [row]
+
+
+def test_a_full_snapshot_keeps_the_ids_of_skipped_rows_so_they_are_not_counted_missing() -> None:
+    rows = [{"id": "a", "updated_at": "2026-11-21T08:00:00+08:00"}, {"id": "b", "updated_at": "x"}]
+    done, todo = skip_unchanged(_spec(full=True), rows, {"a": V2})
+    assert done.seen == ["a"]
+    assert done.high_water == V2
+    assert [r["id"] for r in todo] == ["b"]
+
+
+def test_case_reports_and_pages_with_nothing_stored_are_never_skipped() -> None:
+    rows = [{"id": "a", "updated_at": "2026-11-20T08:00:00+08:00"}]
+    done, todo = skip_unchanged(_spec("cases"), rows, {"a": V1})
+    assert done.skipped == 0 and todo == rows
+    done, todo = skip_unchanged(_spec(), rows, {})
+    assert done.skipped == 0 and done.high_water is None and todo == rows
