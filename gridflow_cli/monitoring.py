@@ -6,6 +6,7 @@ person's record.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -21,6 +22,18 @@ coverage_app = typer.Typer(
     help="Coverage snapshots (the four fulls, supervision rates, overdue counts per division): "
     "without a command, compute today's (or --date's) snapshot and print the province summary.",
 )
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` cut and padded to ``width`` terminal columns (Chinese characters take two)."""
+    out, used = [], 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + " " * (width - used)
 
 
 def _fail(message: str) -> NoReturn:
@@ -44,7 +57,7 @@ def _print_division(d: DivisionCoverage, *, indent: str = "") -> None:
     typer.echo(f"{indent}{d.name} ({d.code}, level {d.level})")
     for r, num, den, value in headline(c):
         typer.echo(
-            f"{indent}  {r.label_en + ' ' + r.label_zh:<32} {num:>10,} / {den:<10,} {percent(value):>7}"
+            f"{indent}  {_pad(r.label_en + ' ' + r.label_zh, 32)} {num:>10,} / {den:<10,} {percent(value):>7}"
         )
     typer.echo(
         f"{indent}  overdue: {c.overdue:,} past the resolution deadline, "
@@ -86,11 +99,11 @@ def coverage(
         typer.echo("no enterprise, worker or case is attributed to any province yet")
     for p in summary.provinces:
         _print_division(p)
-        typer.echo(f"  {'city':<28} {'union':>7} {'mapped':>7} {'disputes':>8} {'on time':>8} {'overdue':>8}")
+        typer.echo(f"  {'city':<34} {'union':>7} {'mapped':>7} {'disputes':>8} {'on time':>8} {'overdue':>8}")
         for city in (x for x in summary.cities if x.code[:2] == p.code[:2]):
             rs = city.counts.rates()
             typer.echo(
-                f"  {(city.name + ' ' + city.code)[:28]:<28} {percent(rs['union']):>7} {percent(rs['workers']):>7} "
+                f"  {_pad(city.name + ' ' + city.code, 34)} {percent(rs['union']):>7} {percent(rs['workers']):>7} "
                 f"{percent(rs['disputes']):>8} {percent(rs['on_time']):>8} {city.counts.overdue:>8,}"
             )
 
@@ -138,13 +151,13 @@ def show(
     _print_division(row)
     if kids:
         typer.echo(
-            f"  {'below':<28} {'union':>7} {'mapped':>7} {'disputes':>8} {'response':>8} "
+            f"  {'below':<34} {'union':>7} {'mapped':>7} {'disputes':>8} {'response':>8} "
             f"{'on time':>8} {'overdue':>8}"
         )
         for k in kids:
             rs = k.counts.rates()
             typer.echo(
-                f"  {(k.name + ' ' + k.code)[:28]:<28} {percent(rs['union']):>7} {percent(rs['workers']):>7} "
+                f"  {_pad(k.name + ' ' + k.code, 34)} {percent(rs['union']):>7} {percent(rs['workers']):>7} "
                 f"{percent(rs['disputes']):>8} {percent(rs['response']):>8} {percent(rs['on_time']):>8} "
                 f"{k.counts.overdue:>8,}"
             )
