@@ -170,6 +170,7 @@ def test_quarantine_drill_down_is_masked_and_filtered_by_reason(
     assert "139****5678" in html and "欧**华" in html
     for plain in (pid, PLAIN_PHONE, PLAIN_NAME, "12345"):
         assert plain not in html
+    assert "<td>职工</td>" in html and "<td>workers</td>" not in html  # the UI speaks Chinese first
     only = c.get(f"/health/{seeded['source']}/quarantine?reason=bad_id_checksum").text
     assert only.count("data-qid=") == 1
 
