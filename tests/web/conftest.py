@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, sync_playwright
 
 from grid.cases.intake import CaseReport
 from grid.cases.kinds import CaseKind
@@ -214,6 +215,26 @@ def _seed(conn: psycopg2.extensions.connection, rules: CaseRules) -> Tree:
         tree.hmac[res.case_id] = mac
         tree.plain[res.case_id] = plain
     return tree
+
+
+# Headless Debian Chromium for the browser tests (``playwright install`` cannot download here).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.web.conftest import PASSWORD, LiveServer
-from tests.web.test_browser import CHROMIUM_ARGS
 from tests.web.test_dashboard import CITY, LATEST, PROVINCE, DashWorld, seed_dashboard, unseed_dashboard
 
 pytestmark = [pytest.mark.db, pytest.mark.browser]
@@ -32,14 +31,6 @@ def dash(database_url: str, loaded_world: Any) -> Iterator[DashWorld]:
 def base_url(app_factory: Any, dash: DashWorld) -> Iterator[str]:
     with LiveServer(app_factory(cookie_secure=False)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _page(browser: Browser, width: int, height: int) -> Iterator[Page]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from connectors.sandbox.app import SandboxServer, correct_record, create_app
 from connectors.sandbox.fixes import fixed_row
@@ -30,17 +30,8 @@ from grid.web.scope import Role
 from tests.conftest import SAMPLE_CITY, write_sources
 from tests.flows.helpers import query, sources_env
 from tests.web.conftest import PASSWORD, LiveServer
-from tests.web.test_browser import CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
