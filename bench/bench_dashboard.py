@@ -45,27 +45,15 @@ TOKEN = "bench-dashboard-token"
 
 def load_world(url: str, *, cells: int) -> None:
     """Hubei's divisions and Yichang's generated grid, through the store's own loaders."""
-    from geodata.divisions import load_national_divisions
     from geodata.world import build_sample_world
     from grid.store import world as store_world
     from grid.store.db import transaction
 
     world = build_sample_world(CITY, cells_target=cells)
-    codes = {d.code for d in world.divisions}
-    hubei = [d for d in load_national_divisions() if d.code.startswith("42") and d.code not in codes]
     conn = psycopg2.connect(url)
     try:
         with transaction(conn) as cur:
-            store_world.load_divisions(cur, [*hubei, *world.divisions], valid_from=date(2026, 1, 1))
-            store_world.load_cells(
-                cur,
-                world.cells,
-                scope_code=CITY,
-                label="bench",
-                valid_from=date(2026, 1, 1),
-                generated=True,
-                note=world.note,
-            )
+            store_world.load_sample_world(cur, world, label="bench", valid_from=date(2026, 1, 1))
     finally:
         conn.close()
 

@@ -55,22 +55,15 @@ def _setup_env() -> None:
 
 
 def _load_world(url: str, cells: int) -> int:
-    from geodata.divisions import load_national_divisions
     from geodata.world import build_sample_world
     from grid.store import world as store_world
     from grid.store.db import connect, transaction
 
     sample = build_sample_world("420500000000", cells_target=cells)
-    codes = {d.code for d in sample.divisions}
-    hubei = [d for d in load_national_divisions() if d.code.startswith("42") and d.code not in codes]
     conn = connect(url)
     try:
         with transaction(conn) as cur:
-            store_world.load_divisions(cur, [*hubei, *sample.divisions], valid_from=date(2026, 1, 1))
-            n, _ = store_world.load_cells(
-                cur, sample.cells, scope_code="420500000000", label="bench", valid_from=date(2026, 1, 1),
-                generated=True,
-            )  # fmt: skip
+            n, _ = store_world.load_sample_world(cur, sample, label="bench", valid_from=date(2026, 1, 1))
     finally:
         conn.close()
     return n

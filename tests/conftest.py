@@ -127,25 +127,13 @@ def loaded_world(database_url: str, sample_world):  # type: ignore[no-untyped-de
     """The sample world in the session database: Hubei's real divisions, generated cells."""
     from datetime import date
 
-    from geodata.divisions import load_national_divisions
     from grid.store import world as store_world
     from grid.store.db import connect, transaction
 
-    codes = {d.code for d in sample_world.divisions}
-    hubei = [d for d in load_national_divisions() if d.code.startswith("42") and d.code not in codes]
     conn = connect(database_url)
     try:
         with transaction(conn) as cur:
-            store_world.load_divisions(cur, [*hubei, *sample_world.divisions], valid_from=date(2026, 1, 1))
-            store_world.load_cells(
-                cur,
-                sample_world.cells,
-                scope_code=SAMPLE_CITY,
-                label="sample",
-                valid_from=date(2026, 1, 1),
-                generated=True,
-                note=sample_world.note,
-            )
+            store_world.load_sample_world(cur, sample_world, label="sample", valid_from=date(2026, 1, 1))
     finally:
         conn.close()
     return sample_world

