@@ -13,13 +13,15 @@ interleave):
    (version-guarded upsert, case intake) under a ``sync_run`` of mode ``reprocess`` — with the
    source cursor left exactly where it was;
 3. :func:`grid.monitoring.reprocess.settle` resolves the quarantine rows of records now stored
-   and updates those still invalid (new reason, seen count).
+   and updates those still invalid (new reason, seen count) — inside the write's own
+   transaction (``write_page(after_write=…)``), so records and quarantine commit together.
 
 Idempotent: resolved rows are skipped, an unchanged record is neither re-written nor re-counted.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from datetime import date
 from typing import Any
@@ -70,6 +72,23 @@ def fetch_by_id(config: SourceConfig, entity: str, ids: list[str]) -> dict[str, 
                 if isinstance(row, dict) and row.get(id_field) not in (None, ""):
                     found[str(row[id_field]).strip()] = row
     return found
+
+
+def _settle_in_page(
+    cur: Any,
+    *,
+    source: str,
+    entity: str,
+    run_id: int,
+    rows: list[rp.QuarantinedRow],
+    rejects: list[rp.RejectRow],
+    ids: list[str],
+    out: dict[str, int],
+) -> None:
+    """In the page's own transaction: the re-taken records and the settling of their quarantine
+    rows commit together, so a crash between the two cannot leave one without the other."""
+    present = rp.present_records(cur, source=source, entity=entity, ids=ids)
+    out.update(rp.settle(cur, run_id=run_id, rows=rows, rejects=rejects, present=present))
 
 
 def _reprocess_source(
@@ -133,6 +152,7 @@ def _reprocess_source(
                 rejects = rp.parse_rejects(chunk.rejects_text)
                 # Quarantine rows are settled below, not inserted again; the cursor stays put.
                 chunk.rejects_text, chunk.high_water, chunk.seen = "", None, []
+                settled: dict[str, int] = {}
                 result = sync.write_page(
                     conn,
                     run_id=run_id,
@@ -144,12 +164,19 @@ def _reprocess_source(
                     cursor_after=pos.cursor,
                     snapshot_run_id=pos.full_run_id,
                     on_reports=_intake(source) if entity == "cases" else None,
+                    after_write=functools.partial(
+                        _settle_in_page,
+                        source=source,
+                        entity=entity,
+                        run_id=run_id,
+                        rows=group,
+                        rejects=rejects,
+                        ids=rids,
+                        out=settled,
+                    ),
                 )
                 result.quarantined = len(rejects)
                 totals.add(entity, result)
-                with transaction(conn) as cur:
-                    present = rp.present_records(cur, source=source, entity=entity, ids=rids)
-                    settled = rp.settle(cur, run_id=run_id, rows=group, rejects=rejects, present=present)
                 outcome.update(settled)
                 log.info(
                     "%s %s: %d quarantined records re-taken (%d fetched from the source, %d from the stored "

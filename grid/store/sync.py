@@ -414,6 +414,7 @@ def write_page(
     cursor_after: str | None,
     snapshot_run_id: int | None = None,
     on_reports: Callable[[psycopg2.extensions.cursor, list[Any]], int] | None = None,
+    after_write: Callable[[psycopg2.extensions.cursor], None] | None = None,
 ) -> PageResult:
     """Write one page and advance the cursor, all in ONE transaction.
 
@@ -422,7 +423,8 @@ def write_page(
     is committed until the last one. ``since`` is the watermark the stream was fetched from;
     ``cursor_after`` None means this is the stream's last page: the watermark moves to the newest
     update time committed and, for a full snapshot, missing records are counted (and soft-deleted
-    after two snapshots).
+    after two snapshots). ``after_write`` runs in the same transaction once the rows are written
+    (reprocessing settles the quarantine rows it re-took there, so both commit or neither does).
     """
     table, columns = _TABLES.get(entity, ("", ()))
     result = PageResult(received=received)
@@ -473,6 +475,8 @@ def write_page(
                     copy_text((snapshot_run_id, entity, rid) for rid in chunk.seen),
                 )
         result.loaded = result.inserted + result.updated
+        if after_write is not None:
+            after_write(cur)
         failpoint("before_commit")
         _advance(
             cur,

@@ -205,6 +205,52 @@ def test_cursor_advances_only_with_its_page(conn: psycopg2.extensions.connection
     assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 1
 
 
+def test_after_write_sees_the_page_and_commits_or_fails_with_it(conn: psycopg2.extensions.connection) -> None:
+    """``after_write`` (reprocessing settles quarantine rows there) runs inside the page's
+    transaction: it sees the rows just written, and if it fails the page is not committed."""
+    src = _source(conn)
+    run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
+    seen: list[int] = []
+
+    def look(cur: psycopg2.extensions.cursor) -> None:
+        cur.execute("SELECT count(*) FROM enterprise WHERE source = %s", (src,))
+        seen.append(cur.fetchone()[0])
+
+    sync.write_page(
+        conn,
+        run_id=run,
+        source=src,
+        entity="enterprises",
+        chunks=[_chunk([_ent("e1", T0)], [])],
+        received=1,
+        since=None,
+        cursor_after="after-page-1",
+        after_write=look,
+    )
+    assert seen == [1]
+
+    def fail(cur: psycopg2.extensions.cursor) -> None:
+        look(cur)
+        raise RuntimeError("settling failed")
+
+    with pytest.raises(RuntimeError):
+        sync.write_page(
+            conn,
+            run_id=run,
+            source=src,
+            entity="enterprises",
+            chunks=[_chunk([_ent("e2", T0)], [])],
+            received=1,
+            since=None,
+            cursor_after="after-page-2",
+            after_write=fail,
+        )
+    assert seen == [1, 2]  # it saw the second page's row ...
+    assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 1  # ... rolled back
+    with transaction(conn) as cur:
+        assert sync.get_cursor(cur, source=src, entity="enterprises") == "after-page-1"
+
+
 def test_finish_run_records_counts_and_cursors(conn: psycopg2.extensions.connection) -> None:
     """The run row carries the counts and the cursor positions before and after."""
     src = _source(conn)
