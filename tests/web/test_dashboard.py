@@ -174,6 +174,7 @@ def seed_dashboard(database_url: str) -> DashWorld:
             ("city", Role.CITY, CITY),
             ("other_city", Role.CITY, OTHER_CITY),
             ("county", Role.COUNTY, counties[0]),
+            ("town", Role.TOWN, town),
             ("admin", Role.ADMIN, CITY),
         ]:
             login_name = f"dash{name.replace('_', '')}{tag}"
@@ -451,6 +452,22 @@ def test_grid_officers_get_403_and_anonymous_users_the_login_page(
     ):
         r = anon.get(path)
         assert r.status_code == 303 and r.headers["location"] == "/login", path
+
+
+def test_town_union_staff_see_their_own_dashboard_and_the_link_to_it_but_officers_do_not(
+    as_user: Any, dash: DashWorld
+) -> None:
+    """Every role but grid officers may open the dashboards of their own scope; the navigation
+    offers the link exactly to them, and sync health only from county level up."""
+    town = as_user("town")
+    page = town.get(f"/dashboard/{dash.town}?{ON}")
+    assert page.status_code == 200
+    assert 'href="/dashboard"' in page.text and 'href="/health"' not in page.text
+    assert town.get(f"/dashboard/{dash.counties[0]}?{ON}").status_code == 404  # above its scope
+    inbox = as_user("officer").get("/inbox")
+    assert inbox.status_code == 200 and 'href="/dashboard"' not in inbox.text
+    county = as_user("county").get(f"/dashboard/{dash.counties[0]}?{ON}").text
+    assert 'href="/dashboard"' in county and 'href="/health"' in county
 
 
 def test_an_administrator_sees_divisions_outside_their_scope_code(as_user: Any, dash: DashWorld) -> None:
