@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
+from typing import Final
 
 DIVISION_CODE_RE = re.compile(r"^[0-9]{12}$")
 CELL_CODE_RE = re.compile(r"^[0-9]{15}$")
@@ -39,13 +40,17 @@ _LABEL_ZH = {
 }
 
 # Number of significant leading digits of a 12-digit code at each level.
-_PREFIX_LEN = {
+PREFIX_LEN: Final = {
     Level.PROVINCE: 2,
     Level.CITY: 4,
     Level.COUNTY: 6,
     Level.TOWN: 9,
     Level.COMMUNITY: 12,
 }
+
+# Short display names of the levels (tables, exports); ``Level.label_zh`` is the long form.
+LEVEL_ZH: Final = {1: "省", 2: "市", 3: "县区", 4: "乡镇街道", 5: "社区", 6: "网格"}
+LEVEL_EN: Final = {1: "province", 2: "city", 3: "county", 4: "town", 5: "community", 6: "cell"}
 
 
 class CodeError(ValueError):
@@ -75,6 +80,12 @@ def division_level(code: str) -> Level:
     return Level.COMMUNITY
 
 
+def own_prefix(code: str) -> str:
+    """The significant leading digits of a 12-digit division code (``4205`` for a city): every
+    code below it starts with them."""
+    return code[: PREFIX_LEN[division_level(code)]]
+
+
 def ancestor(code: str, level: Level) -> str:
     """The 12-digit code of the unit at ``level`` above (or equal to) ``code``.
 
@@ -90,7 +101,7 @@ def ancestor(code: str, level: Level) -> str:
     own = Level.CELL if is_cell_code(code) else division_level(base)
     if level > own:
         raise CodeError(f"{code!r} is at level {own.name}, it has no {level.name} ancestor")
-    n = _PREFIX_LEN[level]
+    n = PREFIX_LEN[level]
     return base[:n] + "0" * (12 - n)
 
 

@@ -46,7 +46,7 @@ from shapely.geometry.base import BaseGeometry
 from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.cellindex import Reason as CellReason
-from geodata.codes import Level
+from geodata.codes import PREFIX_LEN, Level
 from geodata.crs import UnknownCRSError, in_china, parse_crs, to_wgs84
 from geodata.divisions import Division, polygonal
 
@@ -88,7 +88,6 @@ REASONS: Final = frozenset(
     }
 )
 
-_PREFIX_LEN: Final = {Level.PROVINCE: 2, Level.CITY: 4, Level.COUNTY: 6, Level.TOWN: 9, Level.COMMUNITY: 12}
 _PAD: Final = "000"
 _NONE: Final = np.array(
     None, dtype=object
@@ -182,7 +181,7 @@ def chain_table(code: ObjectArray, level: NDArray[np.int8]) -> dict[Level, Objec
     """
     text = np.where(level > 0, code, "").astype("U15")
     out: dict[Level, ObjectArray] = {}
-    for lvl, n in _PREFIX_LEN.items():
+    for lvl, n in PREFIX_LEN.items():
         padded = np.char.add(text.astype(f"U{n}"), "0" * (12 - n)).astype(object)
         out[lvl] = np.where(level >= int(lvl), padded, _NONE)
     return out
@@ -325,4 +324,4 @@ def _address_fallback(
 
 
 def _prefix(code: str, level: int) -> str:
-    return code[: _PREFIX_LEN[Level(level)]]
+    return code[: PREFIX_LEN[Level(level)]]

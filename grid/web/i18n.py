@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
+from geodata.codes import LEVEL_EN, LEVEL_ZH
 from grid.cases.kinds import CaseKind, Outcome, Severity
 from grid.cases.states import Action, State
 
@@ -80,9 +80,6 @@ STRINGS: dict[str, tuple[str, str]] = {
     "workers": ("涉及职工", "Workers"),
     "submit": ("提交", "Submit"),
 }
-
-LEVEL_ZH: Final = {1: "省", 2: "市", 3: "县区", 4: "乡镇街道", 5: "社区", 6: "网格"}
-LEVEL_EN: Final = {1: "province", 2: "city", 3: "county", 4: "town", 5: "community", 6: "cell"}
 
 
 def _merge_feature_strings() -> None:

@@ -12,7 +12,7 @@ from typing import Final
 
 import psycopg2.extensions
 
-from geodata.codes import Level, division_level, is_cell_code, is_division_code
+from geodata.codes import Level, division_level, is_cell_code, is_division_code, own_prefix
 
 Conn = psycopg2.extensions.connection
 
@@ -34,7 +34,6 @@ ROLE_LEVEL: Final = {
     Role.CITY: Level.CITY,
     Role.PROVINCE: Level.PROVINCE,
 }
-PREFIX_LEN: Final = {Level.PROVINCE: 2, Level.CITY: 4, Level.COUNTY: 6, Level.TOWN: 9, Level.COMMUNITY: 12}
 # Province and city views show aggregates, not people: no reveal there.
 REVEAL_ROLES: Final = frozenset({Role.GRID_OFFICER, Role.COMMUNITY, Role.TOWN, Role.COUNTY})
 SUPERVISOR_ROLES: Final = frozenset({Role.COMMUNITY, Role.TOWN, Role.COUNTY, Role.CITY, Role.PROVINCE})
@@ -76,7 +75,7 @@ class Principal:
         """The chain-code prefix of the scope ('' for officers, who are scoped by cells)."""
         if self.role is Role.GRID_OFFICER:
             return ""
-        return self.scope_code[: PREFIX_LEN[division_level(self.scope_code)]]
+        return own_prefix(self.scope_code)
 
     def sees(self, chain_code: str) -> bool:
         if self.role is Role.GRID_OFFICER:
