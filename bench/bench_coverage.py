@@ -28,17 +28,16 @@ import argparse
 import random
 import time
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 import psycopg2
 import psycopg2.extensions
 
 from bench._util import scratch_database, timed, verdict
 from grid.monitoring.coverage import compute_snapshot, year_window
+from grid.workdays import SHANGHAI
 
 TARGET_S = 60.0
-SH = ZoneInfo("Asia/Shanghai")
-AS_OF = datetime(2026, 11, 20, 10, 0, tzinfo=SH)
+AS_OF = datetime(2026, 11, 20, 10, 0, tzinfo=SHANGHAI)
 DAY = date(2026, 11, 20)
 PROVINCE, CITY = "420000000000", "420500000000"
 

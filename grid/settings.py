@@ -105,6 +105,10 @@ class Settings(BaseSettings):
         """Base URL of the Prefect UI (run pages are ``<ui>/runs/flow-run/<id>``)."""
         return (self.prefect_ui_url or f"http://127.0.0.1:{self.prefect_port}").rstrip("/")
 
+    def flow_run_url(self, flow_run_id: object) -> str | None:
+        """The Prefect UI page of a flow run (None without an id)."""
+        return f"{self.prefect_ui}/runs/flow-run/{flow_run_id}" if flow_run_id else None
+
     def key_bytes(self, which: Literal["hmac", "encryption"]) -> bytes:
         """32-byte key; in development/test a random one kept in the state folder."""
         value = self.hmac_key if which == "hmac" else self.encryption_key

@@ -8,13 +8,10 @@ from typing import Annotated
 
 import typer
 
+from gridflow_cli.common import fail as _fail
+
 alerts_app = typer.Typer(no_args_is_help=True, help="Prefect automations that alert on sync trouble.")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Quarantined records: counts and reprocessing.")
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
 
 
 def _prefect_env() -> None:
@@ -36,7 +33,7 @@ def alerts_install(
 ) -> None:
     """Create or update the webhook block and the automations of config/alerts.toml (idempotent)."""
     from grid.monitoring import alerts
-    from grid.monitoring.health import prefect_ui_url
+    from grid.settings import get_settings
 
     url = webhook or os.environ.get(alerts.WEBHOOK_ENV, "")
     if not url:
@@ -48,7 +45,7 @@ def alerts_install(
         _fail(str(exc))
     _prefect_env()
     try:
-        done = alerts.install(config, webhook_url=url, ui_url=ui_url or prefect_ui_url())
+        done = alerts.install(config, webhook_url=url, ui_url=ui_url or get_settings().prefect_ui)
     except alerts.AlertsConfigError as exc:
         _fail(str(exc))
     except Exception as exc:  # the Prefect API refused or is down: one sentence, no traceback wall
@@ -148,7 +145,7 @@ def quarantine_reprocess(
         return
     from prefect.deployments import run_deployment
 
-    from grid.monitoring.health import flow_run_url, prefect_ui_url
+    from grid.settings import get_settings
 
     try:
         run = run_deployment(
@@ -159,7 +156,7 @@ def quarantine_reprocess(
             f"could not start {rp.REPROCESS_DEPLOYMENT} ({type(exc).__name__}): run `gridflow deploy` first?"
         )
     state = run.state.name if run.state else "unknown"  # type: ignore[union-attr]
-    typer.echo(f"flow run {run.id}: {state}  {flow_run_url(prefect_ui_url(), run.id)}")  # type: ignore[union-attr]
+    typer.echo(f"flow run {run.id}: {state}  {get_settings().flow_run_url(run.id)}")  # type: ignore[union-attr]
     if wait and run.state is not None and not run.state.is_completed():  # type: ignore[union-attr]
         raise typer.Exit(1)
 

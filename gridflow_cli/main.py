@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from grid.settings import PROJECT_ROOT, get_settings
+from gridflow_cli.common import fail
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="gridflow: unions on the city governance grid"
@@ -24,12 +25,6 @@ app.add_typer(world_app, name="world")
 app.add_typer(services_app, name="services")
 
 ALL_SERVICES = ["prefect", "sandbox", "web", "worker"]
-
-
-def fail(message: str) -> None:
-    """Print one clear sentence and exit non-zero (no traceback wall)."""
-    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
 
 
 # -- db ---------------------------------------------------------------------------------------
@@ -299,20 +294,15 @@ def run(
 
 def _install_alerts_if_configured() -> None:
     """With GRIDFLOW_ALERT_WEBHOOK set, create/update the alert automations (idempotent)."""
-    from grid.monitoring import alerts
-
-    url = os.environ.get(alerts.WEBHOOK_ENV, "")
-    if not url:
-        typer.echo(
-            f"alerts: {alerts.WEBHOOK_ENV} is not set; `gridflow alerts install --webhook URL` adds them"
-        )
-        return
-    from grid.monitoring.health import prefect_ui_url
+    from grid.monitoring.alerts import WEBHOOK_ENV
+    from gridflow_cli.alerts import alerts_install
     from gridflow_cli.services import prefect_env
 
-    os.environ.update(prefect_env(get_settings()))
-    done = alerts.install(alerts.load_alerts(), webhook_url=url, ui_url=prefect_ui_url())
-    typer.echo("alerts: " + ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
+    if not os.environ.get(WEBHOOK_ENV):
+        typer.echo(f"alerts: {WEBHOOK_ENV} is not set; `gridflow alerts install --webhook URL` adds them")
+        return
+    os.environ.update(prefect_env(get_settings()))  # this project's server, as the sync below
+    alerts_install(webhook="", ui_url="")
 
 
 def _await_coverage(since: datetime, wait_s: float = 120.0) -> None:
@@ -331,9 +321,11 @@ def _await_coverage(since: datetime, wait_s: float = 120.0) -> None:
             conn.close()
 
     deadline = time.monotonic() + wait_s
-    while not computed_since() and time.monotonic() < deadline:
+    done = computed_since()
+    while not done and time.monotonic() < deadline:
         time.sleep(2)
-    if not computed_since():
+        done = computed_since()
+    if not done:
         from prefect.deployments import run_deployment
 
         typer.echo("no triggered coverage run yet: running coverage-report/after-nightly now")

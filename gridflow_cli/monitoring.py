@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
-import psycopg2.extensions
 import typer
+
+from gridflow_cli.common import connect_or_fail as _connect
+from gridflow_cli.common import fail as _fail
 
 if TYPE_CHECKING:
     from grid.monitoring.coverage import DivisionCoverage
@@ -34,20 +36,6 @@ def _pad(text: str, width: int) -> str:
         out.append(ch)
         used += w
     return "".join(out) + " " * (width - used)
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
-
-
-def _connect() -> psycopg2.extensions.connection:
-    from grid.store.db import DatabaseUnavailable, connect
-
-    try:
-        return connect()
-    except DatabaseUnavailable as exc:
-        _fail(str(exc))
 
 
 def _print_division(d: DivisionCoverage, *, indent: str = "") -> None:
@@ -119,7 +107,7 @@ def show(
         CoverageError,
         children_coverage,
         division_coverage,
-        latest_snapshot_date,
+        latest_run,
         parse_date,
         percent,
         province_summary,
@@ -133,7 +121,8 @@ def show(
         _fail(str(exc))
     conn = _connect()
     try:
-        day = asked or latest_snapshot_date(conn)
+        latest = None if asked else latest_run(conn)
+        day = asked or (latest.snapshot_date if latest else None)
         if day is None:
             _fail("no coverage snapshot yet: run `gridflow coverage` first")
         if not code:

@@ -35,7 +35,7 @@ def print_run_report(flow_run_id: str) -> None:
             workers, enterprises, quarantined, cases, unmapped = fetch_one(cur)
     finally:
         conn.close()
-    ui = f"http://127.0.0.1:{get_settings().prefect_port}/runs/flow-run/{flow_run_id}"
+    ui = get_settings().flow_run_url(flow_run_id)
     typer.echo(f"flow run {flow_run_id}  ({ui})")
     typer.echo(
         f"{'run':>5} {'source':12} {'status':10} {'received':>9} {'loaded':>8} {'unchanged':>9} "

@@ -80,23 +80,22 @@ no query per division.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, tzinfo
-from fractions import Fraction
 from typing import Any, Final
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import psycopg2.extensions
 
 from grid.store.db import transaction
+from grid.workdays import SHANGHAI
 
 Conn = psycopg2.extensions.connection
 Cursor = psycopg2.extensions.cursor
 
-SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
 
 # The count columns of coverage_snapshot, in table order.
 COUNT_FIELDS: Final = (
@@ -130,10 +129,6 @@ class RateDef:
     label_en: str
     family: str  # "four_fulls" | "supervision"
 
-    @property
-    def key(self) -> str:
-        return self.name
-
     def label(self, lang: str) -> str:
         return self.label_en if lang == "en" else self.label_zh
 
@@ -161,12 +156,6 @@ def rate(numerator: int, denominator: int) -> float | None:
     if denominator <= 0:
         return None
     return numerator / denominator
-
-
-def rates(counts: Mapping[str, int] | Counts) -> dict[str, float | None]:
-    """Every rate of :data:`RATES` for one row of counts (a mapping by column name or a Counts)."""
-    values = counts if isinstance(counts, Mapping) else counts.as_dict()
-    return {r.name: rate(int(values.get(r.numerator, 0)), int(values.get(r.denominator, 0))) for r in RATES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,21 +188,22 @@ class Counts:
         value: int = getattr(self, name)
         return value
 
-    def fraction(self, metric: RateDef) -> Fraction | None:
-        """The exact rate, or None when the denominator is 0."""
-        den = self.count(metric.denominator)
-        return None if den == 0 else Fraction(self.count(metric.numerator), den)
-
     def rate(self, metric: RateDef | str) -> float | None:
         """One rate (Python's int / int is correctly rounded), None when undefined."""
         m = RATE_BY_NAME[metric] if isinstance(metric, str) else metric
         return rate(self.count(m.numerator), self.count(m.denominator))
 
+    def ratio(self, metric: RateDef | str) -> str:
+        """``numerator/denominator`` of one rate, for display next to it."""
+        m = RATE_BY_NAME[metric] if isinstance(metric, str) else metric
+        return f"{self.count(m.numerator)}/{self.count(m.denominator)}"
+
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def rates(self) -> dict[str, float | None]:
-        return rates(self)
+        """Every rate of :data:`RATES`, by name."""
+        return {r.name: self.rate(r) for r in RATES}
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(*(getattr(self, n) + getattr(other, n) for n in COUNT_FIELDS))
@@ -448,16 +438,7 @@ def compute_snapshot(
         )
         summary = _summary(cur, snapshot_date)
     assert summary is not None
-    return CoverageSummary(
-        snapshot_date=summary.snapshot_date,
-        as_of=summary.as_of,
-        computed_at=summary.computed_at,
-        flow_run_id=summary.flow_run_id,
-        divisions=summary.divisions,
-        provinces=summary.provinces,
-        cities=summary.cities,
-        seconds=time.perf_counter() - t0,
-    )
+    return dataclasses.replace(summary, seconds=time.perf_counter() - t0)
 
 
 def snapshot_is_current(conn: Conn, snapshot_date: date) -> bool:
@@ -537,15 +518,23 @@ def province_summary(conn: Conn, snapshot_date: date) -> CoverageSummary | None:
         return _summary(cur, snapshot_date)
 
 
-def latest_snapshot_date(conn: Conn, *, on_or_before: date | None = None) -> date | None:
-    """The newest computed snapshot date (on or before a given date), or None."""
-    with transaction(conn) as cur:
+@dataclass(frozen=True, slots=True)
+class SnapshotRun:
+    snapshot_date: date
+    as_of: datetime
+    computed_at: datetime
+
+
+def latest_run(conn: Conn, *, on_or_before: date | None = None) -> SnapshotRun | None:
+    """The most recent computed snapshot (on or before a date, if given), or None."""
+    with conn.cursor() as cur:
         cur.execute(
-            "SELECT max(snapshot_date) FROM coverage_run WHERE %(d)s::date IS NULL OR snapshot_date <= %(d)s",
+            "SELECT snapshot_date, as_of, computed_at FROM coverage_run "
+            "WHERE %(d)s::date IS NULL OR snapshot_date <= %(d)s ORDER BY snapshot_date DESC LIMIT 1",
             {"d": on_or_before},
         )
         row = cur.fetchone()
-    return None if row is None or row[0] is None else row[0]
+    return None if row is None else SnapshotRun(row[0], row[1], row[2])
 
 
 def division_coverage(conn: Conn, *, snapshot_date: date, code: str) -> DivisionCoverage | None:
@@ -572,15 +561,11 @@ def children_coverage(conn: Conn, *, snapshot_date: date, code: str) -> list[Div
 # ----------------------------------------------------------------------------- presenting
 
 
-def percent(value: float | None) -> str:
-    """A rate as ``61.1%``, or ``-`` when it is undefined."""
-    return "-" if value is None else f"{value * 100:.1f}%"
+def percent(value: float | None, undefined: str = "-") -> str:
+    """A rate as ``61.1%``, or ``undefined`` when there is nothing to divide by."""
+    return undefined if value is None else f"{value * 100:.1f}%"
 
 
 def headline(counts: Counts) -> list[tuple[RateDef, int, int, float | None]]:
     """Each rate with its numerator and denominator, in display order."""
-    out = []
-    for r in RATES:
-        num, den = getattr(counts, r.numerator), getattr(counts, r.denominator)
-        out.append((r, num, den, rate(num, den)))
-    return out
+    return [(r, counts.count(r.numerator), counts.count(r.denominator), counts.rate(r)) for r in RATES]

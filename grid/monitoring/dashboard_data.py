@@ -11,28 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any, Final
 
 import psycopg2.extensions
 
-from geodata.codes import chain
-from grid.monitoring.coverage import COUNT_FIELDS, RATE_BY_NAME, RATES, Counts, RateDef
-
-__all__ = ["COUNT_COLUMNS", "FOUR_FULLS", "METRICS", "METRIC_BY_KEY", "SUPERVISION", "Counts", "Metric"]
+from geodata.codes import chain, own_prefix
+from grid.monitoring.coverage import COUNT_FIELDS, RATE_BY_NAME, RATES, Counts, SnapshotRun, latest_run
 
 Conn = psycopg2.extensions.connection
 
-# One source of truth for counts and rates: grid.monitoring.coverage.
-COUNT_COLUMNS: Final = COUNT_FIELDS
-_COLS_SQL: Final = ", ".join(f"s.{c}" for c in COUNT_COLUMNS)
-Metric = RateDef
-METRICS: Final = RATES
-METRIC_BY_KEY: Final = RATE_BY_NAME
-FOUR_FULLS: Final = tuple(m for m in METRICS if m.family == "four_fulls")
-SUPERVISION: Final = tuple(m for m in METRICS if m.family == "supervision")
-# Significant leading digits of a division code at each level (province 2 ... community 12).
-PREFIX_LEN: Final = {1: 2, 2: 4, 3: 6, 4: 9, 5: 12}
+_COLS_SQL: Final = ", ".join(f"s.{c}" for c in COUNT_FIELDS)
+FOUR_FULLS: Final = tuple(m for m in RATES if m.family == "four_fulls")
+SUPERVISION: Final = tuple(m for m in RATES if m.family == "supervision")
 # The trend charts: one per goal of the four fulls (disputes carries its on-time share as a 2nd line).
 TREND_CHARTS: Final = (("union",), ("workers",), ("disputes", "disputes_on_time"), ("hardship",))
 
@@ -44,13 +35,6 @@ class DivisionInfo:
     name: str
     parent_code: str | None
     generated: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotRun:
-    snapshot_date: date
-    as_of: datetime
-    computed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +104,6 @@ def names(conn: Conn, *, codes: Iterable[str], prefix: str) -> dict[str, str]:
         return {str(c): str(n) for c, n in cur.fetchall()}
 
 
-def latest_run(conn: Conn, *, on_or_before: date | None = None) -> SnapshotRun | None:
-    """The most recent computed day (on or before a date, if given)."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT snapshot_date, as_of, computed_at FROM coverage_run "
-            "WHERE %s::date IS NULL OR snapshot_date <= %s ORDER BY snapshot_date DESC LIMIT 1",
-            (on_or_before, on_or_before),
-        )
-        row = cur.fetchone()
-    return None if row is None else SnapshotRun(row[0], row[1], row[2])
-
-
 def counts(conn: Conn, *, codes: Iterable[str], snapshot_date: date, prefix: str) -> dict[str, Counts]:
     """Snapshot counts of the given divisions on one day; a division without a row is absent."""
     wanted = sorted(set(codes))
@@ -180,7 +152,7 @@ def rank(units: Sequence[DivisionInfo], by_code: dict[str, Counts]) -> list[Rank
     # Float keys order these fractions exactly: a/b and c/d with b, d < 10**7 are equal as floats
     # iff equal as fractions (int / int is correctly rounded), and when different they differ by
     # at least 1/(b*d) > 1e-14, far above a double's rounding error - and 20x cheaper than Fraction.
-    on_time = METRIC_BY_KEY["on_time"]
+    on_time = RATE_BY_NAME["on_time"]
     ranked: list[tuple[tuple[float, int, str], DivisionInfo, Counts]] = []
     no_due: list[RankRow] = []
     no_data: list[RankRow] = []
@@ -261,23 +233,21 @@ def division_data(
 
 
 def ranking_data(
-    conn: Conn, *, code: str, prefix: str, level: int | None, on_or_before: date | None = None
-) -> tuple[DivisionInfo, SnapshotRun | None, int | None, list[RankRow]] | None:
-    """The ranking of the units of ``level`` inside division ``code`` (default: its children)."""
-    d = division(conn, code=code, prefix=prefix)
-    if d is None:
-        return None
+    conn: Conn, *, unit: DivisionInfo, prefix: str, level: int | None, on_or_before: date | None = None
+) -> tuple[SnapshotRun | None, list[RankRow]]:
+    """The ranking of the units of ``level`` inside ``unit`` (default: its children), on the
+    latest snapshot on or before a date."""
     run = latest_run(conn, on_or_before=on_or_before)
     snap: dict[str, Counts] = {}
     if level is None:
-        units = children(conn, code=code, prefix=prefix)
+        units = children(conn, code=unit.code, prefix=prefix)
         if run is not None:
             snap = counts(conn, codes=[u.code for u in units], snapshot_date=run.snapshot_date, prefix=prefix)
     else:
-        within = code[: PREFIX_LEN[d.level]]
+        within = own_prefix(unit.code)
         units = units_at_level(conn, within=within, level=level, prefix=prefix)
         if run is not None:
             snap = counts_at_level(
                 conn, within=within, level=level, snapshot_date=run.snapshot_date, prefix=prefix
             )
-    return d, run, level, rank(units, snap)
+    return run, rank(units, snap)

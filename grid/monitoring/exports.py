@@ -18,14 +18,9 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Final
 
-from grid.monitoring.dashboard_data import (
-    COUNT_COLUMNS,
-    METRICS,
-    TREND_CHARTS,
-    Counts,
-    DivisionData,
-    RankRow,
-)
+from geodata.codes import LEVEL_EN, LEVEL_ZH
+from grid.monitoring.coverage import COUNT_FIELDS, RATE_BY_NAME, RATES, Counts
+from grid.monitoring.dashboard_data import TREND_CHARTS, DivisionData, RankRow
 
 COUNT_LABELS: Final[dict[str, tuple[str, str]]] = {
     "enterprises": ("企业数", "Enterprises"),
@@ -45,7 +40,7 @@ COUNT_LABELS: Final[dict[str, tuple[str, str]]] = {
     "overdue": ("超期未办结数", "Overdue"),
     "overdue_response": ("超期未响应数", "Overdue response"),
 }
-assert tuple(COUNT_LABELS) == COUNT_COLUMNS
+assert tuple(COUNT_LABELS) == COUNT_FIELDS
 
 _WORDS: Final[dict[str, tuple[str, str]]] = {
     "row": ("行", "Row"),
@@ -65,13 +60,6 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "trend": ("趋势", "Trend"),
     "notes": ("说明", "Notes"),
 }
-_LEVELS: Final = {
-    1: ("省", "province"),
-    2: ("市", "city"),
-    3: ("县区", "county"),
-    4: ("乡镇街道", "town"),
-    5: ("社区", "community"),
-}
 
 
 def _w(key: str, lang: str) -> str:
@@ -90,8 +78,8 @@ def summary_headers(lang: str) -> list[str]:
         _w("name", lang),
         _w("level", lang),
         _w("date", lang),
-        *(COUNT_LABELS[c][i] for c in COUNT_COLUMNS),
-        *(_pct_label(m.label(lang), lang) for m in METRICS),
+        *(COUNT_LABELS[c][i] for c in COUNT_FIELDS),
+        *(_pct_label(m.label(lang), lang) for m in RATES),
         _w("rank", lang),
     ]
 
@@ -109,10 +97,10 @@ def summary_rows(data: DivisionData, ranking: Sequence[RankRow], lang: str) -> l
             _w(kind, lang),
             code,
             name,
-            _LEVELS[level][1 if lang == "en" else 0],
+            (LEVEL_EN if lang == "en" else LEVEL_ZH)[level],
             day if c is not None else None,
-            *((c.count(col) if c is not None else None) for col in COUNT_COLUMNS),
-            *((c.rate(m) if c is not None else None) for m in METRICS),
+            *((c.count(col) if c is not None else None) for col in COUNT_FIELDS),
+            *((c.rate(m) if c is not None else None) for m in RATES),
             rank,
         ]
 
@@ -130,8 +118,8 @@ def _safe_text(v: str) -> str:
     return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
 
 
-_FIRST_RATE: Final = 5 + len(COUNT_COLUMNS)
-_RATE_COLUMNS: Final = range(_FIRST_RATE, _FIRST_RATE + len(METRICS))
+_FIRST_RATE: Final = 5 + len(COUNT_FIELDS)
+_RATE_COLUMNS: Final = range(_FIRST_RATE, _FIRST_RATE + len(RATES))
 
 
 def to_csv(data: DivisionData, ranking: Sequence[RankRow], lang: str) -> bytes:
@@ -158,9 +146,7 @@ def to_csv(data: DivisionData, ranking: Sequence[RankRow], lang: str) -> bytes:
 
 def ranking_headers(lang: str) -> list[str]:
     i = 1 if lang == "en" else 0
-    on_time, response, resolution = (
-        next(m for m in METRICS if m.key == k) for k in ("on_time", "response", "resolution")
-    )
+    on_time, response, resolution = (RATE_BY_NAME[k] for k in ("on_time", "response", "resolution"))
     return [
         _w("rank", lang),
         _w("code", lang),
@@ -235,8 +221,7 @@ def to_xlsx(
 
     tr = wb.create_sheet(_w("trend", lang))
     keys = [k for chart in TREND_CHARTS for k in chart]
-    by_key = {m.key: m for m in METRICS}
-    tr.append([_w("date", lang), *(_pct_label(by_key[k].label(lang), lang) for k in keys)])
+    tr.append([_w("date", lang), *(_pct_label(RATE_BY_NAME[k].label(lang), lang) for k in keys)])
     for day, c in data.trend:
         tr.append([day, *(c.rate(k) for k in keys)])
     for row in tr.iter_rows(min_row=2):
@@ -255,7 +240,7 @@ def to_xlsx(
         ["computed at" if en else "计算时间", data.run.computed_at.isoformat() if data.run else None],
         [],
     ]
-    for m in METRICS:
+    for m in RATES:
         num, den = COUNT_LABELS[m.numerator][1 if en else 0], COUNT_LABELS[m.denominator][1 if en else 0]
         notes.append([m.label(lang), f"{num} / {den}"])
     notes.append([])

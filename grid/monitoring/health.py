@@ -27,17 +27,6 @@ Status = Literal["ok", "warn", "alarm", "never"]
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000")
 
 
-def prefect_ui_url() -> str:
-    """Base URL of the Prefect UI (``GRIDFLOW_PREFECT_UI_URL``, else the local server's port)."""
-    from grid.settings import get_settings
-
-    return get_settings().prefect_ui
-
-
-def flow_run_url(ui_url: str, flow_run_id: object) -> str | None:
-    return f"{ui_url}/runs/flow-run/{flow_run_id}" if flow_run_id else None
-
-
 def freshness(last_ok: datetime | None, *, now: datetime, limits: Freshness) -> tuple[Status, float | None]:
     """Status and age in hours of a source's last successful sync: warn past ``warn_hours``,
     alarm past ``alarm_hours``; never synced successfully is ``never`` (shown as an alarm)."""
@@ -94,17 +83,19 @@ def sources_health(
     limits: Freshness,
     runs_per_source: int = 10,
     with_quarantine: bool = True,
+    source: str | None = None,
 ) -> list[SourceHealth]:
-    """Every source whose city code starts with ``prefix`` ('' = all), with its last runs."""
+    """Every source whose city code starts with ``prefix`` ('' = all), with its last runs; only
+    ``source`` when given."""
     like = prefix + "%"
     cur.execute(
         """
         SELECT s.name, s.display_name, s.city_code, s.enabled,
                (SELECT max(r.finished_at) FROM sync_run r WHERE r.source = s.name AND r.status = 'completed'
                   AND r.mode <> 'reprocess')
-        FROM source s WHERE s.city_code LIKE %s ORDER BY s.name
+        FROM source s WHERE s.city_code LIKE %s AND (%s::text IS NULL OR s.name = %s) ORDER BY s.name
         """,
-        (like,),
+        (like, source, source),
     )
     out: list[SourceHealth] = []
     for name, display, city, enabled, last_ok in cur.fetchall():
@@ -119,10 +110,10 @@ def sources_health(
                r.quarantined, r.unmapped, r.flow_run_id, r.error, r.counts -> 'quarantined_by_reason'
         FROM source s CROSS JOIN LATERAL (
             SELECT * FROM sync_run r WHERE r.source = s.name ORDER BY r.id DESC LIMIT %s) r
-        WHERE s.city_code LIKE %s
+        WHERE s.name = ANY(%s)
         ORDER BY r.source, r.id DESC
         """,
-        (runs_per_source, like),
+        (runs_per_source, list(by_name)),
     )
     for (
         src,
@@ -150,10 +141,10 @@ def sources_health(
     if with_quarantine:
         cur.execute(
             """
-            SELECT q.source, q.reason_code, count(*) FROM quarantine q JOIN source s ON s.name = q.source
-            WHERE q.resolved_at IS NULL AND s.city_code LIKE %s GROUP BY 1, 2 ORDER BY 1, 2
+            SELECT q.source, q.reason_code, count(*) FROM quarantine q
+            WHERE q.resolved_at IS NULL AND q.source = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2
             """,
-            (like,),
+            (list(by_name),),
         )
         for src, reason, n in cur.fetchall():
             by_name[src].open_by_reason[reason] = int(n)
@@ -256,23 +247,18 @@ def masked_fields(
     return out[0], out[1], out[2]
 
 
-def source_mappings(sources_dir: Path) -> dict[str, dict[str, dict[str, str]]]:
-    """source -> entity -> canonical field -> the city's field name, read from the source config
-    files (``[mapping.<entity>]``; the connectors validate these files, here they are only read)."""
-    out: dict[str, dict[str, dict[str, str]]] = {}
-    for path in sorted(sources_dir.glob("*.toml")):
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-        name, mapping = data.get("name"), data.get("mapping")
-        if isinstance(name, str) and isinstance(mapping, dict):
-            out[name] = {
-                str(e): {str(k): str(v) for k, v in m.items()}
-                for e, m in mapping.items()
-                if isinstance(m, dict)
-            }
-    return out
+def source_mapping(sources_dir: Path, source: str) -> dict[str, dict[str, str]]:
+    """entity -> canonical field -> the city's field name of one source, read from its config file
+    ``<source>.toml`` (``[mapping.<entity>]``; the connectors validate these files and require the
+    file name to be the source name, here it is only read). Empty when unreadable."""
+    try:
+        data = tomllib.loads((sources_dir / f"{source}.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    mapping = data.get("mapping")
+    if data.get("name") != source or not isinstance(mapping, dict):
+        return {}
+    return {str(e): {str(k): str(v) for k, v in m.items()} for e, m in mapping.items() if isinstance(m, dict)}
 
 
 def open_quarantine(
@@ -310,11 +296,6 @@ def open_quarantine(
     return items
 
 
-def source_in_scope(cur: psycopg2.extensions.cursor, *, source: str, prefix: str) -> bool:
-    cur.execute("SELECT 1 FROM source WHERE name = %s AND city_code LIKE %s", (source, prefix + "%"))
-    return cur.fetchone() is not None
-
-
 @dataclass(frozen=True)
 class ReprocessRequest:
     id: int
@@ -343,12 +324,6 @@ def get_request(cur: psycopg2.extensions.cursor, *, request_id: int, prefix: str
         return None
     rid, src, n, by, at, frid, status, result, fin = row
     return ReprocessRequest(rid, src, n, by, at, str(frid) if frid else None, status, dict(result or {}), fin)
-
-
-def request_ids(cur: psycopg2.extensions.cursor, *, request_id: int) -> list[int]:
-    cur.execute("SELECT quarantine_ids FROM reprocess_request WHERE id = %s", (request_id,))
-    row = cur.fetchone()
-    return [int(i) for i in row[0]] if row else []
 
 
 def open_ids_of(

@@ -24,13 +24,11 @@ from fastapi.responses import RedirectResponse, Response
 
 from geodata.codes import is_division_code
 from grid.monitoring import choropleth, exports
+from grid.monitoring.coverage import RATE_BY_NAME, RATES, percent
 from grid.monitoring.dashboard_data import (
     FOUR_FULLS,
-    METRIC_BY_KEY,
-    METRICS,
     SUPERVISION,
     TREND_CHARTS,
-    Counts,
     DivisionData,
     division,
     division_data,
@@ -38,10 +36,10 @@ from grid.monitoring.dashboard_data import (
     ranking_data,
 )
 from grid.web.auth import Session
-from grid.web.deps import lang_of, session_of, state_of
+from grid.web.deps import lang_of, state_of
 from grid.web.i18n import label, translator
 from grid.web.scope import Conn, Principal, Role, apply_scope
-from grid.web.views import render
+from grid.web.views import gate, message, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -50,11 +48,12 @@ DEFAULT_DAYS: Final = 90
 DEFAULT_METRIC: Final = "union"
 MAX_LABELLED: Final = 30  # name labels on the map only when there are few shapes
 RANK_PAGE: Final = 300  # units per ranking page (the full ranking is in the XLSX export)
+DASHBOARD_ROLES: Final = frozenset(Role) - {Role.GRID_OFFICER}
 
 
 def pct(v: float | None) -> str:
     """A rate for display: one decimal, or an em dash when undefined."""
-    return "—" if v is None else f"{v * 100:.1f}%"
+    return percent(v, undefined="—")
 
 
 def scope_prefix(p: Principal) -> str:
@@ -78,7 +77,7 @@ class Query:
 def _query(request: Request) -> Query:
     q = request.query_params
     metric = q.get("metric") or DEFAULT_METRIC
-    if metric not in METRIC_BY_KEY:
+    if metric not in RATE_BY_NAME:
         metric = DEFAULT_METRIC
     try:
         days = int(q.get("days") or DEFAULT_DAYS)
@@ -95,20 +94,11 @@ def _query(request: Request) -> Query:
 
 def _gate(request: Request) -> Session | Response:
     """The session of a user who may open dashboards, or the response to send instead."""
-    session = session_of(request)
-    if session is None:
-        return RedirectResponse("/login", status_code=303)
-    if session.principal.role is Role.GRID_OFFICER:
-        t = translator(lang_of(request))
-        return render(
-            request, "message.html", {"session": session, "message": t("dash_forbidden")}, status=403
-        )
-    return session
+    return gate(request, DASHBOARD_ROLES, forbidden="dash_forbidden")
 
 
 def _not_found(request: Request, session: Session) -> Response:
-    t = translator(lang_of(request))
-    return render(request, "message.html", {"session": session, "message": t("dash_not_found")}, status=404)
+    return message(request, session, "dash_not_found", 404)
 
 
 def _load(conn: Conn, p: Principal, code: str, q: Query) -> DivisionData | None:
@@ -120,22 +110,19 @@ def _load(conn: Conn, p: Principal, code: str, q: Query) -> DivisionData | None:
 
 @router.get("/dashboard", response_model=None)
 def dashboard_root(request: Request) -> Response:
-    gate = _gate(request)
-    if not isinstance(gate, Session):
-        return gate
-    return RedirectResponse(f"/dashboard/{gate.principal.scope_code}", status_code=303)
+    session = _gate(request)
+    if not isinstance(session, Session):
+        return session
+    return RedirectResponse(f"/dashboard/{session.principal.scope_code}", status_code=303)
 
 
 def _titles(data: DivisionData, metric: str, lang: str) -> dict[str, str]:
     t = translator(lang)
-    m = METRIC_BY_KEY[metric]
+    m = RATE_BY_NAME[metric]
     out: dict[str, str] = {}
     for ch in data.children:
-        if ch.counts is None:
-            value = t("dash_no_data")
-        else:
-            r = ch.counts.rate(m)
-            value = f"{pct(r)} ({ch.counts.count(m.numerator)}/{ch.counts.count(m.denominator)})"
+        c = ch.counts
+        value = t("dash_no_data") if c is None else f"{pct(c.rate(m))} ({c.ratio(m)})"
         out[ch.unit.code] = f"{ch.unit.name} · {m.label(lang)} {value}"
     return out
 
@@ -147,7 +134,7 @@ def _trend_charts(data: DivisionData, lang: str) -> list[tuple[str, str, list[st
     start = end - timedelta(days=data.days - 1)
     charts = []
     for keys in TREND_CHARTS:
-        ms = [METRIC_BY_KEY[k] for k in keys]
+        ms = [RATE_BY_NAME[k] for k in keys]
         points = [(d, [c.rate(m) for m in ms]) for d, c in data.trend]
         title = " / ".join(m.label(lang) for m in ms)
         svg = choropleth.trend_svg(
@@ -159,10 +146,9 @@ def _trend_charts(data: DivisionData, lang: str) -> list[tuple[str, str, list[st
 
 @router.get("/dashboard/{code}", response_model=None)
 def dashboard_page(request: Request, code: str) -> Response:
-    gate = _gate(request)
-    if not isinstance(gate, Session):
-        return gate
-    session = gate
+    session = _gate(request)
+    if not isinstance(session, Session):
+        return session
     q = _query(request)
     lang = lang_of(request)
     p = session.principal
@@ -170,7 +156,7 @@ def dashboard_page(request: Request, code: str) -> Response:
     st = state_of(request)
     map_svg = None
     missing: list[str] = []
-    m = METRIC_BY_KEY[q.metric]
+    m = RATE_BY_NAME[q.metric]
     with st.db.connection() as conn:
         data = _load(conn, p, code, q)
         if data is None:
@@ -214,7 +200,7 @@ def dashboard_page(request: Request, code: str) -> Response:
             "d": data,
             "q": q,
             "metric": m,
-            "metrics": METRICS,
+            "metrics": RATES,
             "four_fulls": FOUR_FULLS,
             "supervision": SUPERVISION,
             "days_options": DAYS,
@@ -223,26 +209,17 @@ def dashboard_page(request: Request, code: str) -> Response:
             "legend": choropleth.legend(),
             "trends": _trend_charts(data, lang),
             "pct": pct,
-            "ratio": _ratio,
             "level_label": lambda v: label(lang, int(v)),
             "generated_children": any(ch.unit.generated for ch in data.children) or data.division.generated,
         },
     )
 
 
-def _ratio(c: Counts | None, key: str) -> str:
-    if c is None:
-        return ""
-    m = METRIC_BY_KEY[key]
-    return f"{c.count(m.numerator)}/{c.count(m.denominator)}"
-
-
 @router.get("/dashboard/{code}/ranking", response_model=None)
 def ranking_page(request: Request, code: str) -> Response:
-    gate = _gate(request)
-    if not isinstance(gate, Session):
-        return gate
-    session = gate
+    session = _gate(request)
+    if not isinstance(session, Session):
+        return session
     q = _query(request)
     if not is_division_code(code):
         return _not_found(request, session)
@@ -255,14 +232,9 @@ def ranking_page(request: Request, code: str) -> Response:
             return _not_found(request, session)
         level = _level(request, own.level)
         if level is False:
-            t = translator(lang_of(request))
-            return render(
-                request, "message.html", {"session": session, "message": t("dash_bad_level")}, status=400
-            )
-        res = ranking_data(conn, code=code, prefix=scope_prefix(p), level=level, on_or_before=q.on)
-    if res is None:
-        return _not_found(request, session)
-    d, run, lvl, rows = res
+            return message(request, session, "dash_bad_level", 400)
+        run, rows = ranking_data(conn, unit=own, prefix=scope_prefix(p), level=level, on_or_before=q.on)
+    d, lvl = own, level
     pages = max(1, -(-len(rows) // RANK_PAGE))
     try:
         page = min(max(int(request.query_params.get("page") or 1), 1), pages)
@@ -305,10 +277,9 @@ def _level(request: Request, own_level: int) -> int | bool | None:
 
 
 def _export(request: Request, code: str, kind: str) -> Response:
-    gate = _gate(request)
-    if not isinstance(gate, Session):
-        return gate
-    session = gate
+    session = _gate(request)
+    if not isinstance(session, Session):
+        return session
     q = _query(request)
     lang = lang_of(request)
     st = state_of(request)
@@ -325,8 +296,9 @@ def _export(request: Request, code: str, kind: str) -> Response:
         )
         ranking = children_ranking
         if level is not None:
-            res = ranking_data(conn, code=code, prefix=scope_prefix(p), level=level, on_or_before=q.on)
-            ranking = res[3] if res else []
+            _, ranking = ranking_data(
+                conn, unit=data.division, prefix=scope_prefix(p), level=level, on_or_before=q.on
+            )
     day = data.run.snapshot_date.isoformat() if data.run else "none"
     name = f"gridflow-{code}-{day}.{kind}"
     if kind == "csv":

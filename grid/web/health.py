@@ -17,7 +17,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from grid.monitoring import health as svc
@@ -26,10 +26,10 @@ from grid.monitoring.alerts import AlertsConfigError, load_alerts
 from grid.settings import get_settings
 from grid.store.db import transaction
 from grid.web import auth
-from grid.web.deps import lang_of, session_of, state_of
+from grid.web.deps import lang_of, state_of
 from grid.web.i18n import translator
 from grid.web.scope import Principal, Role, apply_scope
-from grid.web.views import render
+from grid.web.views import gate, message, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -45,10 +45,6 @@ def scope_prefix(p: Principal) -> str:
     return p.prefix
 
 
-def _mappings() -> dict[str, dict[str, dict[str, str]]]:
-    return svc.source_mappings(get_settings().sources_dir)
-
-
 def _reason_label(lang: str) -> Any:
     t = translator(lang)
 
@@ -59,25 +55,11 @@ def _reason_label(lang: str) -> Any:
     return label
 
 
-def _message(request: Request, session: auth.Session, key: str, status: int) -> HTMLResponse:
-    t = translator(lang_of(request))
-    return render(request, "message.html", {"session": session, "message": t(key)}, status=status)
-
-
-def _guard(request: Request, roles: frozenset[Role]) -> tuple[auth.Session | None, Response | None]:
-    session = session_of(request)
-    if session is None:
-        return None, RedirectResponse("/login", status_code=303)
-    if session.principal.role not in roles:
-        return session, _message(request, session, "forbidden", 403)
-    return session, None
-
-
 @router.get("/health", response_model=None)
 def health_page(request: Request) -> Response:
-    session, denied = _guard(request, HEALTH_ROLES)
-    if denied is not None or session is None:
-        return denied or RedirectResponse("/login", status_code=303)
+    session = gate(request, HEALTH_ROLES)
+    if not isinstance(session, auth.Session):
+        return session
     p = session.principal
     st = state_of(request)
     try:
@@ -94,7 +76,7 @@ def health_page(request: Request) -> Response:
                 limits=limits,
                 with_quarantine=p.role in DRILL_ROLES,
             )
-    ui = svc.prefect_ui_url()
+    settings = get_settings()
     return render(
         request,
         "health.html",
@@ -103,8 +85,8 @@ def health_page(request: Request) -> Response:
             "sources": sources,
             "trends": {s.name: svc.quarantine_trend(s.runs) for s in sources},
             "limits": limits,
-            "ui": ui,
-            "run_url": lambda frid: svc.flow_run_url(ui, frid),
+            "ui": settings.prefect_ui,
+            "run_url": settings.flow_run_url,
             "drill": p.role in DRILL_ROLES,
             "reason_label": _reason_label(lang_of(request)),
         },
@@ -113,36 +95,34 @@ def health_page(request: Request) -> Response:
 
 @router.get("/health/{source}/quarantine", response_model=None)
 def quarantine_page(request: Request, source: str, reason: str = "") -> Response:
-    session, denied = _guard(request, DRILL_ROLES)
-    if denied is not None or session is None:
-        return denied or RedirectResponse("/login", status_code=303)
+    session = gate(request, DRILL_ROLES)
+    if not isinstance(session, auth.Session):
+        return session
     p = session.principal
     st = state_of(request)
     prefix = scope_prefix(p)
     with st.db.connection() as conn:
         apply_scope(conn, p)
         with transaction(conn) as cur:
-            if not svc.source_in_scope(cur, source=source, prefix=prefix):
-                return _message(request, session, "health_no_source", 404)
+            found = svc.sources_health(
+                cur,
+                prefix=prefix,
+                now=datetime.now(UTC),
+                limits=load_alerts().freshness,
+                runs_per_source=1,
+                source=source,
+            )
+            if not found:
+                return message(request, session, "health_no_source", 404)
             items = svc.open_quarantine(
                 cur,
                 source=source,
                 prefix=prefix,
                 vault=st.vault,
-                mappings=_mappings().get(source, {}),
+                mappings=svc.source_mapping(get_settings().sources_dir, source),
                 reason=reason or None,
             )
-            (health,) = [
-                s
-                for s in svc.sources_health(
-                    cur,
-                    prefix=prefix,
-                    now=datetime.now(UTC),
-                    limits=load_alerts().freshness,
-                    runs_per_source=1,
-                )
-                if s.name == source
-            ]
+    (health,) = found
     return render(
         request,
         "health_quarantine.html",
@@ -169,9 +149,9 @@ async def reprocess_submit(request: Request, source: str) -> Response:
     st = state_of(request)
 
     def work() -> Response:
-        session, denied = _guard(request, DRILL_ROLES)
-        if denied is not None or session is None:
-            return denied or RedirectResponse("/login", status_code=303)
+        session = gate(request, DRILL_ROLES)
+        if not isinstance(session, auth.Session):
+            return session
         if not auth.csrf_ok(session, (form.get("csrf") or [""])[0]):
             return Response("CSRF token missing or wrong", status_code=403)
         p = session.principal
@@ -179,13 +159,13 @@ async def reprocess_submit(request: Request, source: str) -> Response:
         try:
             wanted = rp.check_ids(form.get("qid", []))
         except rp.ReprocessError:
-            return _message(request, session, "health_choose", 400)
+            return message(request, session, "health_choose", 400)
         with st.db.connection() as conn:
             apply_scope(conn, p)
             with transaction(conn) as cur:
                 ids = svc.open_ids_of(cur, source=source, prefix=scope_prefix(p), ids=wanted)
                 if not ids:
-                    return _message(request, session, "health_choose", 400)
+                    return message(request, session, "health_choose", 400)
                 request_id = rp.record_request(cur, source=source, ids=ids, requested_by=p.login)
             try:
                 flow_run_id = rp.start_flow_run(quarantine_ids=ids, request_id=request_id)
@@ -207,9 +187,9 @@ async def reprocess_submit(request: Request, source: str) -> Response:
 
 @router.get("/health/reprocess/{request_id}", response_model=None)
 def reprocess_page(request: Request, request_id: int) -> Response:
-    session, denied = _guard(request, DRILL_ROLES)
-    if denied is not None or session is None:
-        return denied or RedirectResponse("/login", status_code=303)
+    session = gate(request, DRILL_ROLES)
+    if not isinstance(session, auth.Session):
+        return session
     p = session.principal
     st = state_of(request)
     with st.db.connection() as conn:
@@ -217,14 +197,13 @@ def reprocess_page(request: Request, request_id: int) -> Response:
         with transaction(conn) as cur:
             req = svc.get_request(cur, request_id=request_id, prefix=scope_prefix(p))
     if req is None:
-        return _message(request, session, "health_no_request", 404)
+        return message(request, session, "health_no_request", 404)
     state = rp.flow_run_state(req.flow_run_id) if req.flow_run_id else None
-    ui = svc.prefect_ui_url()
     ctx: dict[str, Any] = {
         "session": session,
         "req": req,
         "state": state,
-        "run_url": svc.flow_run_url(ui, req.flow_run_id),
+        "run_url": get_settings().flow_run_url(req.flow_run_id),
         "done": req.status in ("completed", "failed"),
         "back": f"/health/{req.source}/quarantine?" + urlencode({"lang": lang_of(request)}),
     }

@@ -1,13 +1,13 @@
 """Interface strings of the dashboard pages: (Simplified Chinese, English). Merged into grid.web.i18n.
 
-Metric names come from :data:`grid.monitoring.dashboard_data.METRICS` (key ``m_<metric>``) and
+Metric names come from :data:`grid.monitoring.coverage.RATES` (key ``m_<metric>``) and
 count names from :data:`grid.monitoring.exports.COUNT_LABELS` (key ``n_<column>``), so the pages
 and the exported files use the same words.
 """
 
 from __future__ import annotations
 
-from grid.monitoring.dashboard_data import METRICS
+from grid.monitoring.coverage import RATES
 from grid.monitoring.exports import COUNT_LABELS
 
 STRINGS: dict[str, tuple[str, str]] = {
@@ -68,7 +68,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "dash_no_children": ("没有下级单位。", "No divisions below."),
 }
 
-for _m in METRICS:
-    STRINGS[f"m_{_m.key}"] = (_m.label_zh, _m.label_en)
+for _m in RATES:
+    STRINGS[f"m_{_m.name}"] = (_m.label_zh, _m.label_en)
 for _col, _pair in COUNT_LABELS.items():
     STRINGS[f"n_{_col}"] = _pair

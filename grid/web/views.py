@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from grid.web.deps import (
     state_of,
 )
 from grid.web.i18n import label, translator
+from grid.web.scope import Role
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 LOGIN_CSRF_COOKIE = "gridflow_login_csrf"
@@ -50,6 +52,29 @@ def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) 
 
 def _to_login() -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
+
+
+def message(request: Request, session: auth.Session | None, key: str, status: int) -> HTMLResponse:
+    """A page with one translated sentence (``key`` in the interface strings)."""
+    return render(
+        request,
+        "message.html",
+        {"session": session, "message": translator(lang_of(request))(key)},
+        status=status,
+    )
+
+
+def gate(
+    request: Request, allowed: Collection[Role], *, forbidden: str = "forbidden"
+) -> auth.Session | Response:
+    """The session of a signed-in user whose role is in ``allowed``; otherwise the answer to send
+    instead: the login page, or 403 with the ``forbidden`` sentence."""
+    session = session_of(request)
+    if session is None:
+        return _to_login()
+    if session.principal.role not in allowed:
+        return message(request, session, forbidden, 403)
+    return session
 
 
 @router.get("/login", response_class=HTMLResponse)

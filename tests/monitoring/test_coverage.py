@@ -15,7 +15,7 @@ from grid.monitoring.coverage import (
     CoverageError,
     as_of_for,
     compute_snapshot,
-    latest_snapshot_date,
+    latest_run,
     province_summary,
     rate,
     snapshot_is_current,
@@ -245,7 +245,7 @@ def test_province_summary_lists_provinces_with_records_and_all_their_cities(
     snapshot: dict[str, tuple[int, ...]], db: psycopg2.extensions.connection
 ) -> None:
     """Summary rule: the summary of a date holds every province with any record and all of its
-    cities, with names and counts; latest_snapshot_date finds the newest date on or before a day."""
+    cities, with names and counts; latest_run finds the newest date on or before a day."""
     summary = province_summary(db, DAY)
     assert summary is not None
     ours = [p for p in summary.provinces if p.code == P]
@@ -255,8 +255,9 @@ def test_province_summary_lists_provinces_with_records_and_all_their_cities(
     assert cities == {A: Counts.from_values(EXPECTED[A]), B: Counts.from_values(EXPECTED[B])}
     assert summary.as_of == AS_OF
     assert province_summary(db, date(2001, 1, 1)) is None
-    assert latest_snapshot_date(db, on_or_before=date(2026, 7, 13)) == DAY
-    assert latest_snapshot_date(db, on_or_before=date(2001, 1, 1)) is None
+    run = latest_run(db, on_or_before=date(2026, 7, 13))
+    assert run is not None and run.snapshot_date == DAY
+    assert latest_run(db, on_or_before=date(2001, 1, 1)) is None
 
 
 def test_a_snapshot_is_current_only_if_computed_after_the_last_sync(

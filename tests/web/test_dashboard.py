@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
 from grid.monitoring import choropleth
-from grid.monitoring.dashboard_data import COUNT_COLUMNS, METRICS, Counts
+from grid.monitoring.coverage import COUNT_FIELDS, RATES, Counts
 from grid.store.db import transaction
 from grid.web.auth import add_user
 from grid.web.dashboard import RANK_PAGE
@@ -119,11 +119,11 @@ def county_counts(counties: list[str]) -> dict[str, Counts]:
 def _insert(
     cur: psycopg2.extensions.cursor, day: date, code: str, level: int, parent: str | None, c: Counts
 ) -> None:
-    cols = ", ".join(COUNT_COLUMNS)
+    cols = ", ".join(COUNT_FIELDS)
     cur.execute(
         f"INSERT INTO coverage_snapshot (snapshot_date, division_code, level, parent_code, {cols}) "
-        f"VALUES (%s, %s, %s, %s, {', '.join(['%s'] * len(COUNT_COLUMNS))})",
-        (day, code, level, parent, *(c.count(col) for col in COUNT_COLUMNS)),
+        f"VALUES (%s, %s, %s, %s, {', '.join(['%s'] * len(COUNT_FIELDS))})",
+        (day, code, level, parent, *(c.count(col) for col in COUNT_FIELDS)),
     )
 
 
@@ -603,10 +603,10 @@ def test_csv_export_is_utf8_with_bom_and_parses_back_to_the_same_numbers(
         assert line["统计日期"] == LATEST.isoformat()
         assert line["企业数"] == str(c.enterprises) and line["已建会企业数"] == str(c.enterprises_union)
         assert line["已到期数"] == str(c.due) and line["超期未办结数"] == str(c.overdue)
-        for m in METRICS:
+        for m in RATES:
             rate = c.rate(m)
             cell = line[f"{m.label_zh}（%）"]
-            assert cell == ("" if rate is None else f"{rate * 100:.2f}"), (code, m.key)
+            assert cell == ("" if rate is None else f"{rate * 100:.2f}"), (code, m.name)
     assert got[CITY]["劳资纠纷调解率（%）"] == ""  # undefined, not 0
     assert got[dash.counties[1]]["按时办结率排名"] == "1" and got[dash.counties[0]]["按时办结率排名"] == "2"
     en = list(csv.reader(io.StringIO(as_user("city").get(f"/dashboard/{CITY}/export.csv?{ON}&lang=en").text)))
@@ -629,10 +629,10 @@ def test_xlsx_export_parses_back_to_the_same_numbers(as_user: Any, dash: DashWor
             assert line["企业数"] is None and line["工会组织覆盖率（%）"] is None
             continue
         assert line["统计日期"].date() == LATEST
-        for col in COUNT_COLUMNS:
+        for col in COUNT_FIELDS:
             assert line[next(h for h in header if h == _zh_count(col))] == c.count(col), (code, col)
-        for m in METRICS:
-            assert line[f"{m.label_zh}（%）"] == c.rate(m), (code, m.key)
+        for m in RATES:
+            assert line[f"{m.label_zh}（%）"] == c.rate(m), (code, m.name)
     assert ws.cell(row=2, column=header.index("工会组织覆盖率（%）") + 1).number_format == "0.0%"
     ranking = list(wb["排名"].iter_rows(values_only=True))
     assert [row[1] for row in ranking[1:3]] == [dash.counties[1], dash.counties[0]]
