@@ -13,17 +13,14 @@ Nothing here prints raw personal data: a worker appears only as the masked ID nu
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, NoReturn
+from typing import Annotated
 
-import psycopg2.extensions
 import typer
 
+from gridflow_cli.common import connect_or_fail as _connect
+from gridflow_cli.common import fail as _fail
+
 app = typer.Typer(no_args_is_help=True, help="Cases: open, show, list (disputes and hardship).")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
 
 
 def _when(text: str | None, what: str) -> datetime | None:
@@ -39,15 +36,6 @@ def _when(text: str | None, what: str) -> datetime | None:
     if at.tzinfo is None:
         at = at.replace(tzinfo=rules_from_settings().policy.calendar.tz)
     return at
-
-
-def _connect() -> psycopg2.extensions.connection:
-    from grid.store.db import DatabaseUnavailable, connect
-
-    try:
-        return connect()
-    except DatabaseUnavailable as exc:
-        _fail(str(exc))
 
 
 def _fmt(at: datetime | None) -> str:

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from gridflow_cli.common import fail as _fail
+
 if TYPE_CHECKING:
     from connectors.config import SourceConfig
 
@@ -36,11 +38,6 @@ sources_app = typer.Typer(no_args_is_help=True, help="Municipal source configura
 KINDS = {"worker": "workers", "enterprise": "enterprises", "case": "cases"}
 _ROW_KEY = "\x00row"  # record number injected into each row; no city field can be named this
 _CHUNK = 5000
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
 
 
 def _sources_dir() -> Path:

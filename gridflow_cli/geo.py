@@ -8,11 +8,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from geodata.codes import Level
+from gridflow_cli.common import fail as _fail
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -44,11 +45,6 @@ OUT_COLUMNS = (
     "method",
     "reason",
 )
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
 
 
 @contextmanager

@@ -9,9 +9,11 @@ Registered by ``gridflow_cli.main``::
 from __future__ import annotations
 
 import os
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
+
+from gridflow_cli.common import fail as _fail
 
 app = typer.Typer(no_args_is_help=True, help="Web accounts: grid officers and supervising staff.")
 
@@ -21,11 +23,6 @@ PASSWORD_ENV = "GRIDFLOW_NEW_USER_PASSWORD"
 @app.callback()
 def users() -> None:
     """Web accounts (a group, so ``gridflow users add`` stays a subcommand)."""
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"gridflow: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
 
 
 @app.command("add")
