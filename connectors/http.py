@@ -6,6 +6,11 @@ optional ``Authorization: Bearer <token>`` header, answering
 ``{"items": [...], "next_cursor": "..." | null, "total": N}``. A query string in
 ``path_template`` (``/api/v1/{entity}?format=json``) is sent with every request.
 
+By id: ``GET {base_url}{path}/by-id?id=A&id=B[&fixed query]`` (``path`` being ``path_template``
+without its query) answering ``{"items": [...]}``, the current version of each named record, for
+re-taking quarantined records (:meth:`HttpSource.fetch_by_id`). A source without that endpoint
+answers 404 or 405.
+
 Failures: transient ones (connection errors and timeouts, HTTP 5xx, HTTP 429, and a JSON body cut
 short — it starts like JSON but does not parse, as when a proxy drops the connection mid-body) are
 retried with exponential backoff and jitter, honouring ``Retry-After``, up to
@@ -34,7 +39,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -45,12 +50,16 @@ import orjson
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable
 from connectors.source import Page
 
-__all__ = ["HttpSource", "SourceRejected", "SourceUnavailable", "TokenBucket"]
+__all__ = ["MAX_BY_ID", "HttpSource", "SourceRejected", "SourceUnavailable", "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _USER_AGENT = "gridflow-connector/0.1"
+#: Ids per ``by-id`` request (what the sandbox and the cities' APIs accept at most).
+MAX_BY_ID = 1_000
+#: What :meth:`HttpSource._get` returns for a 404/405 when told the endpoint may be absent.
+_ABSENT = object()
 
 
 class TokenBucket:
@@ -195,10 +204,8 @@ class HttpSource:
         """One page starting at ``cursor`` (None = the first page)."""
         if entity not in self.config.entities:
             raise ValueError(f"source {self.name} has no entity {entity!r}")
-        path, _, fixed = self.config.path_template.format(entity=entity).partition("?")
-        # A query in path_template holds fixed parameters some APIs need (``?format=json``); httpx
-        # would drop it when params are given, so it is merged here.
-        params: dict[str, str | int] = dict(urllib.parse.parse_qsl(fixed))
+        path, fixed = self._path_and_query(entity)
+        params: dict[str, str | int] = dict(fixed)
         params["limit"] = self.config.page_size
         if since:
             params["updated_since"] = self._looked_back(since)
@@ -218,7 +225,43 @@ class HttpSource:
             total=total,
         )
 
+    def fetch_by_id(self, entity: str, ids: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+        """The source's current version of each record in ``ids`` (``GET {path}/by-id``, at most
+        :data:`MAX_BY_ID` ids per request), keyed by its record id (the mapped
+        ``source_record_id`` field, stripped); records the source no longer has are absent, and so
+        are rows without a record id. None when the source has no by-id endpoint (HTTP 404/405)."""
+        if entity not in self.config.entities:
+            raise ValueError(f"source {self.name} has no entity {entity!r}")
+        id_field = self.config.mapping[entity]["source_record_id"]
+        path, fixed = self._path_and_query(entity)
+        url = self.base_url + path + "/by-id"
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), MAX_BY_ID):
+            params = httpx.QueryParams([*fixed, *(("id", i) for i in ids[start : start + MAX_BY_ID])])
+            body = self._get(url, params, entity, absent_ok=True)
+            if body is _ABSENT:
+                log.info("source %s: no by-id endpoint for %s", self.name, entity)
+                return None
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise SourceRejected(
+                    f"source {self.name} at {self.base_url} sent a {entity} by-id answer without an "
+                    "'items' list"
+                )
+            for row in items:
+                if isinstance(row, dict) and row.get(id_field) not in (None, ""):
+                    found[str(row[id_field]).strip()] = row
+        return found
+
     # -- internals ------------------------------------------------------------------------------
+
+    def _path_and_query(self, entity: str) -> tuple[str, list[tuple[str, str]]]:
+        """``path_template`` for ``entity`` split into its path and its fixed query parameters.
+
+        A query in path_template holds fixed parameters some APIs need (``?format=json``); httpx
+        would drop it when params are given, so the callers merge it into theirs."""
+        path, _, fixed = self.config.path_template.format(entity=entity).partition("?")
+        return path, urllib.parse.parse_qsl(fixed)
 
     def _looked_back(self, since: str) -> str:
         """``since`` moved back by the lookback window (unchanged if unreadable: the source says so)."""
@@ -235,8 +278,11 @@ class HttpSource:
             return since
         return (when - timedelta(seconds=lookback)).isoformat()
 
-    def _get(self, url: str, params: dict[str, str | int], entity: str) -> Any:
-        """The decoded JSON body of a 2xx answer, after retries of transient failures."""
+    def _get(self, url: str, params: Mapping[str, str | int], entity: str, *, absent_ok: bool = False) -> Any:
+        """The decoded JSON body of a 2xx answer, after retries of transient failures.
+
+        ``params`` may be an :class:`httpx.QueryParams` (a parameter repeated). With ``absent_ok``
+        an HTTP 404 or 405 (no such endpoint) returns :data:`_ABSENT` instead of raising."""
         cfg = self.config
         problem = "no attempt made"
         for attempt in range(1, cfg.max_attempts + 1):
@@ -257,6 +303,8 @@ class HttpSource:
                         wait = self._backoff(attempt)
                 else:
                     problem = _status_text(status)
+                    if absent_ok and status in (404, 405):
+                        return _ABSENT
                     if status not in _RETRY_STATUS:
                         raise SourceRejected(self._rejected_sentence(status))
                     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))

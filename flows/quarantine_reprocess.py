@@ -26,12 +26,12 @@ from collections import Counter
 from datetime import date
 from typing import Any
 
-import httpx
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from connectors.config import SourceConfig, load_all_sources
+from connectors.http import HttpSource
 from flows.nightly_sync import _intake
 from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
 from grid.monitoring import reprocess as rp
@@ -48,30 +48,12 @@ class ReprocessFailed(RuntimeError):
 @task(cache_policy=NO_CACHE, task_run_name="fetch-by-id-{entity}", retries=2, retry_delay_seconds=2)
 def fetch_by_id(config: SourceConfig, entity: str, ids: list[str]) -> dict[str, dict[str, Any]] | None:
     """The source's current version of each record, by its record id; None when the source
-    cannot answer by id (not an HTTP API, or no ``by-id`` endpoint)."""
+    cannot answer by id (not an HTTP API, or no ``by-id`` endpoint). See
+    :meth:`connectors.http.HttpSource.fetch_by_id`."""
     if config.kind != "http" or not config.base_url or not ids:
         return None
-    url = config.base_url.rstrip("/") + config.path_template.format(entity=entity) + "/by-id"
-    headers = {"Accept": "application/json"}
-    token = config.token()
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    id_field = config.mapping[entity]["source_record_id"]  # type: ignore[index]
-    found: dict[str, dict[str, Any]] = {}
-    with httpx.Client(timeout=config.timeout_s, headers=headers) as client:
-        for start in range(0, len(ids), rp.MAX_IDS):
-            resp = client.get(url, params=[("id", i) for i in ids[start : start + rp.MAX_IDS]])
-            if resp.status_code in (404, 405) and "items" not in resp.text:
-                return None  # no such endpoint: re-validate the stored records instead
-            resp.raise_for_status()
-            body = resp.json()
-            items = body.get("items") if isinstance(body, dict) else None
-            if not isinstance(items, list):
-                raise ValueError(f"source {config.name}: the by-id answer has no items list")
-            for row in items:
-                if isinstance(row, dict) and row.get(id_field) not in (None, ""):
-                    found[str(row[id_field]).strip()] = row
-    return found
+    with HttpSource(config) as src:
+        return src.fetch_by_id(entity, ids)
 
 
 def _settle_in_page(

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import itertools
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from shapely.geometry import box
 
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_source_config
-from connectors.http import HttpSource
+from connectors.http import MAX_BY_ID, HttpSource
 from connectors.reasons import Reason
 from connectors.sandbox.app import SandboxServer, create_app
 from connectors.sandbox.data import SandboxDataset
@@ -327,3 +328,116 @@ def test_since_after_every_update_gives_one_empty_last_page(sandbox: SandboxServ
         pages = list(source.pages("workers", since=(date(2030, 1, 1)).isoformat()))
     assert [len(p.records) for p in pages] == [0]
     assert pages[0].total == 0 and pages[0].cursor_after is None
+
+
+# --- by id ------------------------------------------------------------------------------------
+
+
+def by_id_app(answer: Callable[[list[str]], Response] | None = None) -> tuple[FastAPI, list[httpx.URL]]:
+    """An app with only a ``by-id`` endpoint (any query allowed) that records each request's URL;
+    ``answer`` builds the response from the ids (default: one row per id, its id padded)."""
+    app = FastAPI()
+    seen: list[httpx.URL] = []
+
+    @app.get("/api/v1/{entity}/by-id")
+    def by_id(entity: str, request: Request) -> Response:
+        seen.append(httpx.URL(str(request.url)))
+        ids = request.query_params.getlist("id")
+        if answer is not None:
+            return answer(ids)
+        return JSONResponse({"items": [{"ywid": f" {i} ", "xm": "测试"} for i in ids]})
+
+    return app, seen
+
+
+def test_by_id_sends_at_most_1000_ids_per_request_and_keys_found_rows_by_record_id(
+    sandbox: SandboxServer, dataset: SandboxDataset
+) -> None:
+    """Rule: fetch_by_id asks for the ids in batches of at most MAX_BY_ID (the sandbox refuses
+    more), and returns the current row of every record the source has, keyed by its record id
+    (the mapped source_record_id field); ids the source does not know are absent."""
+    rows = {r.record_id: r.row for r in dataset.rows("workers")}
+    ids = [*rows, "no-such-record"]
+    sent: list[httpx.Request] = []
+    with (
+        httpx.Client(event_hooks={"request": [sent.append]}) as client,
+        HttpSource(config(sandbox.base_url), client=client) as source,
+    ):
+        found = source.fetch_by_id("workers", ids)
+    assert MAX_BY_ID == 1000
+    assert [len(r.url.params.get_list("id")) for r in sent] == [1000, 1000, 501]
+    assert [r.url.params.get_list("id") for r in sent] == [ids[:1000], ids[1000:2000], ids[2000:]]
+    assert {r.url.path for r in sent} == {"/api/v1/workers/by-id"}
+    assert found == rows
+
+
+def test_by_id_strips_record_ids_and_skips_rows_without_one() -> None:
+    """Rule: found rows are keyed by the stripped text of their record id; a row without one (absent
+    or blank) cannot be matched and is left out."""
+
+    def answer(ids: list[str]) -> Response:
+        return JSONResponse({"items": [{"ywid": " A1 "}, {"ywid": 7}, {"ywid": ""}, {"xm": "无ID"}, "junk"]})
+
+    app, _ = by_id_app(answer)
+    with SandboxServer(app) as server, HttpSource(config(server.base_url)) as source:
+        found = source.fetch_by_id("workers", ["A1", "7"])
+    assert found == {"A1": {"ywid": " A1 "}, "7": {"ywid": 7}}
+
+
+def test_by_id_keeps_the_fixed_query_of_path_template_and_puts_by_id_on_the_path() -> None:
+    """Rule: with a fixed query in path_template (``/api/v1/{entity}?format=json``), /by-id goes on
+    the path and the fixed parameters are sent with the ids, as pages send them."""
+    app, seen = by_id_app()
+    with (
+        SandboxServer(app) as server,
+        HttpSource(config(server.base_url, path_template="/api/v1/{entity}?format=json")) as source,
+    ):
+        found = source.fetch_by_id("enterprises", ["E1", "E2"])
+    assert found == {"E1": {"ywid": " E1 ", "xm": "测试"}, "E2": {"ywid": " E2 ", "xm": "测试"}}
+    (url,) = seen
+    assert url.path == "/api/v1/enterprises/by-id"
+    assert url.params.get_list("format") == ["json"]
+    assert url.params.get_list("id") == ["E1", "E2"]
+
+
+@pytest.mark.parametrize(
+    "method", [pytest.param("page only", id="404 no route"), pytest.param("post", id="405 POST only")]
+)
+def test_by_id_without_the_endpoint_is_none_at_once(method: str) -> None:
+    """Rule: a source without a by-id endpoint (HTTP 404 or 405) gives None, without retrying, so
+    the reprocess re-validates the stored raw records instead."""
+    app = FastAPI()
+    calls: list[str] = []
+
+    @app.get("/api/v1/{entity}")
+    def page(entity: str) -> dict[str, Any]:
+        calls.append("page")
+        return {"items": [], "next_cursor": None, "total": 0}
+
+    if method == "post":
+
+        @app.post("/api/v1/{entity}/by-id")
+        def by_id(entity: str) -> dict[str, Any]:
+            calls.append("post")
+            return {"items": []}
+
+    sleeps = Sleeps()
+    with SandboxServer(app) as server, HttpSource(config(server.base_url), sleep=sleeps) as source:
+        assert source.fetch_by_id("workers", ["A1"]) is None
+    assert calls == [] and sleeps == []
+
+
+def test_by_id_answer_without_items_is_rejected_in_one_sentence() -> None:
+    """Rule: a by-id answer that is not ``{"items": [...]}`` raises SourceRejected naming the
+    source and URL, never quoting the body."""
+    app, seen = by_id_app(lambda ids: JSONResponse({"records": [{"ywid": "A1", "sfzh": "维护中"}]}))
+    with (
+        SandboxServer(app) as server,
+        HttpSource(config(server.base_url), sleep=Sleeps()) as source,
+        pytest.raises(SourceRejected) as exc,
+    ):
+        source.fetch_by_id("workers", ["A1"])
+    assert str(exc.value) == (
+        f"source yichang at {server.base_url} sent a workers by-id answer without an 'items' list"
+    )
+    assert len(seen) == 1
