@@ -24,10 +24,11 @@ import orjson
 
 from geodata.placement import PlacedBatch
 from grid.people import CIPHERTEXT_VERSION, Vault, mask_id, mask_name, mask_phone
+from grid.store.copy import ESCAPES, NULL
 
-_ESC = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-NULL = "\\N"
 WORKER_PII = "worker-pii"
+#: Vault purpose of a quarantined record's raw version (its keyed HMAC and its encryption).
+RAW_PURPOSE = "raw"
 
 
 class WorkerLike(Protocol):
@@ -62,7 +63,7 @@ class RejectLike(Protocol):
 
 
 def _t(value: str | None) -> str:
-    return NULL if value is None else value.translate(_ESC)
+    return NULL if value is None else value.translate(ESCAPES)
 
 
 def _b(value: bytes | None) -> str:
@@ -97,7 +98,7 @@ def worker_copy(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault
     aad = WORKER_PII.encode()
     nonces = os.urandom(12 * n)
     dumps = orjson.dumps
-    esc = _ESC
+    esc = ESCAPES
     lines: list[str] = []
     append = lines.append
     for i, r in enumerate(records):
@@ -202,8 +203,8 @@ def reject_copy(rejects: Sequence[RejectLike], vault: Vault) -> str:
                     _t(str(rej.reason)),
                     _t(rej.field),
                     _t(rej.detail),
-                    _b(vault.mac(raw, purpose="raw")),
-                    _b(vault.encrypt(raw, purpose="raw")),
+                    _b(vault.mac(raw, purpose=RAW_PURPOSE)),
+                    _b(vault.encrypt(raw, purpose=RAW_PURPOSE)),
                 )
             )
         )

@@ -35,10 +35,11 @@ from typing import Any
 
 import psycopg2.extensions
 
+from grid.ingest import RAW_PURPOSE
 from grid.people import Vault
+from grid.store.copy import bytea_field, parse_copy_text
 from grid.store.sync import QUARANTINE_COLUMNS
 
-RAW_PURPOSE = "raw"
 MAX_IDS = 1000
 _TABLES = {"workers": "worker", "enterprises": "enterprise"}
 
@@ -112,38 +113,19 @@ def raw_record(vault: Vault, raw_enc: bytes) -> dict[str, Any]:
     return value
 
 
-def _unescape(field: str) -> str | None:
-    if field == "\\N":
-        return None
-    if "\\" not in field:
-        return field
-    out: list[str] = []
-    i = 0
-    while i < len(field):
-        c = field[i]
-        if c == "\\" and i + 1 < len(field):
-            nxt = field[i + 1]
-            out.append({"t": "\t", "n": "\n", "r": "\r"}.get(nxt, nxt))
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
 def _bytea(field: str | None) -> bytes:
-    if field is None or not field.startswith("\\x"):
-        raise ReprocessError("a reject line has no bytea value where one is expected")
-    return bytes.fromhex(field[2:])
+    try:
+        return bytea_field(field)
+    except ValueError:
+        raise ReprocessError("a reject line has no bytea value where one is expected") from None
 
 
 def parse_rejects(text: str) -> list[RejectRow]:
     """The rejects of a :class:`grid.store.sync.PreparedChunk` (``rejects_text``)."""
     rows: list[RejectRow] = []
-    for line in text.split("\n"):
-        if not line:
-            continue
-        parts = [_unescape(p) for p in line.split("\t")]
+    for parts in parse_copy_text(text):
+        if parts == [""]:
+            continue  # a blank line holds no reject
         if len(parts) != len(QUARANTINE_COLUMNS):
             raise ReprocessError("a reject line does not have the quarantine columns")
         rid, reason, field, detail, mac, enc = parts

@@ -1,4 +1,9 @@
-"""COPY helpers: stream rows into a table in PostgreSQL's text format."""
+"""COPY helpers: stream rows into a table in PostgreSQL's text format, and read such text back.
+
+The text format: one line per row, fields separated by a tab, ``\\N`` for NULL, and a backslash,
+tab, newline and carriage return inside a field written as ``\\\\``, ``\\t``, ``\\n``, ``\\r``
+(:data:`ESCAPES`). :func:`copy_text` writes it, :func:`parse_copy_text` reads it back.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,17 @@ from typing import Any
 
 import psycopg2.extensions
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+#: ``str.translate`` table escaping a text field for COPY (backslash, tab, newline, CR).
+ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+#: The inverse of :data:`ESCAPES`, by the character after the backslash (any other character,
+#: the backslash included, stands for itself).
+_UNESCAPES = {"t": "\t", "n": "\n", "r": "\r"}
+NULL = "\\N"
 
 
 def _field(value: Any) -> str:
     if value is None:
-        return "\\N"
+        return NULL
     if isinstance(value, bool):
         return "t" if value else "f"
     if isinstance(value, bytes | bytearray | memoryview):
@@ -23,12 +33,49 @@ def _field(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, float | int):
         return repr(value)
-    return str(value).translate(_ESCAPES)
+    return str(value).translate(ESCAPES)
 
 
 def copy_text(rows: Iterable[Sequence[Any]]) -> str:
     """Rows in COPY text format (built where the CPU is free, sent later)."""
     return "".join("\t".join(map(_field, row)) + "\n" for row in rows)
+
+
+def unescape_field(field: str) -> str | None:
+    """One field of COPY text as its value: ``\\N`` -> None, escapes undone."""
+    if field == NULL:
+        return None
+    if "\\" not in field:
+        return field
+    out: list[str] = []
+    i, n = 0, len(field)
+    while i < n:
+        c = field[i]
+        if c == "\\" and i + 1 < n:
+            nxt = field[i + 1]
+            out.append(_UNESCAPES.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_copy_text(text: str) -> list[list[str | None]]:
+    """Rows of COPY text (as :func:`copy_text` writes it) as lists of fields, each unescaped,
+    NULL as None. Values come back as text: read a bytea field with :func:`bytea_field`."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline ending the last row
+    return [[unescape_field(f) for f in line.split("\t")] for line in lines]
+
+
+def bytea_field(value: str | None) -> bytes:
+    """The bytes of an unescaped bytea field (``\\x`` + hex, as :func:`copy_text` writes bytes);
+    ``ValueError`` for NULL or anything else."""
+    if value is None or not value.startswith("\\x"):
+        raise ValueError("not a bytea value in hex format")
+    return bytes.fromhex(value[2:])
 
 
 def copy_from_text(cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str], text: str) -> None:
