@@ -221,16 +221,13 @@ def create_app(
     return app
 
 
-def correct_record(app: FastAPI, entity: str, row: dict[str, object], *, updated_at: datetime) -> None:
-    """The city fixed a record: ``app`` serves ``row`` (its record id and update time in the
-    city's field names, as :func:`connectors.sandbox.fixes.fixed_row` builds it) from now on, in
-    pages (at its new update time) and by id."""
-    m = app.state.correct
-    record_id = row.get("_record_id")
-    if not isinstance(record_id, str):
-        raise ValueError("row needs its record id under '_record_id' (fixed_row sets it)")
-    clean = {k: v for k, v in row.items() if k != "_record_id"}
-    m(entity, record_id, clean, int(updated_at.timestamp()))
+def correct_record(
+    app: FastAPI, entity: str, record_id: str, row: dict[str, object], *, updated_at: datetime
+) -> None:
+    """The city fixed a record: ``app`` serves ``row`` (city field names, as
+    :func:`connectors.sandbox.fixes.fixed_row` builds it) as the newest version of ``record_id``
+    from now on, in pages (at its new update time) and by id."""
+    app.state.correct(entity, record_id, dict(row), int(updated_at.timestamp()))
 
 
 def serve_sandbox(

@@ -35,7 +35,7 @@ def fixed_row(
     dataset: SandboxDataset, entity: str, record_id: str, *, updated_at: datetime
 ) -> dict[str, Any]:
     """A corrected copy of bad row ``record_id`` of ``entity`` (city field names), updated at
-    ``updated_at``, with ``_record_id`` set for :func:`~connectors.sandbox.app.correct_record`.
+    ``updated_at``, to hand to :func:`~connectors.sandbox.app.correct_record` with its record id.
 
     Fixes are what a city clerk would do: recompute a check character, blank a phone that is no
     number, put a missing point back (taken from a good row of the same city), clear an unknown
@@ -75,5 +75,4 @@ def fixed_row(
             digits = digits[:6] + "19" + digits[6:]
         row[m["birth_date"]] = f"{digits[6:10]}-{digits[10:12]}-{digits[12:14]}"
     row[m["source_updated_at"]] = updated_at.strftime("%Y-%m-%d %H:%M:%S")
-    row["_record_id"] = record_id
     return row

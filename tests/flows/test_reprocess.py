@@ -74,11 +74,15 @@ def test_reprocess_moves_fixed_records_out_of_quarantine_keeps_broken_ones_and_i
     now = datetime.now(CHINA_TZ)
     for rid in fixed_workers:
         correct_record(
-            app, "workers", fixed_row(sandbox_dataset, "workers", rid, updated_at=now), updated_at=now
+            app, "workers", rid, fixed_row(sandbox_dataset, "workers", rid, updated_at=now), updated_at=now
         )
     for rid in fixed_firms:
         correct_record(
-            app, "enterprises", fixed_row(sandbox_dataset, "enterprises", rid, updated_at=now), updated_at=now
+            app,
+            "enterprises",
+            rid,
+            fixed_row(sandbox_dataset, "enterprises", rid, updated_at=now),
+            updated_at=now,
         )
     cursors_before = query(
         "SELECT entity, cursor, since, high_water FROM source_cursor WHERE source = %s", source

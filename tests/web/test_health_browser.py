@@ -176,6 +176,7 @@ def test_health_page_shows_failed_run_masked_drill_down_and_reprocess_moves_fixe
             correct_record(
                 world["app"],
                 "workers",
+                rid,
                 fixed_row(sandbox_dataset, "workers", rid, updated_at=now),
                 updated_at=now,
             )
