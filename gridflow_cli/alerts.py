@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from gridflow_cli.common import connect_or_fail
 from gridflow_cli.common import fail as _fail
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Prefect automations that alert on sync trouble.")
@@ -91,12 +92,9 @@ def quarantine_list(
     ids: Annotated[bool, typer.Option("--ids", help="print the open row ids (for reprocess)")] = False,
 ) -> None:
     """Open quarantined records by source and reason (counts; with --ids the row ids). No values."""
-    from grid.store.db import DatabaseUnavailable, connect, transaction
+    from grid.store.db import transaction
 
-    try:
-        conn = connect()
-    except DatabaseUnavailable as exc:
-        _fail(str(exc))
+    conn = connect_or_fail()
     try:
         with transaction(conn) as cur:
             cur.execute(

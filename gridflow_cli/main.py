@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from grid.settings import PROJECT_ROOT, get_settings
-from gridflow_cli.common import fail
+from gridflow_cli.common import connect_or_fail, fail
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="gridflow: unions on the city governance grid"
@@ -85,7 +85,7 @@ def world_load(
     from geodata.divisions import load_national_divisions
     from geodata.world import build_sample_world
     from grid.store import world as store_world
-    from grid.store.db import DatabaseUnavailable, connect, transaction
+    from grid.store.db import connect, transaction
 
     s = get_settings()
     city = city or s.sample_city
@@ -94,10 +94,7 @@ def world_load(
     national = load_national_divisions()
     sample_codes = {d.code for d in sample.divisions}
     divisions = [d for d in national if d.code not in sample_codes] + list(sample.divisions)
-    try:
-        conn = connect()
-    except DatabaseUnavailable as exc:
-        fail(str(exc))
+    conn = connect_or_fail()
     try:
         with transaction(conn) as cur:
             added, changed, same = store_world.load_divisions(cur, divisions, valid_from=date.today())

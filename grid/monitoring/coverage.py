@@ -321,6 +321,24 @@ def _union_leaf() -> str:
     return "\n        UNION ALL ".join(selects)
 
 
+def _registry_ctes(cte: str, table: str, total: str, flagged: str, flag: str) -> str:
+    """Live rows of a registry table counted by division; rows without one by source, which
+    stands for its city (``<cte>_raw`` then ``<cte>``, one row per attribution code)."""
+    return f"""{cte}_raw AS (
+    SELECT division_code, CASE WHEN division_code IS NULL THEN source END AS source,
+           count(*) AS {total}, count(*) FILTER (WHERE {flag}) AS {flagged}
+    FROM {table}
+    WHERE deleted_at IS NULL
+    GROUP BY 1, 2
+),
+{cte} AS (
+    SELECT coalesce(r.division_code::text, s.city_code::text) AS code,
+           sum(r.{total}) AS {total}, sum(r.{flagged}) AS {flagged}
+    FROM {cte}_raw r LEFT JOIN source s ON s.name = r.source
+    GROUP BY 1
+)"""
+
+
 _SUMS = ",\n           ".join(f"sum({n})::bigint AS {n}" for n in COUNT_FIELDS)
 _ROLLED_SUMS = ",\n           ".join(f"sum(l.{n})::integer AS {n}" for n in COUNT_FIELDS)
 _CASE_SUMS = ",\n           ".join(
@@ -329,34 +347,8 @@ _CASE_SUMS = ",\n           ".join(
 
 SNAPSHOT_SQL: Final = f"""
 WITH
-ent_raw AS (   -- live enterprises by division; those without one by source (-> its city)
-    SELECT division_code, CASE WHEN division_code IS NULL THEN source END AS source,
-           count(*) AS enterprises,
-           count(*) FILTER (WHERE union_established) AS enterprises_union
-    FROM enterprise
-    WHERE deleted_at IS NULL
-    GROUP BY 1, 2
-),
-ent AS (
-    SELECT coalesce(r.division_code::text, s.city_code::text) AS code,
-           sum(r.enterprises) AS enterprises, sum(r.enterprises_union) AS enterprises_union
-    FROM ent_raw r LEFT JOIN source s ON s.name = r.source
-    GROUP BY 1
-),
-wk_raw AS (    -- live workers, the same way
-    SELECT division_code, CASE WHEN division_code IS NULL THEN source END AS source,
-           count(*) AS workers,
-           count(*) FILTER (WHERE cell_code IS NOT NULL) AS workers_mapped
-    FROM worker
-    WHERE deleted_at IS NULL
-    GROUP BY 1, 2
-),
-wk AS (
-    SELECT coalesce(r.division_code::text, s.city_code::text) AS code,
-           sum(r.workers) AS workers, sum(r.workers_mapped) AS workers_mapped
-    FROM wk_raw r LEFT JOIN source s ON s.name = r.source
-    GROUP BY 1
-),
+{_registry_ctes("ent", "enterprise", "enterprises", "enterprises_union", "union_established")},
+{_registry_ctes("wk", "worker", "workers", "workers_mapped", "cell_code IS NOT NULL")},
 c AS (         -- cases opened by as_of, with the flags of the definitions
     SELECT division_code AS code, family, outcome, respond_by, responded_at, resolve_by, resolved_at,
            opened_at >= %(year_start)s AND opened_at < %(year_end)s AS in_year,
