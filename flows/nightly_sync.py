@@ -106,9 +106,14 @@ def prepare_chunk_task(
 # -- one source -------------------------------------------------------------------------------
 
 
-def _chunks(futures: list[PrefectFuture[PreparedChunk]]) -> Iterator[PreparedChunk]:
+def _chunks(
+    futures: list[PrefectFuture[PreparedChunk]], written: list[PreparedChunk]
+) -> Iterator[PreparedChunk]:
+    """Each chunk as its task finishes (in order), kept in ``written`` for after the commit."""
     for f in futures:
-        yield f.result()
+        chunk = f.result()
+        written.append(chunk)
+        yield chunk
 
 
 def _summary(name: str, run_id: int | None, totals: sync.RunTotals, status: str) -> dict[str, Any]:
@@ -171,6 +176,7 @@ def _sync_entity(
         full=snapshot is not None,
     )
     id_field = spec.mapping["source_record_id"]
+    stored = sync.stored_versions(conn, source=config.name, entity=entity)
     fetch = fetch_page.with_options(
         retries=settings.page_retries, retry_delay_seconds=settings.page_retry_delay_s
     )
@@ -189,9 +195,9 @@ def _sync_entity(
                 raise SuspiciousVolume(f"source {config.name} {entity}: {problem}")
         for note in check_schema(entity, page.records, spec.mapping):  # breaking drift raises SchemaDrift
             log.warning("%s %s page %d: %s", config.name, entity, page_no, note)
-        ids = [str(r[id_field]) for r in page.records if r.get(id_field) not in (None, "")]
-        with transaction(conn) as cur:
-            known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
+        known = {
+            k: v for r in page.records if (v := stored.get(k := str(r.get(id_field)).strip())) is not None
+        }
         done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -201,23 +207,25 @@ def _sync_entity(
             prepare_chunk_task.submit(
                 spec,
                 Opaque(piece),
-                Opaque({k: known[k] for r in piece if (k := str(r.get(id_field))) in known}),
+                Opaque({k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known}),
                 today,
             )
             for piece in pieces
         ]
+        written: list[PreparedChunk] = []
         result = sync.write_page(
             conn,
             run_id=run_id,
             source=config.name,
             entity=entity,
-            chunks=itertools.chain([done], _chunks(futures)),
+            chunks=itertools.chain([done], _chunks(futures, written)),
             received=len(page.records),
             since=since,
             cursor_after=page.cursor_after,
             snapshot_run_id=snapshot,
             on_reports=_intake(config.name) if entity == "cases" else None,
         )
+        sync.note_versions(stored, written)  # committed: later pages skip these versions
         totals.add(entity, result)
         log.info(
             "%s %s page %d: received %d, loaded %d, unchanged %d, quarantined %d, unmapped %d",

@@ -273,4 +273,5 @@ def prepare_chunk(
         by_method=Counter(placed.method),
         by_reason=Counter(str(j.reason) for j in rejects),
         seen=seen,
+        versions=[(r.source_record_id, r.source_updated_at) for r in fresh],
     )

@@ -3,8 +3,11 @@ an unchanged night may leave out of the prepare tasks, and what it must still se
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
+import pytest
+
+from connectors.reasons import Reason
 from connectors.validate import CHINA_TZ
 from flows.pipeline import ChunkSpec, skip_unchanged
 
@@ -64,3 +67,38 @@ def test_case_reports_and_pages_with_nothing_stored_are_never_skipped() -> None:
     assert done.skipped == 0 and todo == rows
     done, todo = skip_unchanged(_spec(), rows, {})
     assert done.skipped == 0 and done.high_water is None and todo == rows
+
+
+@pytest.mark.db
+def test_a_prepared_chunk_names_the_version_of_every_row_it_writes_and_no_other(
+    loaded_world, sandbox_dataset
+) -> None:  # type: ignore[no-untyped-def]
+    """What the run folds into its version map once the page commits: each written row's
+    (id, version) — not a row skipped as already stored, not a rejected row."""
+    from connectors.config import load_source_config
+    from flows.pipeline import current_cell_version, prepare_chunk
+    from grid.settings import PROJECT_ROOT
+
+    config = load_source_config(PROJECT_ROOT / "config" / "sources" / "yichang.toml")
+    mapping = dict(config.mapping["workers"])  # type: ignore[index]
+    rows = sandbox_dataset.rows("workers")[:400]
+    ok = [r for r in rows if r.label == "ok"]
+    bad = [r for r in rows if r.label not in ("ok",) and r.label in {x.value for x in Reason}]
+    assert len(ok) > 2 and bad, "the sandbox slice needs good and bad rows"
+    spec = ChunkSpec(
+        source="city",
+        entity="workers",
+        city_code=loaded_world.city_code,
+        cell_version=current_cell_version(loaded_world.city_code),
+        mapping=mapping,
+        default_crs="gcj02",
+        full=False,
+    )
+    stored = {ok[0].record_id: ok[0].updated_at, ok[1].record_id: ok[1].updated_at - timedelta(days=1)}
+    chunk = prepare_chunk(spec, [r.row for r in rows], stored, date(2026, 11, 21))
+    written = dict(chunk.versions)
+    assert len(written) == chunk.n_rows
+    assert ok[0].record_id not in written  # already stored at this version: skipped
+    assert written[ok[1].record_id] == ok[1].updated_at  # stored older: written, noted
+    assert all(written[r.record_id] == r.updated_at for r in ok[1:])
+    assert not {r.record_id for r in bad} & set(written)

@@ -140,6 +140,34 @@ def test_replay_of_a_page_changes_nothing(conn: psycopg2.extensions.connection) 
     assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 2
 
 
+def test_stored_versions_hold_each_live_record_and_follow_committed_pages(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """A run reads its stream's stored versions once; soft-deleted records are not among them (a
+    record that comes back must be written again), and each committed page's versions are folded
+    in, so a later page skips exactly what is now stored at that version."""
+    src = _source(conn)
+    run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
+    later = T0 + timedelta(hours=1)
+    first = _chunk([_ent("e1", T0), _ent("e2", T0), _ent("e3", later)], [])
+    sync.write_page(
+        conn, run_id=run, source=src, entity="enterprises", chunks=[first], received=3, since=None,
+        cursor_after="c1",
+    )  # fmt: skip
+    with transaction(conn) as cur:
+        cur.execute(
+            "UPDATE enterprise SET deleted_at = now() WHERE source = %s AND source_record_id = 'e2'", (src,)
+        )
+    stored = sync.stored_versions(conn, source=src, entity="enterprises")
+    assert stored == {"e1": T0, "e3": later}
+    assert sync.stored_versions(conn, source=src, entity="cases") == {}
+    assert sync.stored_versions(conn, source=_source(conn), entity="enterprises") == {}
+
+    page = PreparedChunk(entity="enterprises", versions=[("e2", later), ("e4", T0)])
+    sync.note_versions(stored, [PreparedChunk(entity="enterprises"), page])
+    assert stored == {"e1": T0, "e2": later, "e3": later, "e4": T0}
+
+
 def test_older_version_never_overwrites_newer(conn: psycopg2.extensions.connection) -> None:
     """The upsert is version-guarded on the source's update time."""
     src = _source(conn)
