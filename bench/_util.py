@@ -131,3 +131,14 @@ def cluster_pid(url: str) -> int | None:
         return int((Path(str(row[0])) / "postmaster.pid").read_text().split()[0]) if row else None
     except (OSError, ValueError, psycopg2.Error):
         return None
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores, /proc/stat; idle and iowait excluded).
+
+    The remainder after the processes a benchmark measures is everything else that ran meanwhile:
+    for the sync, mostly the Prefect API server recording task runs (and other tenants' load)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")

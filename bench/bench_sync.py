@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._util import cluster_pid, peak_rss_mb, process_tree_cpu_s, scratch_database, verdict
+from bench._util import cluster_pid, machine_cpu_s, peak_rss_mb, process_tree_cpu_s, scratch_database, verdict
 
 FIRST_TARGET = 25_000
 BASELINE_RATIO = 10.0
@@ -87,6 +87,14 @@ def _start_sandbox(port: int, workers: int, cells: int) -> subprocess.Popen[byte
         time.sleep(1)
     proc.kill()
     raise SystemExit("the sandbox did not come up")
+
+
+def _cpu(sandbox_pid: int, pg_pid: int | None) -> tuple[float, float, float, float, float]:
+    """CPU seconds so far of: this process, the sandbox, the database cluster, this process's other
+    children (the Prefect test server), the whole machine."""
+    own, served = time.process_time(), process_tree_cpu_s(sandbox_pid)
+    server = process_tree_cpu_s(os.getpid()) - own - served
+    return own, served, process_tree_cpu_s(pg_pid or 0), server, machine_cpu_s()
 
 
 def _sources(directory: Path, port: int, page_size: int) -> None:
@@ -237,16 +245,16 @@ def _run(args: argparse.Namespace, url: str, tmp: Path) -> None:
             sync_source = configured(sync_source)
         pg_pid = cluster_pid(url)
         with prefect_test_harness(server_startup_timeout=120):
-            cpu0 = (time.process_time(), process_tree_cpu_s(sandbox.pid), process_tree_cpu_s(pg_pid or 0))
+            cpu0 = _cpu(sandbox.pid, pg_pid)
             t = time.perf_counter()
             first = sync_source("bench")
             first_s = time.perf_counter() - t
-            cpu1 = (time.process_time(), process_tree_cpu_s(sandbox.pid), process_tree_cpu_s(pg_pid or 0))
+            cpu1 = _cpu(sandbox.pid, pg_pid)
             _rewind("bench")  # the same night again: every record re-fetched, none changed
             t = time.perf_counter()
             again = sync_source("bench")
             again_s = time.perf_counter() - t
-            cpu2 = (time.process_time(), process_tree_cpu_s(sandbox.pid), process_tree_cpu_s(pg_pid or 0))
+            cpu2 = _cpu(sandbox.pid, pg_pid)
         rss = peak_rss_mb()
         if cluster is not None:
             cluster.close()
@@ -268,10 +276,13 @@ def _run(args: argparse.Namespace, url: str, tmp: Path) -> None:
             ("first run", cpu0, cpu1, first["received"]),
             ("re-run", cpu1, cpu2, again["received"]),
         ):
-            own, served, db = (1e6 * (b - a) / max(1, received) for a, b in zip(before, after, strict=True))
+            own, served, db, server, machine = (
+                1e6 * (b - a) / max(1, received) for a, b in zip(before, after, strict=True)
+            )
             where = "" if pg_pid else " (cluster not on this machine: not measured)"
             print(f"  CPU per record of the {label}: sync process {own:.1f} us, sandbox {served:.1f} us, "
-                  f"database {db:.1f} us{where}")  # fmt: skip
+                  f"database {db:.1f} us{where}, Prefect server {server:.1f} us, rest of the machine "
+                  f"{machine - own - served - db - server:.1f} us (kernel networking, other load)")  # fmt: skip
         print(f"peak memory : {rss:,.0f} MiB (sync process)  target < {RSS_TARGET_MB:,} MiB: "
               f"{verdict(rss < RSS_TARGET_MB)}")  # fmt: skip
     finally:
