@@ -1,4 +1,5 @@
-"""Escalation sweep: fire due supervision steps, then deliver the outbox. Deployed every 15 minutes.
+"""Escalation sweep: fire due supervision steps, deliver the outbox, and purge ended sessions and
+old login attempts. Deployed every 15 minutes.
 
 Thin Prefect wiring over :func:`grid.cases.sweep.sweep` (set-based, idempotent, ``SKIP LOCKED``)
 and :func:`grid.cases.outbox.deliver` (the only step that touches the network, so the only task
@@ -20,6 +21,8 @@ from grid.cases.outbox import deliver, targets_from_env
 from grid.cases.service import rules_from_settings
 from grid.cases.sweep import sweep
 from grid.store.db import connect
+from grid.web import auth
+from grid.web.config import get_web_settings
 
 
 def parse_now(now: str | None, *, tz: Any) -> datetime:
@@ -52,17 +55,29 @@ def deliver_outbox(at: datetime) -> dict[str, int]:
         conn.close()
 
 
+@task(cache_policy=NO_CACHE, task_run_name="purge-login-history")
+def purge_login_history() -> dict[str, int]:
+    """Ended sessions and old login attempts (see ``GRIDFLOW_WEB_LOGIN_HISTORY_DAYS``)."""
+    conn = connect()
+    try:
+        return auth.purge_login_history(conn, web=get_web_settings())
+    finally:
+        conn.close()
+
+
 @flow(name="escalation-sweep", log_prints=False)
 def escalation_sweep(now: str | None = None, scope: str | None = None, batch: int = 1000) -> dict[str, Any]:
     """Sweep due steps at ``now`` (default: the current time) and deliver pending notices."""
     at = parse_now(now, tz=rules_from_settings().policy.calendar.tz)
     swept = sweep_due_steps(at, scope, batch)
     delivered = deliver_outbox(at)
+    purged = purge_login_history()
     row = {
         **{k: v for k, v in swept.items() if k != "now"},
         "at": at.isoformat(),
         "scope": scope or "all",
         **{f"outbox_{k}": v for k, v in delivered.items()},
+        **{f"purged_{k}": v for k, v in purged.items()},
     }
     create_table_artifact(
         key="escalation-sweep",

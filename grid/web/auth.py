@@ -155,5 +155,27 @@ def logout(conn: Conn, *, token: str) -> None:
         cur.execute("UPDATE web_session SET revoked_at = now() WHERE token_hash = %s", (_token_hash(token),))
 
 
+def purge_login_history(conn: Conn, *, web: WebSettings) -> dict[str, int]:
+    """Delete sessions that ended (expired, idle past the limit or revoked) and login attempts made
+    more than ``web.login_history_days`` ago. Uses the database clock, never a replayed time."""
+    keep = web.login_history_days
+    if keep < 1:
+        raise ValueError("GRIDFLOW_WEB_LOGIN_HISTORY_DAYS must be at least 1")
+    with transaction(conn) as cur:
+        cur.execute(
+            """
+            DELETE FROM web_session
+            WHERE least(expires_at, last_seen_at + make_interval(mins => %(idle)s),
+                        coalesce(revoked_at, 'infinity'::timestamptz))
+                  < now() - make_interval(days => %(keep)s)
+            """,
+            {"idle": web.session_idle_minutes, "keep": keep},
+        )
+        sessions = cur.rowcount
+        cur.execute("DELETE FROM login_attempt WHERE at < now() - make_interval(days => %s)", (keep,))
+        attempts = cur.rowcount
+    return {"sessions": sessions, "login_attempts": attempts}
+
+
 def csrf_ok(session: Session, presented: str | None) -> bool:
     return bool(presented) and hmac.compare_digest(session.csrf.encode(), (presented or "").encode())

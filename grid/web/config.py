@@ -21,6 +21,9 @@ class WebSettings(BaseSettings):
     login_max_failures: int = 5  # per login name within the window
     client_max_failures: int = 30  # per client address within the window
     login_window_minutes: int = 15
+    #: Days ended sessions and login attempts are kept for a security review, then purged (the
+    #: throttle looks back only ``login_window_minutes``; a client address is personal data).
+    login_history_days: int = 30
 
     @model_validator(mode="after")
     def _refuse_insecure_cookie(self) -> WebSettings:

@@ -41,6 +41,7 @@ def test_the_flow_sweeps_delivers_and_publishes_its_counts(
         first["outbox_delivered"] >= 6
     )  # assigned at opening, 2 reminders, 2 criticisms, assigned on escalation
     assert (second["steps"], second["events"]) == (0, 0)
+    assert {"purged_sessions", "purged_login_attempts"} <= set(first)  # housekeeping ran too
     pending = rows(
         conn,
         "SELECT count(*) FROM notification_outbox WHERE case_id = %s AND delivered_at IS NULL",

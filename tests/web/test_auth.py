@@ -241,3 +241,58 @@ def test_app_role_is_neither_owner_nor_superuser(database_url: str) -> None:
             assert cur.fetchone() == (0,)
     finally:
         conn.close()
+
+
+def test_ended_sessions_and_old_login_attempts_are_purged_after_the_history_period(
+    tree: Tree, owner_conn: psycopg2.extensions.connection
+) -> None:
+    """Retention rule: a session that ended (expired, idle past the limit or revoked) more than
+    GRIDFLOW_WEB_LOGIN_HISTORY_DAYS ago is deleted, and so is a login attempt that old; a live
+    session, a recently ended one and recent attempts stay."""
+    from grid.web.auth import purge_login_history
+    from grid.web.config import WebSettings
+
+    uid = next(iter(tree.user_ids.values()))
+    sessions = {  # name -> (created/last seen, expires, revoked), as SQL expressions
+        "live": ("now()", "now() + interval '1 hour'", "NULL"),
+        "expired_long_ago": ("now() - interval '40 days'", "now() - interval '31 days'", "NULL"),
+        "expired_lately": ("now() - interval '10 days'", "now() - interval '9 days'", "NULL"),
+        "revoked_long_ago": (
+            "now() - interval '35 days'",
+            "now() + interval '1 hour'",
+            "now() - interval '35 days'",
+        ),
+        "idle_long_ago": ("now() - interval '31 days'", "now() + interval '1 hour'", "NULL"),
+    }
+    with owner_conn.cursor() as cur:
+        for name, (seen, expires, revoked) in sessions.items():
+            cur.execute(
+                "INSERT INTO web_session (token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at,"
+                f" revoked_at) VALUES (sha256(%s::bytea), %s, 'x', {seen}, {seen}, {expires}, {revoked})",
+                (f"purge-test-{name}".encode(), uid),
+            )
+        cur.execute(
+            "INSERT INTO login_attempt (login_key, client, success, at) VALUES"
+            " ('\\x01', '10.0.0.1', false, now() - interval '31 days'),"
+            " ('\\x01', '10.0.0.1', false, now() - interval '29 days'), ('\\x01', '10.0.0.1', true, now())"
+        )
+        cur.execute("SELECT count(*) FROM login_attempt WHERE at < now() - interval '30 days'")
+        old_attempts = cur.fetchone()[0]  # type: ignore[index]
+
+    purged = purge_login_history(owner_conn, web=WebSettings(login_history_days=30))
+
+    with owner_conn.cursor() as cur:
+        cur.execute(
+            "SELECT n FROM unnest(%s::text[]) n WHERE EXISTS"
+            " (SELECT 1 FROM web_session WHERE token_hash = sha256(('purge-test-' || n)::bytea))",
+            (list(sessions),),
+        )
+        left = sorted(n for (n,) in cur.fetchall())
+        cur.execute("SELECT count(*) FROM login_attempt WHERE at < now() - interval '30 days'")
+        assert cur.fetchone()[0] == 0  # type: ignore[index]
+        cur.execute("SELECT count(*) FROM login_attempt WHERE client = '10.0.0.1'")
+        assert cur.fetchone()[0] == 2  # type: ignore[index]
+    assert left == ["expired_lately", "live"]
+    assert purged["sessions"] >= 3 and purged["login_attempts"] == old_attempts
+    with pytest.raises(ValueError, match="at least 1"):
+        purge_login_history(owner_conn, web=WebSettings(login_history_days=0))
