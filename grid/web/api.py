@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from grid.cases.service import ActionResult
@@ -51,6 +51,9 @@ class InboxOut(BaseModel):
     counts: dict[str, int]
     overdue: int
     total: int
+    matched: int = Field(description="cases matching every filter; `cases` is the page from `offset`")
+    offset: int
+    limit: int
 
 
 class EventOut(BaseModel):
@@ -210,13 +213,22 @@ def list_cases(
     kind: str | None = None,
     status: str = "open",
     owner: str | None = None,
+    limit: int = Query(casework.PAGE, ge=1, le=casework.MAX_PAGE),
+    offset: int = Query(0, ge=0),
     session: auth.Session = Depends(require_session),  # noqa: B008
 ) -> InboxOut:
     st = state_of(request)
     try:
         with st.db.connection() as conn:
             box = casework.inbox(
-                conn, session.principal, view=view, kind=kind, status=status, owner_prefix=owner
+                conn,
+                session.principal,
+                view=view,
+                kind=kind,
+                status=status,
+                owner_prefix=owner,
+                limit=limit,
+                offset=offset,
             )
     except _ERRORS as exc:
         raise _http(exc) from None
@@ -225,6 +237,9 @@ def list_cases(
         counts=box.counts,
         overdue=box.overdue,
         total=box.total,
+        matched=box.matched,
+        offset=offset,
+        limit=limit,
     )
 
 

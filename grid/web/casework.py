@@ -96,12 +96,25 @@ class InboxRow:
     overdue: bool
 
 
+#: Rows per page of a case list on the web pages; the API takes a ``limit`` of up to ``MAX_PAGE``.
+PAGE = 200
+MAX_PAGE = 1000
+_ENDED = ("resolved", "closed")
+
+
 @dataclass(frozen=True, slots=True)
 class Inbox:
     rows: list[InboxRow]
     counts: dict[str, int] = field(default_factory=dict)
     overdue: int = 0
     total: int = 0
+    #: Cases matching the status filter too (``rows`` is the page of them from ``offset``).
+    matched: int = 0
+    offset: int = 0
+
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.rows) < self.matched
 
 
 def inbox(
@@ -112,13 +125,19 @@ def inbox(
     kind: str | None = None,
     status: str = "open",
     owner_prefix: str | None = None,
-    limit: int = 200,
+    limit: int = PAGE,
+    offset: int = 0,
     unscoped: bool = False,
 ) -> Inbox:
     """Cases sorted by deadline (open first), overdue marked; counts by state for the same filter.
 
     ``view='mine'``: cases the principal owns (an officer: its cells); ``'subtree'``: everything in
-    scope, optionally under ``owner_prefix``."""
+    scope, optionally under ``owner_prefix``. One page of ``limit`` rows from ``offset`` (the
+    order is total: deadline, then case id)."""
+    if limit < 1:
+        raise BadRequest("limit must be at least 1")
+    if offset < 0:
+        raise BadRequest("offset must not be negative")
     where, args = _filter(p, unscoped=unscoped)
     clauses, params = [where], list(args)
     if view == "mine" and not unscoped and p.role is not Role.GRID_OFFICER:
@@ -153,9 +172,9 @@ def inbox(
             SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by,
                    state NOT IN ('resolved', 'closed') AND resolve_by < now()
             FROM case_file WHERE {base} AND {state_clause}
-            ORDER BY state IN ('resolved', 'closed'), resolve_by, id LIMIT %s
+            ORDER BY state IN ('resolved', 'closed'), resolve_by, id LIMIT %s OFFSET %s
             """,
-            [*params, *state_params, limit],
+            [*params, *state_params, limit, offset],
         )
         rows = [InboxRow(*r) for r in cur.fetchall()]
         cur.execute(
@@ -171,7 +190,13 @@ def inbox(
         for st, n, od in cur.fetchall():
             counts[str(st)] = int(n)
             overdue += int(od)
-    return Inbox(rows, counts, overdue, sum(counts.values()))
+    if status == "open":
+        matched = sum(n for st, n in counts.items() if st not in _ENDED)
+    elif status == "all":
+        matched = sum(counts.values())
+    else:
+        matched = counts.get(status, 0)
+    return Inbox(rows, counts, overdue, sum(counts.values()), matched, offset)
 
 
 # ----------------------------------------------------------------------------- case page

@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -148,6 +149,7 @@ def _inbox(request: Request, view: str) -> Response:
     st = state_of(request)
     if view == "subtree" and not p.is_supervisor:
         view = "mine"
+    page = int(q["page"]) if q.get("page", "").isdigit() and int(q["page"]) >= 1 else 1
     try:
         with st.db.connection() as conn:
             box = casework.inbox(
@@ -157,13 +159,24 @@ def _inbox(request: Request, view: str) -> Response:
                 kind=q.get("kind") or None,
                 status=q.get("status") or "open",
                 owner_prefix=q.get("owner") or None,
+                limit=casework.PAGE,
+                offset=(page - 1) * casework.PAGE,
             )
     except casework.BadRequest as exc:
         return render(request, "message.html", {"session": session, "message": str(exc)}, status=400)
+    filters = {k: v for k, v in q.items() if k != "page"}
     return render(
         request,
         "inbox.html",
-        {"session": session, "box": box, "view": view, "q": dict(q)},
+        {
+            "session": session,
+            "box": box,
+            "view": view,
+            "q": dict(q),
+            "page": page,
+            "prev_url": f"?{urlencode({**filters, 'page': page - 1})}" if page > 1 else None,
+            "next_url": f"?{urlencode({**filters, 'page': page + 1})}" if box.has_more else None,
+        },
     )
 
 

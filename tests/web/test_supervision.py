@@ -87,6 +87,44 @@ def test_subtree_filters_and_counts(tree: Tree, web_app: Any, database_url: str,
     assert page.status_code == 200 and f'data-case="{case_id}"' in page.text and "辖区案件" in page.text
 
 
+def test_case_lists_page_through_every_matching_case_in_deadline_order(
+    tree: Tree, web_app: Any, database_url: str, rules: CaseRules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paging rule: consecutive pages of a list, in the API and on the web page, hold every
+    matching case exactly once, in the list's order; the page says where it is and links on."""
+    for _ in range(3):
+        _town_case(database_url, tree, rules)
+    c = client(web_app)
+    login(c, next(u for u in tree.users if u.startswith("city")))
+    params = {"view": "subtree", "status": "all"}
+    whole = c.get("/api/v1/cases", params={**params, "limit": 1000}).json()
+    assert whole["matched"] == len(whole["cases"]) == whole["total"] >= 4
+    paged: list[int] = []
+    for offset in range(0, whole["matched"] + 2, 2):
+        body = c.get("/api/v1/cases", params={**params, "limit": 2, "offset": offset}).json()
+        assert body["matched"] == whole["matched"] and body["offset"] == offset
+        paged += [x["id"] for x in body["cases"]]
+    assert paged == [x["id"] for x in whole["cases"]]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}):
+        assert c.get("/api/v1/cases", params={**params, **bad}).status_code == 422
+
+    from grid.web import casework
+
+    first = c.get("/subtree?status=all")
+    assert first.status_code == 200 and "合计" in first.text
+    if whole["matched"] <= casework.PAGE:
+        assert 'data-testid="pager"' not in first.text  # one page: no pager
+    monkeypatch.setattr(casework, "PAGE", 2)  # a small page shows the links without 200+ cases
+    second = c.get("/subtree?status=all&page=2")
+    last = c.get(f"/subtree?status=all&page={(whole['matched'] + 1) // 2}")
+    ids = [x["id"] for x in whole["cases"]]
+    assert f'data-case="{ids[2]}"' in second.text and f'data-case="{ids[1]}"' not in second.text
+    assert 'href="?status=all&amp;page=1" rel="prev"' in second.text
+    assert 'href="?status=all&amp;page=3" rel="next"' in second.text
+    assert f"第 3–4 件，共 {whole['matched']} 件" in second.text
+    assert 'rel="next"' not in last.text and 'rel="prev"' in last.text
+
+
 def test_ledger_shows_units_below(tree: Tree, web_app: Any) -> None:
     c = client(web_app)
     login(c, next(u for u in tree.users if u.startswith("cty2")))
