@@ -176,7 +176,15 @@ def _sync_entity(
         full=snapshot is not None,
     )
     id_field = spec.mapping["source_record_id"]
-    stored = sync.stored_versions(conn, source=config.name, entity=entity)
+    # A stream fetched whole (no watermark yet, or a full snapshot) brings back every stored
+    # record: read their versions once. An incremental night brings only what changed: look up
+    # each page's ids instead.
+    whole = since is None or snapshot is not None
+    stored = (
+        sync.stored_versions(conn, source=config.name, entity=entity, limit=settings.version_map_limit)
+        if whole
+        else None
+    )
     fetch = fetch_page.with_options(
         retries=settings.page_retries, retry_delay_seconds=settings.page_retry_delay_s
     )
@@ -195,9 +203,12 @@ def _sync_entity(
                 raise SuspiciousVolume(f"source {config.name} {entity}: {problem}")
         for note in check_schema(entity, page.records, spec.mapping):  # breaking drift raises SchemaDrift
             log.warning("%s %s page %d: %s", config.name, entity, page_no, note)
-        known = {
-            k: v for r in page.records if (v := stored.get(k := str(r.get(id_field)).strip())) is not None
-        }
+        ids = [str(v).strip() for r in page.records if (v := r.get(id_field)) not in (None, "")]
+        if stored is not None:
+            known = {k: v for k in ids if (v := stored.get(k)) is not None}
+        else:
+            with transaction(conn) as cur:
+                known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
         done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -225,7 +236,8 @@ def _sync_entity(
             snapshot_run_id=snapshot,
             on_reports=_intake(config.name) if entity == "cases" else None,
         )
-        sync.note_versions(stored, written)  # committed: later pages skip these versions
+        if stored is not None:
+            sync.note_versions(stored, written)  # committed: later pages skip these versions
         totals.add(entity, result)
         log.info(
             "%s %s page %d: received %d, loaded %d, unchanged %d, quarantined %d, unmapped %d",

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     page_retries: int = 1
     max_parallel_sources: int = 4
     chunk_size: int = 2500
+    #: Largest stream whose stored versions a run that fetches the whole stream keeps in memory
+    #: (~150 bytes a record); a larger one is looked up page by page.
+    version_map_limit: int = 2_000_000
     prep_workers: int = 2
     dask_address: str | None = None
     page_retry_delay_s: float = 10.0

@@ -145,3 +145,41 @@ def _contexts_built() -> int:
     import flows.pipeline
 
     return len(flows.pipeline._contexts)
+
+
+def test_a_whole_stream_refetch_skips_the_same_records_with_or_without_the_version_map(
+    prefect_harness, loaded_world, sandbox_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Skipping rule: a run that fetches a whole stream again (cursor and watermark gone) skips
+    every stored record at its version and writes nothing — whether it holds the stream's
+    versions in memory or, past GRIDFLOW_VERSION_MAP_LIMIT, looks them up page by page."""
+    from flows.nightly_sync import sync_source
+    from grid.store import sync
+
+    lookups: list[str] = []
+    real_lookup = sync.existing_versions
+
+    def counted(cur: Any, *, source: str, entity: str, ids: Sequence[str]) -> Any:
+        lookups.append(source)
+        return real_lookup(cur, source=source, entity=entity, ids=ids)
+
+    monkeypatch.setattr(sync, "existing_versions", counted)  # a spy: the real lookup still runs
+    write_sources(tmp_path, mapped=sandbox_url, perpage=sandbox_url)
+    rows = {}
+    for name, limit in (("mapped", "2000000"), ("perpage", "1")):
+        with sources_env(tmp_path), env(GRIDFLOW_VERSION_MAP_LIMIT=limit):
+            first = sync_source(name)
+            before = fingerprint(name)
+            query("DELETE FROM source_cursor WHERE source = %s RETURNING 1", name)
+            again = sync_source(name)
+        assert fingerprint(name) == before
+        assert (lookups.count(name) > 0) == (name == "perpage")  # the path each limit chose
+        assert again["loaded"] == 0
+        assert again["received"] == first["received"]
+        assert again["unchanged"] == first["loaded"] + first["unchanged"]
+        rows[name] = (first, again, before)
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("source", "run_id")}  # noqa: E731
+    assert strip(rows["mapped"][1]) == strip(rows["perpage"][1])
+    assert {t: n for t, (n, _) in rows["mapped"][2].items()} == {
+        t: n for t, (n, _) in rows["perpage"][2].items()
+    }

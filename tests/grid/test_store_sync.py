@@ -143,9 +143,10 @@ def test_replay_of_a_page_changes_nothing(conn: psycopg2.extensions.connection) 
 def test_stored_versions_hold_each_live_record_and_follow_committed_pages(
     conn: psycopg2.extensions.connection,
 ) -> None:
-    """A run reads its stream's stored versions once; soft-deleted records are not among them (a
-    record that comes back must be written again), and each committed page's versions are folded
-    in, so a later page skips exactly what is now stored at that version."""
+    """A run that fetches a whole stream reads its stored versions once (unless there are more
+    than the limit); soft-deleted records are not among them (a record that comes back must be
+    written again), and each committed page's versions are folded in, so a later page skips
+    exactly what is now stored at that version."""
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     later = T0 + timedelta(hours=1)
@@ -158,10 +159,11 @@ def test_stored_versions_hold_each_live_record_and_follow_committed_pages(
         cur.execute(
             "UPDATE enterprise SET deleted_at = now() WHERE source = %s AND source_record_id = 'e2'", (src,)
         )
-    stored = sync.stored_versions(conn, source=src, entity="enterprises")
+    stored = sync.stored_versions(conn, source=src, entity="enterprises", limit=2)
     assert stored == {"e1": T0, "e3": later}
-    assert sync.stored_versions(conn, source=src, entity="cases") == {}
-    assert sync.stored_versions(conn, source=_source(conn), entity="enterprises") == {}
+    assert sync.stored_versions(conn, source=src, entity="enterprises", limit=1) is None  # too big: per page
+    assert sync.stored_versions(conn, source=src, entity="cases", limit=2) == {}
+    assert sync.stored_versions(conn, source=_source(conn), entity="enterprises", limit=2) == {}
 
     page = PreparedChunk(entity="enterprises", versions=[("e2", later), ("e4", T0)])
     sync.note_versions(stored, [PreparedChunk(entity="enterprises"), page])
