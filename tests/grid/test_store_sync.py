@@ -6,6 +6,7 @@ import secrets
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg2
 import pytest
@@ -79,6 +80,18 @@ def _chunk(rows: list, rejects: list, entity: str | None = None) -> PreparedChun
     )
 
 
+def _write(
+    conn: psycopg2.extensions.connection,
+    run: int,
+    src: str,
+    *chunks: PreparedChunk,
+    entity: str = "enterprises",
+    **page: Any,
+) -> sync.PageResult:
+    """``sync.write_page`` of ``chunks`` as one page of ``src`` fetched from no watermark."""
+    return sync.write_page(conn, run_id=run, source=src, entity=entity, chunks=chunks, since=None, **page)
+
+
 # Text fields rich in what COPY must escape (tab, newline, CR, backslash, and the "\\N" that
 # stands for NULL), and NULLs.
 _FIELD = (
@@ -115,26 +128,8 @@ def test_replay_of_a_page_changes_nothing(conn: psycopg2.extensions.connection) 
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     rows = [_ent("e1", T0), _ent("e2", T0, cell=None)]
-    first = sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk(rows, [])],
-        received=2,
-        since=None,
-        cursor_after="c1",
-    )
-    again = sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk(rows, [])],
-        received=2,
-        since=None,
-        cursor_after="c1",
-    )
+    first = _write(conn, run, src, _chunk(rows, []), received=2, cursor_after="c1")
+    again = _write(conn, run, src, _chunk(rows, []), received=2, cursor_after="c1")
     assert (first.inserted, first.updated, first.unmapped) == (2, 0, 1)
     assert (again.loaded, again.unchanged) == (0, 2)
     assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 2
@@ -151,10 +146,7 @@ def test_stored_versions_hold_each_live_record_and_follow_committed_pages(
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     later = T0 + timedelta(hours=1)
     first = _chunk([_ent("e1", T0), _ent("e2", T0), _ent("e3", later)], [])
-    sync.write_page(
-        conn, run_id=run, source=src, entity="enterprises", chunks=[first], received=3, since=None,
-        cursor_after="c1",
-    )  # fmt: skip
+    _write(conn, run, src, first, received=3, cursor_after="c1")
     with transaction(conn) as cur:
         cur.execute(
             "UPDATE enterprise SET deleted_at = now() WHERE source = %s AND source_record_id = 'e2'", (src,)
@@ -174,34 +166,21 @@ def test_older_version_never_overwrites_newer(conn: psycopg2.extensions.connecti
     """The upsert is version-guarded on the source's update time."""
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
-    sync.write_page(
+    _write(
         conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e1", T0 + timedelta(hours=1), name="新名称")], [])],
+        run,
+        src,
+        _chunk([_ent("e1", T0 + timedelta(hours=1), name="新名称")], []),
         received=1,
-        since=None,
         cursor_after=None,
     )
-    stale = sync.write_page(
+    stale = _write(conn, run, src, _chunk([_ent("e1", T0, name="旧名称")], []), received=1, cursor_after=None)
+    newer = _write(
         conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e1", T0, name="旧名称")], [])],
+        run,
+        src,
+        _chunk([_ent("e1", T0 + timedelta(hours=2), name="更新名称")], []),
         received=1,
-        since=None,
-        cursor_after=None,
-    )
-    newer = sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e1", T0 + timedelta(hours=2), name="更新名称")], [])],
-        received=1,
-        since=None,
         cursor_after=None,
     )
     assert stale.loaded == 0 and newer.updated == 1
@@ -216,16 +195,7 @@ def test_reject_is_quarantined_once_per_record_and_reason(conn: psycopg2.extensi
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     rej = [("w9", "bad_id_checksum", "id_number", "check digit does not match", b"h" * 32, b"\x01enc")]
     for _ in range(2):
-        page = sync.write_page(
-            conn,
-            run_id=run,
-            source=src,
-            entity="workers",
-            chunks=[_chunk([], rej)],
-            received=1,
-            since=None,
-            cursor_after="c",
-        )
+        page = _write(conn, run, src, _chunk([], rej), entity="workers", received=1, cursor_after="c")
         assert page.quarantined == 1 and page.by_reason == {"bad_id_checksum": 1}
     assert _count(conn, "SELECT count(*) FROM quarantine WHERE source = %s", src) == 1
 
@@ -234,29 +204,11 @@ def test_cursor_advances_only_with_its_page(conn: psycopg2.extensions.connection
     """A page whose write fails leaves neither rows nor a moved cursor behind."""
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
-    sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e1", T0)], [])],
-        received=1,
-        since=None,
-        cursor_after="after-page-1",
-    )
+    _write(conn, run, src, _chunk([_ent("e1", T0)], []), received=1, cursor_after="after-page-1")
     bad = _ent("e2", T0)
     bad = (*bad[:12], "4205020010010XY", *bad[13:])  # violates the cell-code check
     with pytest.raises(psycopg2.Error):
-        sync.write_page(
-            conn,
-            run_id=run,
-            source=src,
-            entity="enterprises",
-            chunks=[_chunk([bad], [])],
-            received=1,
-            since=None,
-            cursor_after="after-page-2",
-        )
+        _write(conn, run, src, _chunk([bad], []), received=1, cursor_after="after-page-2")
     with transaction(conn) as cur:
         assert sync.get_cursor(cur, source=src, entity="enterprises") == "after-page-1"
     assert _count(conn, "SELECT count(*) FROM enterprise WHERE source = %s", src) == 1
@@ -273,14 +225,12 @@ def test_after_write_sees_the_page_and_commits_or_fails_with_it(conn: psycopg2.e
         cur.execute("SELECT count(*) FROM enterprise WHERE source = %s", (src,))
         seen.append(cur.fetchone()[0])
 
-    sync.write_page(
+    _write(
         conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e1", T0)], [])],
+        run,
+        src,
+        _chunk([_ent("e1", T0)], []),
         received=1,
-        since=None,
         cursor_after="after-page-1",
         after_write=look,
     )
@@ -291,14 +241,12 @@ def test_after_write_sees_the_page_and_commits_or_fails_with_it(conn: psycopg2.e
         raise RuntimeError("settling failed")
 
     with pytest.raises(RuntimeError):
-        sync.write_page(
+        _write(
             conn,
-            run_id=run,
-            source=src,
-            entity="enterprises",
-            chunks=[_chunk([_ent("e2", T0)], [])],
+            run,
+            src,
+            _chunk([_ent("e2", T0)], []),
             received=1,
-            since=None,
             cursor_after="after-page-2",
             after_write=fail,
         )
@@ -313,16 +261,7 @@ def test_finish_run_records_counts_and_cursors(conn: psycopg2.extensions.connect
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     totals = sync.RunTotals()
-    page = sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e1", T0)], [])],
-        received=1,
-        since=None,
-        cursor_after="k1",
-    )
+    page = _write(conn, run, src, _chunk([_ent("e1", T0)], []), received=1, cursor_after="k1")
     totals.add("enterprises", page)
     sync.finish_run(conn, run_id=run, totals=totals)
     with transaction(conn) as cur:
@@ -337,28 +276,10 @@ def test_stream_end_moves_watermark_and_clears_cursor(conn: psycopg2.extensions.
     src = _source(conn)
     run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
     t1, t2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
-    sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e1", t2)], [])],
-        received=1,
-        since=None,
-        cursor_after="k1",
-    )
+    _write(conn, run, src, _chunk([_ent("e1", t2)], []), received=1, cursor_after="k1")
     with transaction(conn) as cur:
         assert sync.get_position(cur, source=src, entity="enterprises") == sync.StreamPosition("k1", None)
-    sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[_chunk([_ent("e2", t1)], [])],
-        received=1,
-        since=None,
-        cursor_after=None,
-    )
+    _write(conn, run, src, _chunk([_ent("e2", t1)], []), received=1, cursor_after=None)
     with transaction(conn) as cur:
         assert sync.get_position(cur, source=src, entity="enterprises") == sync.StreamPosition(None, t2)
 
@@ -366,17 +287,7 @@ def test_stream_end_moves_watermark_and_clears_cursor(conn: psycopg2.extensions.
 def _full_page(conn, src: str, run: int, snap: int, ids: list[str]) -> sync.PageResult:  # type: ignore[no-untyped-def]
     chunk = _chunk([_ent(i, T0) for i in ids], [])
     chunk.seen = list(ids)
-    return sync.write_page(
-        conn,
-        run_id=run,
-        source=src,
-        entity="enterprises",
-        chunks=[chunk],
-        received=len(ids),
-        since=None,
-        cursor_after=None,
-        snapshot_run_id=snap,
-    )
+    return _write(conn, run, src, chunk, received=len(ids), cursor_after=None, snapshot_run_id=snap)
 
 
 def test_record_missing_from_two_full_snapshots_is_soft_deleted(conn: psycopg2.extensions.connection) -> None:
