@@ -323,7 +323,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
                     conn, config, entity, run_id=run_id, full=full, cell_version=version, totals=totals
                 )
         except Exception as exc:
-            error = (str(exc).splitlines() or [type(exc).__name__])[0]
+            error = sync.error_line(exc)
             raise
         finally:
             conn.rollback()
@@ -354,7 +354,7 @@ def run_source(source_name: str, full: bool) -> dict[str, Any]:
     if state.is_completed():
         return {"ok": True, "row": state.result()}
     exc = state.result(raise_on_failure=False)
-    reason = (str(exc).splitlines() or [""])[0] if isinstance(exc, BaseException) else ""
+    reason = sync.error_line(exc) if isinstance(exc, BaseException) else ""
     return {"ok": False, "source": source_name, "error": reason or state.name or "failed"}
 
 

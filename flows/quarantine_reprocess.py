@@ -167,7 +167,7 @@ def _reprocess_source(
                     ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
                 )  # fmt: skip
         except Exception as exc:
-            error = (str(exc).splitlines() or [type(exc).__name__])[0]
+            error = sync.error_line(exc)
             raise
         finally:
             conn.rollback()
@@ -198,7 +198,7 @@ def quarantine_reprocess(quarantine_ids: list[int], request_id: int = 0) -> dict
                 raise ReprocessFailed(f"{source}: no source config of that name")
             _reprocess_source(source, group, config, outcome)
         except Exception as exc:
-            failed.append((str(exc).splitlines() or [type(exc).__name__])[0])
+            failed.append(sync.error_line(exc))
             outcome["failed"] += len(group)
     counts = {k: v for k, v in sorted(outcome.items()) if v}
     error = "; ".join(failed) or None

@@ -261,6 +261,12 @@ def start_run(
         return int(fetch_one(cur)[0])
 
 
+def error_line(exc: BaseException) -> str:
+    """What a run records of the error that ended it: its first line (the exception's name when it
+    has no message). Our errors say in one sentence what went wrong, without personal data."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def finish_run(
     conn: psycopg2.extensions.connection, *, run_id: int, totals: RunTotals, error: str | None = None
 ) -> None:
