@@ -99,7 +99,6 @@ class InboxRow:
 #: Rows per page of a case list on the web pages; the API takes a ``limit`` of up to ``MAX_PAGE``.
 PAGE = 200
 MAX_PAGE = 1000
-_ENDED = ("resolved", "closed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +157,7 @@ def inbox(
     base = " AND ".join(clauses)
     state_clause, state_params = "true", []
     if status == "open":
-        state_clause = "state NOT IN ('resolved', 'closed')"
+        state_clause = service.SQL_OPEN
     elif status != "all":
         try:
             State(status)
@@ -170,17 +169,16 @@ def inbox(
         cur.execute(
             f"""
             SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by,
-                   state NOT IN ('resolved', 'closed') AND resolve_by < now()
+                   {service.SQL_OPEN} AND resolve_by < now()
             FROM case_file WHERE {base} AND {state_clause}
-            ORDER BY state IN ('resolved', 'closed'), resolve_by, id LIMIT %s OFFSET %s
+            ORDER BY NOT ({service.SQL_OPEN}), resolve_by, id LIMIT %s OFFSET %s
             """,
             [*params, *state_params, limit, offset],
         )
         rows = [InboxRow(*r) for r in cur.fetchall()]
         cur.execute(
             f"""
-            SELECT state, count(*), count(*) FILTER (WHERE state NOT IN ('resolved', 'closed')
-                                                       AND resolve_by < now())
+            SELECT state, count(*), count(*) FILTER (WHERE {service.SQL_OPEN} AND resolve_by < now())
             FROM case_file WHERE {base} GROUP BY state
             """,
             params,
@@ -191,7 +189,7 @@ def inbox(
             counts[str(st)] = int(n)
             overdue += int(od)
     if status == "open":
-        matched = sum(n for st, n in counts.items() if st not in _ENDED)
+        matched = sum(n for st, n in counts.items() if State(st) not in service.DONE_STATES)
     elif status == "all":
         matched = sum(counts.values())
     else:
