@@ -36,7 +36,7 @@ from grid.monitoring.dashboard_data import (
     ranking_data,
 )
 from grid.web.auth import Session
-from grid.web.deps import lang_of, state_of
+from grid.web.deps import lang_of, page_of, state_of
 from grid.web.i18n import label, translator
 from grid.web.scope import Conn, Principal, Role, apply_scope
 from grid.web.views import gate, message, render
@@ -236,10 +236,7 @@ def ranking_page(request: Request, code: str) -> Response:
         run, rows = ranking_data(conn, unit=own, prefix=scope_prefix(p), level=level, on_or_before=q.on)
     d, lvl = own, level
     pages = max(1, -(-len(rows) // RANK_PAGE))
-    try:
-        page = min(max(int(request.query_params.get("page") or 1), 1), pages)
-    except ValueError:
-        page = 1
+    page = min(page_of(request), pages)
     first = (page - 1) * RANK_PAGE
     base = {"level": lvl, "on": q.on.isoformat() if q.on else None}
     return render(

@@ -40,6 +40,12 @@ def lang_of(request: Request) -> str:
     return "en" if request.cookies.get("gridflow_lang") == "en" else "zh"
 
 
+def page_of(request: Request) -> int:
+    """The 1-based ``?page=`` of a paged list; anything else (missing, not a number, < 1) is 1."""
+    raw = request.query_params.get("page") or ""
+    return max(1, int(raw)) if raw.isdigit() else 1
+
+
 def remember_lang(request: Request, response: Response) -> None:
     q = request.query_params.get("lang")
     if q in ("zh", "en"):

@@ -21,6 +21,7 @@ from grid.web.deps import (
     client_of,
     form_of,
     lang_of,
+    page_of,
     remember_lang,
     session_of,
     set_session_cookie,
@@ -149,7 +150,7 @@ def _inbox(request: Request, view: str) -> Response:
     st = state_of(request)
     if view == "subtree" and not p.is_supervisor:
         view = "mine"
-    page = int(q["page"]) if q.get("page", "").isdigit() and int(q["page"]) >= 1 else 1
+    page = page_of(request)
     try:
         with st.db.connection() as conn:
             box = casework.inbox(
