@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import psycopg2
@@ -46,16 +45,6 @@ pytestmark = [pytest.mark.db]
 __all__ = ["province"]  # the fixture, imported so pytest finds it
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[psycopg2.extensions.connection]:
-    c = psycopg2.connect(database_url)
-    try:
-        yield c
-    finally:
-        c.rollback()
-        c.close()
-
-
 def stored(conn: psycopg2.extensions.connection, day: date) -> dict[str, tuple[int, ...]]:
     """The stored rows of the seeded province for a date, counts in COUNT_FIELDS order."""
     with conn.cursor() as cur:
@@ -91,14 +80,14 @@ def test_every_column_matches_the_hand_computed_numbers(
 
 
 def test_every_current_division_gets_a_row_and_retired_ones_none(
-    snapshot: dict[str, tuple[int, ...]], db: psycopg2.extensions.connection
+    snapshot: dict[str, tuple[int, ...]], conn: psycopg2.extensions.connection
 ) -> None:
     """Rule: every current division (valid_to IS NULL) has a row, an empty one all zeros; a retired
     division has none; the run row records how many rows were written."""
     assert set(snapshot) == CURRENT_CODES  # 14 codes, RETIRED not among them
     assert RETIRED not in snapshot
     assert snapshot[B1b] == ZERO
-    with db.cursor() as cur:
+    with conn.cursor() as cur:
         cur.execute(
             "SELECT (SELECT count(*) FROM coverage_snapshot WHERE snapshot_date = %(d)s),"
             " (SELECT divisions FROM coverage_run WHERE snapshot_date = %(d)s),"
@@ -152,7 +141,7 @@ def test_records_without_a_division_count_for_their_source_city_only(
 
 
 def test_previous_year_cases_are_excluded_but_still_count_as_overdue(
-    province: list[date], db: psycopg2.extensions.connection, snapshot: dict[str, tuple[int, ...]]
+    province: list[date], conn: psycopg2.extensions.connection, snapshot: dict[str, tuple[int, ...]]
 ) -> None:
     """Window rule: year counts take cases opened in the snapshot's calendar year in Asia/Shanghai,
     up to as_of; overdue takes open cases of any year. A1a1 has 7 case rows: c8 and c9 (2025) and c11
@@ -167,8 +156,8 @@ def test_previous_year_cases_are_excluded_but_still_count_as_overdue(
 
     end_2025 = date(2025, 12, 31)
     province.append(end_2025)
-    compute_snapshot(db, snapshot_date=end_2025, as_of=datetime(2026, 1, 1, tzinfo=SH))
-    rows = stored(db, end_2025)
+    compute_snapshot(conn, snapshot_date=end_2025, as_of=datetime(2026, 1, 1, tzinfo=SH))
+    rows = stored(conn, end_2025)
     old = dict(zip(COUNT_FIELDS, rows[A1a1], strict=True))
     assert (old["cases"], old["disputes"], old["disputes_resolved"], old["disputes_on_time"]) == (2, 2, 1, 0)
     assert (old["due"], old["overdue"]) == (1, 0)  # c8 done; c9 due 2026-01-20
@@ -178,37 +167,37 @@ def test_previous_year_cases_are_excluded_but_still_count_as_overdue(
 
 
 def test_rerunning_a_date_replaces_its_rows(
-    province: list[date], db: psycopg2.extensions.connection, snapshot: dict[str, tuple[int, ...]]
+    province: list[date], conn: psycopg2.extensions.connection, snapshot: dict[str, tuple[int, ...]]
 ) -> None:
     """Idempotence rule: computing a date again replaces that date's rows (no duplicates, same
     numbers when nothing changed, new numbers when something did) and keeps one run row, without
     touching other dates."""
     day = date(2026, 7, 12)
     province.append(day)
-    compute_snapshot(db, snapshot_date=day, as_of=AS_OF)
-    first = stored(db, day)
-    compute_snapshot(db, snapshot_date=day, as_of=AS_OF)
-    assert stored(db, day) == first == snapshot
-    with db.cursor() as cur:  # one more A1a1 worker soft-deleted, then the same date again
+    compute_snapshot(conn, snapshot_date=day, as_of=AS_OF)
+    first = stored(conn, day)
+    compute_snapshot(conn, snapshot_date=day, as_of=AS_OF)
+    assert stored(conn, day) == first == snapshot
+    with conn.cursor() as cur:  # one more A1a1 worker soft-deleted, then the same date again
         cur.execute(
             "UPDATE worker SET deleted_at = now() WHERE id = (SELECT min(id) FROM worker"
             " WHERE division_code = %s AND deleted_at IS NULL)",
             (A1a1,),
         )
-    db.commit()
+    conn.commit()
     try:
-        compute_snapshot(db, snapshot_date=day, as_of=AS_OF)
-        again = stored(db, day)
+        compute_snapshot(conn, snapshot_date=day, as_of=AS_OF)
+        again = stored(conn, day)
     finally:
-        with db.cursor() as cur:
+        with conn.cursor() as cur:
             cur.execute(
                 "UPDATE worker SET deleted_at = NULL WHERE division_code = %s AND deleted_at > %s",
                 (A1a1, AS_OF),
             )
-        db.commit()
+        conn.commit()
     assert again[A1a1][2:4] == (5, 5) and again[P][2:4] == (26, 17)
-    assert stored(db, DAY) == snapshot  # the other date is untouched
-    with db.cursor() as cur:
+    assert stored(conn, DAY) == snapshot  # the other date is untouched
+    with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM coverage_run WHERE snapshot_date = %s", (day,))
         assert cur.fetchone() == (1,)
         cur.execute(
@@ -242,11 +231,11 @@ def test_rates_are_computed_on_read_and_undefined_without_a_denominator(
 
 
 def test_province_summary_lists_provinces_with_records_and_all_their_cities(
-    snapshot: dict[str, tuple[int, ...]], db: psycopg2.extensions.connection
+    snapshot: dict[str, tuple[int, ...]], conn: psycopg2.extensions.connection
 ) -> None:
     """Summary rule: the summary of a date holds every province with any record and all of its
     cities, with names and counts; latest_run finds the newest date on or before a day."""
-    summary = province_summary(db, DAY)
+    summary = province_summary(conn, DAY)
     assert summary is not None
     ours = [p for p in summary.provinces if p.code == P]
     assert len(ours) == 1 and ours[0].counts == Counts.from_values(EXPECTED[P])
@@ -254,20 +243,20 @@ def test_province_summary_lists_provinces_with_records_and_all_their_cities(
     cities = {c.code: c.counts for c in summary.cities if c.code.startswith("99")}
     assert cities == {A: Counts.from_values(EXPECTED[A]), B: Counts.from_values(EXPECTED[B])}
     assert summary.as_of == AS_OF
-    assert province_summary(db, date(2001, 1, 1)) is None
-    run = latest_run(db, on_or_before=date(2026, 7, 13))
+    assert province_summary(conn, date(2001, 1, 1)) is None
+    run = latest_run(conn, on_or_before=date(2026, 7, 13))
     assert run is not None and run.snapshot_date == DAY
-    assert latest_run(db, on_or_before=date(2001, 1, 1)) is None
+    assert latest_run(conn, on_or_before=date(2001, 1, 1)) is None
 
 
 def test_a_snapshot_is_current_only_if_computed_after_the_last_sync(
-    snapshot: dict[str, tuple[int, ...]], db: psycopg2.extensions.connection
+    snapshot: dict[str, tuple[int, ...]], conn: psycopg2.extensions.connection
 ) -> None:
     """Fallback rule: the 06:00 schedule skips a date whose snapshot was computed after the last
     sync run finished, and computes one that is missing or older."""
-    assert snapshot_is_current(db, DAY)
-    assert not snapshot_is_current(db, date(2001, 1, 1))
-    with db.cursor() as cur:  # a sync run that finishes after the snapshot was computed
+    assert snapshot_is_current(conn, DAY)
+    assert not snapshot_is_current(conn, date(2001, 1, 1))
+    with conn.cursor() as cur:  # a sync run that finishes after the snapshot was computed
         cur.execute(
             "INSERT INTO source (name, display_name, city_code, kind, crs) VALUES ('covtest_x', 'x', %s,"
             " 'file', 'wgs84')",
@@ -277,15 +266,15 @@ def test_a_snapshot_is_current_only_if_computed_after_the_last_sync(
             "INSERT INTO sync_run (source, status, finished_at)"
             " VALUES ('covtest_x', 'completed', now() + interval '1 hour')"
         )
-    db.commit()
+    conn.commit()
     try:
-        assert not snapshot_is_current(db, DAY)
+        assert not snapshot_is_current(conn, DAY)
     finally:
-        with db.cursor() as cur:
+        with conn.cursor() as cur:
             cur.execute("DELETE FROM sync_run WHERE source = 'covtest_x'")
             cur.execute("DELETE FROM source WHERE name = 'covtest_x'")
-        db.commit()
-    assert snapshot_is_current(db, DAY)
+        conn.commit()
+    assert snapshot_is_current(conn, DAY)
 
 
 @pytest.mark.parametrize(
@@ -314,16 +303,16 @@ def test_snapshot_date_and_as_of(
     assert as_of_for(asked, now=now, tz=SH) == (expected_day, expected_as_of)
 
 
-def test_a_future_date_or_a_naive_as_of_is_refused(db: psycopg2.extensions.connection) -> None:
+def test_a_future_date_or_a_naive_as_of_is_refused(conn: psycopg2.extensions.connection) -> None:
     """Time rule: no snapshot of a day that has not begun; as_of must carry a time zone."""
     with pytest.raises(CoverageError, match="future"):
         as_of_for(date(2026, 7, 15), now=datetime(2026, 7, 13, 22, 30, tzinfo=UTC), tz=SH)
     with pytest.raises(CoverageError, match="time zone"):
-        compute_snapshot(db, snapshot_date=DAY, as_of=datetime(2026, 7, 13, 20, 0))
+        compute_snapshot(conn, snapshot_date=DAY, as_of=datetime(2026, 7, 13, 20, 0))
 
 
 def test_the_cli_computes_a_date_and_shows_a_division(
-    province: list[date], db: psycopg2.extensions.connection
+    province: list[date], conn: psycopg2.extensions.connection
 ) -> None:
     """CLI rule: ``gridflow coverage --date D`` computes D's snapshot and prints the province summary;
     ``gridflow coverage show CODE --date D`` prints that division's numbers, rates and children.
@@ -347,4 +336,4 @@ def test_the_cli_computes_a_date_and_shows_a_division(
 
     refused = runner.invoke(app, ["coverage", "show", "99", "--date", "2026-07-13"])
     assert refused.exit_code == 1 and "12 digits" in refused.output
-    compute_snapshot(db, snapshot_date=DAY, as_of=AS_OF)  # the module's snapshot as it was
+    compute_snapshot(conn, snapshot_date=DAY, as_of=AS_OF)  # the module's snapshot as it was

@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from grid.cases.intake import CaseReport
 from grid.cases.kinds import CaseKind
@@ -284,6 +284,16 @@ def login(c: TestClient, user: str, password: str = PASSWORD) -> str:
     r = c.post("/api/v1/session", json={"login": user, "password": password})
     assert r.status_code == 200, r.text
     return str(r.json()["csrf_token"])
+
+
+def sign_in(page: Page, base_url: str, user: str) -> None:
+    """Sign in through the login form in a browser; lands on the inbox."""
+    page.goto(f"{base_url}/login")
+    expect(page.locator("h1")).to_have_text("登录")
+    page.fill("input[name=login]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/inbox")
 
 
 def version_of(conn: psycopg2.extensions.connection, case_id: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.web.conftest import PASSWORD, LiveServer, Tree
+from tests.web.conftest import LiveServer, Tree, sign_in
 
 pytestmark = pytest.mark.db
 
@@ -33,15 +33,6 @@ def page(browser: Browser) -> Iterator[Page]:
     ctx.close()
 
 
-def _sign_in(page: Page, base_url: str, user: str) -> None:
-    page.goto(f"{base_url}/login")
-    expect(page.locator("h1")).to_have_text("登录")
-    page.fill("input[name=login]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/inbox")
-
-
 def _listed(page: Page) -> set[int]:
     return {int(x) for x in page.locator("tr[data-case]").evaluate_all("rs => rs.map(r => r.dataset.case)")}
 
@@ -50,7 +41,7 @@ def test_officer_sees_only_own_cases_and_resolves_one(
     page: Page, base_url: str, tree: Tree, owner_conn: Any
 ) -> None:
     user = next(u for u in tree.users if u.startswith("off4"))
-    _sign_in(page, base_url, user)
+    sign_in(page, base_url, user)
     expect(page.locator("h1")).to_have_text("我的案件")
     mine = {i for i, chain in tree.chain.items() if chain == tree.cells[3]}
     assert _listed(page) & set(tree.cases.values()) == mine
@@ -79,7 +70,7 @@ def test_officer_sees_only_own_cases_and_resolves_one(
 
 def test_county_sees_subtree_and_urges_a_town(page: Page, base_url: str, tree: Tree, owner_conn: Any) -> None:
     user = next(u for u in tree.users if u.startswith("cty1"))
-    _sign_in(page, base_url, user)
+    sign_in(page, base_url, user)
     page.click("a[href='/subtree']")
     expect(page.locator("h1")).to_have_text("辖区案件")
     page.select_option("select[name=status]", "all")
@@ -115,7 +106,7 @@ def test_county_sees_subtree_and_urges_a_town(page: Page, base_url: str, tree: T
 def test_reveal_writes_an_audit_row(page: Page, base_url: str, tree: Tree, owner_conn: Any) -> None:
     user = next(u for u in tree.users if u.startswith("com1"))
     case_id = tree.cases["c6"]  # owned by community 1
-    _sign_in(page, base_url, user)
+    sign_in(page, base_url, user)
     page.goto(f"{base_url}/cases/{case_id}")
     cell = page.locator("[data-testid=worker_phone]")
     expect(cell).to_contain_text("****")
@@ -136,7 +127,7 @@ def test_reveal_writes_an_audit_row(page: Page, base_url: str, tree: Tree, owner
 
 def test_pages_render_in_chinese_and_switch_to_english(page: Page, base_url: str, tree: Tree) -> None:
     user = next(u for u in tree.users if u.startswith("town1"))
-    _sign_in(page, base_url, user)
+    sign_in(page, base_url, user)
     assert page.locator("html").get_attribute("lang") == "zh-CN"
     expect(page.locator("header.top")).to_contain_text("工会网格工作台")
     page.goto(f"{base_url}/inbox?lang=en")

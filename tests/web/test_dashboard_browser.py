@@ -14,17 +14,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.web.conftest import PASSWORD, LiveServer
-from tests.web.test_dashboard import CITY, LATEST, PROVINCE, DashWorld, seed_dashboard, unseed_dashboard
+from tests.web.conftest import LiveServer, sign_in
+from tests.web.test_dashboard import CITY, LATEST, PROVINCE, DashWorld, dash
 
 pytestmark = [pytest.mark.db, pytest.mark.browser]
-
-
-@pytest.fixture(scope="module")
-def dash(database_url: str, loaded_world: Any) -> Iterator[DashWorld]:
-    world = seed_dashboard(database_url)
-    yield world
-    unseed_dashboard(database_url)
+__all__ = ["dash"]  # the fixture, imported so pytest finds it
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +41,6 @@ def page(browser: Browser) -> Iterator[Page]:
 @pytest.fixture
 def phone(browser: Browser) -> Iterator[Page]:
     yield from _page(browser, 390, 844)
-
-
-def _sign_in(page: Page, base_url: str, user: str) -> None:
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=login]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/inbox")
 
 
 def _click_shape(page: Page, code: str) -> None:
@@ -80,7 +66,7 @@ def test_province_user_sees_the_choropleth_and_drills_down_to_a_community(
     page: Page, base_url: str, dash: DashWorld
 ) -> None:
     user = dash.users["province"]
-    _sign_in(page, base_url, user)
+    sign_in(page, base_url, user)
     page.click("a[href='/dashboard']")
     page.wait_for_url(f"{base_url}/dashboard/{PROVINCE}")
     expect(page.locator("h1")).to_contain_text("湖北省")
@@ -110,7 +96,7 @@ def test_choosing_a_metric_recolours_the_map_and_the_table_drills_down_at_phone_
     phone: Page, base_url: str, dash: DashWorld
 ) -> None:
     page = phone
-    _sign_in(page, base_url, dash.users["city"])
+    sign_in(page, base_url, dash.users["city"])
     page.goto(f"{base_url}/dashboard/{CITY}?on={LATEST.isoformat()}")
     k1 = page.locator(f'svg[data-testid=choropleth] path[data-code="{dash.counties[1]}"]')
     expect(k1).to_have_class("shape q0")  # 40% union coverage

@@ -29,7 +29,7 @@ from grid.web.auth import add_user
 from grid.web.scope import Role
 from tests.conftest import SAMPLE_CITY, write_sources
 from tests.flows.helpers import query, sources_env
-from tests.web.conftest import PASSWORD, LiveServer
+from tests.web.conftest import PASSWORD, LiveServer, sign_in
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
 
@@ -126,14 +126,6 @@ def _wait_for_deployment(timeout: float = 60) -> None:
                 time.sleep(0.5)
 
 
-def _sign_in(page: Page, base_url: str, user: str) -> None:
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=login]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/inbox")
-
-
 def test_health_page_shows_failed_run_masked_drill_down_and_reprocess_moves_fixed_records(
     page: Page, app_factory: Any, world: dict[str, Any], sandbox_dataset: Any
 ) -> None:
@@ -147,7 +139,7 @@ def test_health_page_shows_failed_run_masked_drill_down_and_reprocess_moves_fixe
     ][:1]
     broken = [rid for rid, lab in labels.items() if lab == "unknown_crs"][:1]
     with LiveServer(app_factory(cookie_secure=False)) as base_url:
-        _sign_in(page, base_url, world["login"])
+        sign_in(page, base_url, world["login"])
         page.click("a[href='/health']")
         expect(page.locator("h1")).to_have_text("同步健康")
         failed = page.locator(f"section[data-source={down}]")
