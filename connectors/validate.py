@@ -95,7 +95,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
 from connectors.reasons import Reason
@@ -901,10 +901,16 @@ def parse_case_kind(value: Any, *, field: str = "kind") -> CaseKind:
 
 
 _AMOUNT_CENT = Decimal("0.01")
+# The largest amount the store holds (the ``numeric(16, 2)`` columns ``amount`` and
+# ``amount_recovered``): anything larger is a typo or garbage, refused before it reaches SQL.
+MAX_AMOUNT: Final = Decimal("99999999999999.99")
 
 
 def parse_amount(value: Any, *, field: str = "amount") -> Decimal | None:
     """Yuan as a Decimal with at most two decimals; None if blank; raises otherwise.
+
+    The one amount rule: the sync, ``gridflow cases open``, the web and the API all read amounts
+    here (finite, not negative, at most two decimals, at most :data:`MAX_AMOUNT`).
 
     Thousands separators and a trailing ``元`` are accepted. A JSON number is read through its
     shortest decimal text, so ``12500.5`` is ``Decimal("12500.50")``.
@@ -934,6 +940,8 @@ def parse_amount(value: Any, *, field: str = "amount") -> Decimal | None:
         raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a finite number")
     if amount < 0:
         raise FieldError(Reason.BAD_AMOUNT, field, "amount is negative")
+    if amount > MAX_AMOUNT:
+        raise FieldError(Reason.BAD_AMOUNT, field, "amount is larger than any the store holds")
     quantized = amount.quantize(_AMOUNT_CENT)
     if quantized != amount:
         raise FieldError(Reason.BAD_AMOUNT, field, "amount has more than two decimals")

@@ -83,12 +83,7 @@ def current_cell_version(city_code: str) -> int:
     conn = connect()
     try:
         with transaction(conn) as cur:
-            cur.execute(
-                "SELECT coalesce(max(version_id), 0) FROM grid_cell WHERE valid_to IS NULL AND code LIKE %s",
-                (city_code.rstrip("0") + "%",),
-            )
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
+            return geo.current_version(cur, scope_code=city_code)
     finally:
         conn.close()
 

@@ -95,11 +95,6 @@ _REASONS: Final = np.array([None, *Reason], dtype=object)
 _REASON_SLOT: Final = {reason: slot for slot, reason in enumerate(_REASONS) if reason is not None}
 
 
-def chain_codes(cell_code: str) -> dict[Level, str]:
-    """The cell's chain: its community, town, county, city and province codes, and itself."""
-    return chain(cell_code)
-
-
 @dataclass(frozen=True, eq=False)
 class Placement:
     """Where each of N points went. All arrays have length N and are read-only.
@@ -122,9 +117,9 @@ class Placement:
         return int(self.cell_index.size)
 
     def chain(self, i: int) -> dict[Level, str] | None:
-        """The chain of point ``i``'s cell (see :func:`chain_codes`), or None if unmapped."""
+        """The chain of point ``i``'s cell (see :func:`geodata.codes.chain`), or None if unmapped."""
         code = self.cell_code[i]
-        return None if code is None else chain_codes(str(code))
+        return None if code is None else chain(str(code))
 
     def reason_counts(self) -> dict[str, int]:
         """How many points were left unmapped for each reason (reasons with zero omitted)."""

@@ -80,10 +80,36 @@ def division_level(code: str) -> Level:
     return Level.COMMUNITY
 
 
+def level_of(code: str) -> Level:
+    """Level of a 12-digit division code, or ``Level.CELL`` for a 15-digit cell code."""
+    if is_cell_code(code):
+        return Level.CELL
+    if not is_division_code(code):
+        raise CodeError(f"expected a 12-digit division or 15-digit cell code, got {code!r}")
+    return division_level(code)
+
+
 def own_prefix(code: str) -> str:
-    """The significant leading digits of a 12-digit division code (``4205`` for a city): every
-    code below it starts with them."""
+    """The significant leading digits of a code (``4205`` for a city, ``420502010`` for a town,
+    a cell code whole): every code below it starts with them, and no code outside it does.
+
+    This is the only place that turns a code into a prefix. Stripping trailing zeros instead is
+    wrong: 荆州 ``421000000000`` would give ``421`` (matching 黄冈 ``4211…``) and the town
+    ``420502010000`` would give ``42050201`` (matching its neighbours ``…011…019``).
+    """
+    if is_cell_code(code):
+        return code
     return code[: PREFIX_LEN[division_level(code)]]
+
+
+def subtree_like(code: str) -> str:
+    """The SQL ``LIKE`` pattern of every code in ``code``'s subtree (itself included)."""
+    return own_prefix(code) + "%"
+
+
+def within(code: str, scope: str) -> bool:
+    """``code`` (a division or cell) is ``scope`` itself or below it."""
+    return code.startswith(own_prefix(scope))
 
 
 def ancestor(code: str, level: Level) -> str:
@@ -98,7 +124,7 @@ def ancestor(code: str, level: Level) -> str:
     base = code[:12] if is_cell_code(code) else code
     if not is_division_code(base):
         raise CodeError(f"expected a 12-digit division or 15-digit cell code, got {code!r}")
-    own = Level.CELL if is_cell_code(code) else division_level(base)
+    own = level_of(code)
     if level > own:
         raise CodeError(f"{code!r} is at level {own.name}, it has no {level.name} ancestor")
     n = PREFIX_LEN[level]
@@ -107,13 +133,18 @@ def ancestor(code: str, level: Level) -> str:
 
 def chain(code: str) -> dict[Level, str]:
     """All units from the province down to ``code`` itself, keyed by level."""
-    own = Level.CELL if is_cell_code(code) else division_level(code)
+    own = level_of(code)
     return {lvl: ancestor(code, lvl) for lvl in Level if lvl <= own}
+
+
+def chain_codes(code: str) -> list[str]:
+    """The codes of :func:`chain`, province first."""
+    return list(chain(code).values())
 
 
 def parent(code: str) -> str | None:
     """The code one level up, or None for a province."""
-    own = Level.CELL if is_cell_code(code) else division_level(code)
+    own = level_of(code)
     if own == Level.PROVINCE:
         return None
     return ancestor(code, Level(own - 1))

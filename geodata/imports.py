@@ -58,7 +58,16 @@ from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geodata.codes import Level, ancestor, division_level, is_cell_code, is_division_code, parent
+from geodata.codes import (
+    Level,
+    ancestor,
+    division_level,
+    is_cell_code,
+    is_division_code,
+    level_of,
+    own_prefix,
+    parent,
+)
 from geodata.crs import CHINA_BBOX, CRS, UnknownCRSError, parse_crs, to_wgs84
 from geodata.diff import to_local_metres
 from geodata.divisions import Division
@@ -455,7 +464,7 @@ def needed_divisions(layer: Layer) -> set[str]:
         code = f.code
         if code is None or not code.isascii() or not (is_cell_code(code) or is_division_code(code)):
             continue
-        own = Level.CELL if is_cell_code(code) else division_level(code)
+        own = level_of(code)
         out.update(ancestor(code, lvl) for lvl in Level if lvl < own)
         if f.parent is not None and is_division_code(f.parent):
             out.add(f.parent)
@@ -527,17 +536,12 @@ def common_scope(codes: Sequence[str]) -> str | None:
     for level in (Level.COMMUNITY, Level.TOWN, Level.COUNTY, Level.CITY, Level.PROVINCE):
         tops = set()
         for c in valid:
-            own = Level.CELL if is_cell_code(c) else division_level(c)
+            own = level_of(c)
             tops.add(ancestor(c, level) if own >= level else None)
         if len(tops) == 1 and None not in tops:
             scope = tops.pop()
             break
     return scope
-
-
-def _scope_prefix(scope: str) -> str:
-    n = {Level.PROVINCE: 2, Level.CITY: 4, Level.COUNTY: 6, Level.TOWN: 9, Level.COMMUNITY: 12}
-    return scope[: n[division_level(scope)]]
 
 
 def check_cells(
@@ -553,7 +557,7 @@ def check_cells(
     12-digit division code) restricts the codes allowed.
     """
     problems: list[Problem] = []
-    prefix = _scope_prefix(scope) if scope else None
+    prefix = own_prefix(scope) if scope else None
     names = {code: d.name for code, d in divisions.items()}
     inside: list[tuple[Feature, str, BaseGeometry]] = []
     for f in _good(layer, layer.problems):

@@ -84,7 +84,9 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture
 def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
-    """A connection whose work is rolled back after the test."""
+    """A connection to the session's database. What a test commits (``transaction(conn)``
+    commits) stays for the rest of the session, so tests use codes of their own; only work left
+    uncommitted when the test ends is rolled back."""
     c = psycopg2.connect(database_url)
     try:
         yield c

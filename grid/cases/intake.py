@@ -18,11 +18,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 from stdnum.cn import uscc as _uscc
 
+from connectors import validate
+from connectors.validate import FieldError
 from geodata.codes import is_cell_code, is_division_code
 from grid.cases.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from grid.cases.routing import CaseFacts
@@ -45,18 +47,14 @@ def worker_key(vault: Vault, id_number: str) -> bytes:
 
 
 def parse_amount(value: str | int | Decimal | None) -> Decimal | None:
-    """Yuan as a Decimal with at most two decimals; floats are refused (they do not hash stably)."""
-    if value is None or value == "":
-        return None
+    """Yuan by the sync's own rule (:func:`connectors.validate.parse_amount`: finite, not negative,
+    at most two decimals, at most ``MAX_AMOUNT``); floats are refused (they do not hash stably)."""
     if isinstance(value, float):
         raise IntakeError("amount must be given as a decimal string or integer, not a float")
     try:
-        amount = Decimal(str(value)).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        raise IntakeError("amount is not a number") from None
-    if amount < 0:
-        raise IntakeError("amount cannot be negative")
-    return amount
+        return validate.parse_amount(value)
+    except FieldError as exc:
+        raise IntakeError(exc.detail) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from geodata.codes import CodeError, Level, ancestor, division_level, is_cell_code, is_division_code
+from geodata.codes import CodeError, Level, ancestor, division_level, is_cell_code, is_division_code, level_of
 from grid.cases.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from grid.cases.policy import ProvincePolicy, Rule
+from grid.cases.states import owner_level
 
 
 class RoutingError(ValueError):
@@ -222,7 +223,7 @@ def route(
         raise RoutingError("a case with neither a cell nor a division code cannot be routed")
 
     # The rule's unit: the cell's grid officer at community level, else the division at the level.
-    base_rank = Level.CELL if is_cell_code(base) else division_level(base)
+    base_rank = level_of(base)
     wanted_rank = Level.CELL if rule.level is Level.COMMUNITY else rule.level
     if base_rank < max_level:
         raise RoutingError(
@@ -251,7 +252,7 @@ def route(
         if _exists(units, code):
             owner = code
             break
-        lvl: Level = Level.COMMUNITY if is_cell_code(code) else division_level(code)
+        lvl = owner_level(code)
         what_zh = f"网格{code}无网格员" if is_cell_code(code) else f"{lvl.label_zh}级工会{code}不存在"
         what_en = (
             f"cell {code} has no grid officer"
@@ -267,7 +268,7 @@ def route(
             "the case cannot be given an owner"
         )
 
-    level = Level.COMMUNITY if is_cell_code(owner) else division_level(owner)
+    level = owner_level(owner)
     dual = case.severity in policy.routing.dual_report_severities
     fallback = address_only or any(a.code == "unit_missing" for a in alerts)
 

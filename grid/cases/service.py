@@ -30,7 +30,18 @@ from typing import Any, Final
 
 import psycopg2.extensions
 
-from geodata.codes import CodeError, Level, ancestor, division_level, is_cell_code, is_division_code, parent
+from geodata.codes import (
+    CodeError,
+    Level,
+    ancestor,
+    chain_codes,
+    division_level,
+    is_cell_code,
+    is_division_code,
+    level_of,
+    own_prefix,
+    parent,
+)
 from grid.cases.deadlines import Deadlines, deadlines_for, escalation_steps
 from grid.cases.intake import CaseReport, attach_summary, dedupe_lock_keys
 from grid.cases.kinds import CaseKind, Outcome, Severity
@@ -38,6 +49,9 @@ from grid.cases.outbox import Notice, copy_csv, enqueue, notice
 from grid.cases.policy import ProvincePolicy, build_calendar, load_policy
 from grid.cases.routing import RoutingError, route
 from grid.cases.states import (
+    DONE_STATES,
+    OPEN_STATES,
+    SQL_OPEN,
     Action,
     CaseState,
     EscalationError,
@@ -55,10 +69,6 @@ from grid.workdays import WorkCalendar
 
 Conn = psycopg2.extensions.connection
 Cursor = psycopg2.extensions.cursor
-
-OPEN_STATES: Final = frozenset({State.NEW, State.ACCEPTED, State.IN_PROGRESS, State.REOPENED, State.RETURNED})
-DONE_STATES: Final = frozenset({State.RESOLVED, State.CLOSED})
-SQL_OPEN: Final = "state NOT IN ('resolved', 'closed')"
 
 
 # ----------------------------------------------------------------------------- errors
@@ -260,17 +270,13 @@ def units_exist(cur: Cursor, codes: Iterable[str]) -> dict[str, bool]:
     return {c: c in present for c in wanted}
 
 
-def _rank(code: str) -> Level:
-    return Level.CELL if is_cell_code(code) else division_level(code)
-
-
 def owner_candidates(chain_code: str, level: Level, *, max_level: Level) -> list[str]:
     """Units that may own a case at ``level`` on ``chain_code``'s chain, most local first.
 
     At community level a cell's grid officer comes first, then the community union; above it the
     unit of the level, then each level up to ``max_level`` (the fallback order routing uses).
     """
-    own = _rank(chain_code)
+    own = level_of(chain_code)
     out: list[str] = []
     if level is Level.COMMUNITY and own is Level.CELL:
         out.append(chain_code)
@@ -309,12 +315,10 @@ def supervisor_of(owner_code: str) -> str | None:
 
 def scope_prefix(scope: str) -> str:
     """The code prefix that selects a scope's subtree (``420502000000`` -> ``420502``)."""
-    if is_cell_code(scope):
-        return scope
-    if not is_division_code(scope):
-        raise ScopeError(f"a scope is a 12-digit division or 15-digit cell code, got {scope!r}")
-    n = {Level.PROVINCE: 2, Level.CITY: 4, Level.COUNTY: 6, Level.TOWN: 9, Level.COMMUNITY: 12}
-    return scope[: n[division_level(scope)]]
+    try:
+        return own_prefix(scope)
+    except CodeError:
+        raise ScopeError(f"a scope is a 12-digit division or 15-digit cell code, got {scope!r}") from None
 
 
 def in_scope(scope: str, code: str) -> bool:
@@ -490,11 +494,6 @@ def _current_cell_version(cur: Cursor, cell_code: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _chain_codes(base: str) -> list[str]:
-    own = _rank(base)
-    return [ancestor(base, lv) for lv in Level if lv <= own]
-
-
 def _open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, at: datetime) -> OpenResult:
     if report.source_ref is not None:
         cur.execute("SELECT case_id, attached FROM case_intake WHERE source_ref = %s", (report.source_ref,))
@@ -532,7 +531,7 @@ def _open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, 
         cell_version = _current_cell_version(cur, report.cell_code)
     base = report.cell_code or report.division_code
     assert base is not None  # CaseReport guarantees one of them
-    units = units_exist(cur, _chain_codes(base))
+    units = units_exist(cur, chain_codes(base))
     decision = route(
         facts, cell_code=report.cell_code, division_code=report.division_code, policy=policy, units=units
     )
@@ -993,7 +992,7 @@ def _supervises(scope: str, head: CaseHead) -> bool:
     if not is_division_code(scope):
         return False
     lv = division_level(scope)
-    return lv <= head.level and _rank(head.chain_code) >= lv and ancestor(head.chain_code, lv) == scope
+    return lv <= head.level and level_of(head.chain_code) >= lv and ancestor(head.chain_code, lv) == scope
 
 
 def reassign(
@@ -1144,7 +1143,7 @@ def plan_reroute(cur: Cursor, *, old_version: int, new_version: int) -> list[Rer
                     WHERE g.version_id = %(new)s AND ST_Covers(g.geom, ST_PointOnSurface(o.geom))
             ) x ORDER BY pref, code LIMIT 1
         ) m ON true
-        WHERE c.chain_version_id = %(old)s AND c.{SQL_OPEN}
+        WHERE c.chain_version_id = %(old)s AND {SQL_OPEN}
         ORDER BY c.id
         """,
         {"old": old_version, "new": new_version},

@@ -24,7 +24,7 @@ from enum import Enum, StrEnum
 from functools import reduce
 from typing import Any, Final
 
-from geodata.codes import CodeError, Level, ancestor, division_level, is_cell_code, is_division_code
+from geodata.codes import CodeError, Level, ancestor, level_of
 from grid.cases.kinds import Outcome
 
 GENESIS_HASH: Final = "0" * 64
@@ -42,6 +42,17 @@ class State(StrEnum):
     @property
     def label_zh(self) -> str:
         return _STATE_ZH[self]
+
+
+# The one "open case" rule: a case is open until it is resolved or closed (the dedupe, the case
+# lists, re-routing on a new grid and the coverage counts all read it here). SQL_OPEN / SQL_DONE
+# are its twins for a query on ``case_file``.
+_DONE: Final = (State.RESOLVED, State.CLOSED)
+DONE_STATES: Final = frozenset(_DONE)
+OPEN_STATES: Final = frozenset(State) - DONE_STATES
+_DONE_SQL: Final = ", ".join(f"'{s.value}'" for s in _DONE)
+SQL_DONE: Final = f"state IN ({_DONE_SQL})"
+SQL_OPEN: Final = f"state NOT IN ({_DONE_SQL})"  # as the partial indexes of migration 0002 spell it
 
 
 _STATE_ZH = {
@@ -187,11 +198,7 @@ def next_level(level: Level, *, max_level: Level = Level.PROVINCE) -> Level:
 
 def owner_rank(owner_code: str) -> Level:
     """Level of an owner code: CELL for a grid officer's 15-digit cell code, else the division level."""
-    if is_cell_code(owner_code):
-        return Level.CELL
-    if is_division_code(owner_code):
-        return division_level(owner_code)
-    raise CodeError(f"an owner is a 12-digit division or 15-digit cell code, got {owner_code!r}")
+    return level_of(owner_code)
 
 
 def owner_level(owner_code: str) -> Level:

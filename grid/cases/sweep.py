@@ -42,7 +42,6 @@ from grid.cases.outbox import Notice, enqueue, notice
 from grid.cases.routing import RoutingError
 from grid.cases.service import (
     CASE_HEAD_COLUMNS,
-    DONE_STATES,
     CaseHead,
     CaseRules,
     event_row,
@@ -55,7 +54,7 @@ from grid.cases.service import (
     write_events,
     write_steps,
 )
-from grid.cases.states import Action, CaseState, Event, next_level, record
+from grid.cases.states import DONE_STATES, Action, CaseState, Event, next_level, record
 from grid.store.db import transaction
 
 SWEEP_ACTOR: Final = "system:sweep"

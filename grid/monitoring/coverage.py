@@ -90,6 +90,7 @@ from uuid import UUID
 
 import psycopg2.extensions
 
+from grid.cases.states import SQL_DONE
 from grid.store.db import transaction
 from grid.workdays import SHANGHAI
 
@@ -352,7 +353,7 @@ WITH
 c AS (         -- cases opened by as_of, with the flags of the definitions
     SELECT division_code AS code, family, outcome, respond_by, responded_at, resolve_by, resolved_at,
            opened_at >= %(year_start)s AND opened_at < %(year_end)s AS in_year,
-           coalesce(state IN ('resolved', 'closed') AND resolved_at <= %(as_of)s, false) AS done,
+           coalesce({SQL_DONE} AND resolved_at <= %(as_of)s, false) AS done,
            state IN ('new', 'returned') AS awaiting
     FROM case_file
     WHERE opened_at <= %(as_of)s

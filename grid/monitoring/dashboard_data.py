@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import psycopg2.extensions
 
-from geodata.codes import chain, own_prefix
+from geodata.codes import chain_codes, own_prefix
 from grid.monitoring.coverage import COUNT_FIELDS, RATE_BY_NAME, RATES, Counts, SnapshotRun, latest_run
 
 Conn = psycopg2.extensions.connection
@@ -194,11 +194,6 @@ class DivisionData:
     trend: list[tuple[date, Counts]]
     days: int
     crumbs: list[tuple[str, str]]  # (code, name) from the caller's scope root down to this division
-
-
-def chain_codes(code: str) -> list[str]:
-    """The 12-digit codes from the province down to ``code`` (for breadcrumbs)."""
-    return list(chain(code).values())
 
 
 def division_data(

@@ -41,7 +41,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geodata.codes import Level, division_level, is_division_code
+from geodata.codes import Level, own_prefix, subtree_like, within
 from geodata.diff import DEFAULT_TOLERANCE_M, GridDiff, diff_cells
 from geodata.divisions import Division
 from geodata.imports import CellFeature, common_scope
@@ -57,7 +57,6 @@ Cursor = psycopg2.extensions.cursor
 REHEARSAL_VERSION_ID: Final = -1
 """The id a dry run writes its rolled-back version under (serial ids start at 1)."""
 _LOCK_KEY: Final = 0x67726964_63656C6C  # "gridcell": one advisory lock for all cell imports
-_SQL_OPEN: Final = "state NOT IN ('resolved', 'closed')"
 
 
 class ImportRefused(RuntimeError):
@@ -120,14 +119,6 @@ class CommitResult:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def scope_prefix(scope: str) -> str:
-    """The code prefix of a division's subtree (``420502000000`` -> ``420502``)."""
-    if not is_division_code(scope):
-        raise ValueError(f"a scope is a 12-digit division code, got {scope!r}")
-    n = {Level.PROVINCE: 2, Level.CITY: 4, Level.COUNTY: 6, Level.TOWN: 9, Level.COMMUNITY: 12}
-    return scope[: n[division_level(scope)]]
-
-
 _CELL_COLUMNS: Final = (
     "code::text, community_code::text, name, ST_AsBinary(geom), version_id, valid_from, valid_to, generated"
 )
@@ -146,7 +137,7 @@ def current_cells(cur: Cursor, *, scope: str, lock: bool = False) -> list[Stored
     cur.execute(
         f"SELECT {_CELL_COLUMNS} FROM grid_cell WHERE valid_to IS NULL AND code LIKE %s ORDER BY code"
         + (" FOR UPDATE" if lock else ""),
-        (scope_prefix(scope) + "%",),
+        (subtree_like(scope),),
     )
     return _cells(cur.fetchall())
 
@@ -156,7 +147,7 @@ def cells_at(cur: Cursor, *, scope: str, on: date) -> list[StoredCell]:
     cur.execute(
         f"SELECT {_CELL_COLUMNS} FROM grid_cell WHERE code LIKE %s AND valid_from <= %s"
         " AND (valid_to IS NULL OR valid_to > %s) ORDER BY code",
-        (scope_prefix(scope) + "%", on, on),
+        (subtree_like(scope), on, on),
     )
     return _cells(cur.fetchall())
 
@@ -207,7 +198,7 @@ def grid_snapshot(cur: Cursor, *, bbox: tuple[float, float, float, float] | None
     scopes = sorted(str(r[0]) for r in cur.fetchall())
     area: BaseGeometry | None = None
     if scopes:
-        outer = [s for s in scopes if not any(o != s and s.startswith(scope_prefix(o)) for o in scopes)]
+        outer = [s for s in scopes if not any(o != s and within(s, o) for o in scopes)]
         near_d = near.replace("g.geom", "d.geom")
         cur.execute(
             f"SELECT ST_AsBinary(d.geom) FROM division d WHERE d.valid_to IS NULL AND d.geom IS NOT NULL"
@@ -307,7 +298,7 @@ def _write_version(
     version_id: int | None,
 ) -> _Written:
     """Close the superseded versions' rows and write the new version (see the module docstring)."""
-    prefix = scope_prefix(scope)
+    prefix = own_prefix(scope)
     cur.execute(
         "SELECT DISTINCT g.version_id, v.scope_code::text FROM grid_cell g JOIN cell_version v ON v.id = g.version_id"
         " WHERE g.valid_to IS NULL AND g.code LIKE %s ORDER BY 1",
@@ -391,7 +382,7 @@ def _moves(cur: Cursor, superseded: Sequence[int], new_version: int) -> tuple[li
 def _diff(
     cur: Cursor, cells: Sequence[CellFeature], *, scope: str, tolerance_m: float, lock: bool
 ) -> GridDiff:
-    outside = [c.code for c in cells if not c.code.startswith(scope_prefix(scope))]
+    outside = [c.code for c in cells if not within(c.code, scope)]
     if outside:
         raise ImportRefused(f"{len(outside)} cell(s) are not under the scope {scope}, e.g. {outside[0]}")
     return diff_cells(current_cells(cur, scope=scope, lock=lock), cells, tolerance_m=tolerance_m)

@@ -8,7 +8,7 @@ import psycopg2.extensions
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geodata.codes import Level
+from geodata.codes import Level, ancestor, subtree_like
 from geodata.divisions import Division
 
 
@@ -20,13 +20,19 @@ class StoredCells:
     outline: BaseGeometry | None
 
 
-def _prefix(scope_code: str) -> str:
-    return scope_code.rstrip("0") or scope_code
+def current_version(cur: psycopg2.extensions.cursor, *, scope_code: str) -> int:
+    """The newest committed grid version with a current cell under ``scope_code`` (0: none)."""
+    cur.execute(
+        "SELECT coalesce(max(version_id), 0) FROM grid_cell WHERE valid_to IS NULL AND code LIKE %s",
+        (subtree_like(scope_code),),
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def load_cells(cur: psycopg2.extensions.cursor, *, scope_code: str) -> StoredCells:
     """Current and retired cells under a division, and the division's own polygon."""
-    like = _prefix(scope_code) + "%"
+    like = subtree_like(scope_code)
     cur.execute(
         "SELECT code, ST_AsBinary(geom) FROM grid_cell WHERE valid_to IS NULL AND code LIKE %s ORDER BY code",
         (like,),
@@ -60,11 +66,11 @@ def load_divisions(cur: psycopg2.extensions.cursor, *, scope_code: str | None = 
             "SELECT code, name, level, parent_code, generated, source FROM division WHERE valid_to IS NULL"
         )
     else:
-        prov = scope_code[:2] + "0" * 10
+        prov = ancestor(scope_code, Level.PROVINCE)
         cur.execute(
             "SELECT code, name, level, parent_code, generated, source FROM division"
             " WHERE valid_to IS NULL AND (code LIKE %s OR level <= 2 OR code = %s)",
-            (_prefix(scope_code) + "%", prov),
+            (subtree_like(scope_code), prov),
         )
     return [
         Division(

@@ -18,6 +18,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from geodata.codes import subtree_like
 from geodata.divisions import Division
 from geodata.world import Cell, SampleWorld
 from grid.store.copy import copy_rows
@@ -133,10 +134,9 @@ def load_cells(
 
     Returns (cells added, version id or None when nothing was written).
     """
-    prefix = scope_code.rstrip("0") or scope_code
     cur.execute(
         "SELECT code, ST_AsBinary(geom) FROM grid_cell WHERE valid_to IS NULL AND code LIKE %s ORDER BY code",
-        (prefix + "%",),
+        (subtree_like(scope_code),),
     )
     current = cur.fetchall()
     if current:

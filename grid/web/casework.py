@@ -10,17 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import psycopg2.extensions
 
-from geodata.codes import Level, ancestor, division_level, is_cell_code
+from geodata.codes import chain_codes, level_of
 from grid.cases import service
+from grid.cases.intake import parse_amount
 from grid.cases.kinds import CaseKind, Outcome
 from grid.cases.routing import RoutingError
 from grid.cases.service import CaseDetail, CaseRules
-from grid.cases.states import Action, State, TransitionError, allowed_actions, transition
+from grid.cases.states import (
+    DONE_STATES,
+    SQL_OPEN,
+    Action,
+    State,
+    TransitionError,
+    allowed_actions,
+    transition,
+)
 from grid.ingest import decrypt_worker_pii
 from grid.people import Vault
 from grid.store.db import transaction
@@ -40,7 +48,6 @@ OWNER_ACTIONS: Final = (
 )
 SUPERVISOR_ACTIONS: Final = (Action.URGE, Action.REASSIGN)
 REVEAL_FIELDS: Final = {"worker_id": "id_number", "worker_phone": "phone", "worker_name": "name"}
-DONE: Final = ("resolved", "closed")
 
 
 class NotFound(LookupError):
@@ -157,7 +164,7 @@ def inbox(
     base = " AND ".join(clauses)
     state_clause, state_params = "true", []
     if status == "open":
-        state_clause = service.SQL_OPEN
+        state_clause = SQL_OPEN
     elif status != "all":
         try:
             State(status)
@@ -169,16 +176,16 @@ def inbox(
         cur.execute(
             f"""
             SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by,
-                   {service.SQL_OPEN} AND resolve_by < now()
+                   {SQL_OPEN} AND resolve_by < now()
             FROM case_file WHERE {base} AND {state_clause}
-            ORDER BY NOT ({service.SQL_OPEN}), resolve_by, id LIMIT %s OFFSET %s
+            ORDER BY NOT ({SQL_OPEN}), resolve_by, id LIMIT %s OFFSET %s
             """,
             [*params, *state_params, limit, offset],
         )
         rows = [InboxRow(*r) for r in cur.fetchall()]
         cur.execute(
             f"""
-            SELECT state, count(*), count(*) FILTER (WHERE {service.SQL_OPEN} AND resolve_by < now())
+            SELECT state, count(*), count(*) FILTER (WHERE {SQL_OPEN} AND resolve_by < now())
             FROM case_file WHERE {base} GROUP BY state
             """,
             params,
@@ -189,7 +196,7 @@ def inbox(
             counts[str(st)] = int(n)
             overdue += int(od)
     if status == "open":
-        matched = sum(n for st, n in counts.items() if State(st) not in service.DONE_STATES)
+        matched = sum(n for st, n in counts.items() if State(st) not in DONE_STATES)
     elif status == "all":
         matched = sum(counts.values())
     else:
@@ -252,14 +259,6 @@ def _visible_case(conn: Conn, p: Principal, case_id: int, *, unscoped: bool = Fa
     return detail
 
 
-def chain_codes(chain_code: str) -> list[str]:
-    top = Level.CELL if is_cell_code(chain_code) else division_level(chain_code)
-    codes = [ancestor(chain_code, Level(lv)) for lv in range(int(Level.PROVINCE), min(int(top), 5) + 1)]
-    if is_cell_code(chain_code):
-        codes.append(chain_code)
-    return codes
-
-
 def _svg(cur: psycopg2.extensions.cursor, case_id: int, cell_code: str | None) -> str | None:
     """A small map: the cell's outline and the case's point, as SVG built by PostGIS (numbers only)."""
     if cell_code is None:
@@ -305,7 +304,7 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
         chain = []
         for c in codes:
             u = units.get(c)
-            lv = int(Level.CELL) if is_cell_code(c) else int(division_level(c))
+            lv = int(level_of(c))
             chain.append(
                 ChainUnit(
                     c,
@@ -339,10 +338,10 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
             owner_actions.append(a.value)
     sup = (
         [a.value for a in SUPERVISOR_ACTIONS]
-        if (p.supervises(detail.chain_code, detail.owner_code) and state.value not in DONE)
+        if (p.supervises(detail.chain_code, detail.owner_code) and state not in DONE_STATES)
         else []
     )
-    overdue = state.value not in DONE and detail.resolve_by < datetime.now(UTC)
+    overdue = state not in DONE_STATES and detail.resolve_by < datetime.now(UTC)
     return CasePage(detail, timeline, chain, party, svg, owner_actions, sup, p.may_reveal, overdue)
 
 
@@ -407,9 +406,8 @@ def act(
             case Action.RESOLVE:
                 try:
                     outcome = Outcome(form.get("outcome", ""))
-                    raw = (form.get("amount_recovered") or "").strip()
-                    amount = Decimal(raw) if raw else None
-                except (ValueError, InvalidOperation):
+                    amount = parse_amount(form.get("amount_recovered") or None)
+                except ValueError:
                     raise BadRequest("outcome or amount is invalid") from None
                 return service.resolve(
                     conn,

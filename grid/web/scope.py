@@ -12,7 +12,7 @@ from typing import Final
 
 import psycopg2.extensions
 
-from geodata.codes import Level, division_level, is_cell_code, is_division_code, own_prefix
+from geodata.codes import Level, division_level, is_cell_code, is_division_code, level_of, own_prefix
 
 Conn = psycopg2.extensions.connection
 
@@ -94,8 +94,7 @@ class Principal:
             return False
         if not chain_code.startswith(self.prefix) or not owner_code.startswith(self.prefix):
             return False
-        own_level = Level.CELL if is_cell_code(owner_code) else division_level(owner_code)
-        return division_level(self.scope_code) < own_level
+        return division_level(self.scope_code) < level_of(owner_code)
 
     @property
     def may_reveal(self) -> bool:

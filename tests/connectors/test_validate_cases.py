@@ -18,7 +18,9 @@ from stdnum.cn import ric, uscc
 from connectors.reasons import Reason
 from connectors.records import CaseReportRecord
 from connectors.sandbox.data import CASE_BAD_KINDS, YICHANG_MAPPING, SandboxDataset
-from connectors.validate import CHINA_TZ, parse_amount, validate_cases
+from connectors.validate import CHINA_TZ, FieldError, parse_amount, validate_cases
+from grid.cases.intake import IntakeError
+from grid.cases.intake import parse_amount as intake_amount
 from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
 TODAY = date(2026, 3, 1)
@@ -247,3 +249,26 @@ def test_sandbox_case_reports_are_rejected_exactly_for_their_labels() -> None:
     assert kinds.most_common(1)[0][0] is CaseKind.WAGE_ARREARS and CaseKind.HARDSHIP in kinds
     assert any(r.worker_id_number is None for r in records), "some disputes name only the enterprise"
     assert any(r.severity is Severity.COLLECTIVE_INCIDENT and r.workers_affected >= 10 for r in records)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("12.345", None, id="fractions of a fen are refused, not rounded"),
+        pytest.param("-1", None, id="negative"),
+        pytest.param("NaN", None, id="not finite"),
+        pytest.param("1e20", None, id="larger than the store holds"),
+        pytest.param("99999999999999.99", Decimal("99999999999999.99"), id="the largest amount stored"),
+        pytest.param("12500.5", Decimal("12500.50"), id="two decimals"),
+        pytest.param("1,250 元", Decimal("1250.00"), id="separators and unit"),
+    ],
+)
+def test_sync_and_cli_read_an_amount_by_one_rule(raw: str, expected: Decimal | None) -> None:
+    """The sync (connectors) and ``gridflow cases open`` (grid.cases.intake) agree on every amount."""
+    if expected is None:
+        with pytest.raises(FieldError):
+            parse_amount(raw)
+        with pytest.raises(IntakeError):
+            intake_amount(raw)
+    else:
+        assert parse_amount(raw) == intake_amount(raw) == expected

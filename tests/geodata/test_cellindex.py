@@ -13,8 +13,8 @@ from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
 from geodata import cellindex
-from geodata.cellindex import MAX_NUMPY_EDGES, CellIndex, Method, Placement, Reason, chain_codes
-from geodata.codes import Level
+from geodata.cellindex import MAX_NUMPY_EDGES, CellIndex, Method, Placement, Reason
+from geodata.codes import Level, chain
 
 # --- the hand-made grid -------------------------------------------------------------------------
 #
@@ -118,7 +118,7 @@ def test_chain_of_a_placed_point_reads_the_code_prefixes(index: CellIndex) -> No
         Level.COMMUNITY: "420506001001",
         Level.CELL: A,
     }
-    assert p.chain(0) == chain_codes(A) == expected
+    assert p.chain(0) == chain(A) == expected
     assert p.chain(1) is None
 
 

@@ -17,7 +17,11 @@ from geodata.codes import (
     gb2260,
     is_cell_code,
     is_division_code,
+    level_of,
+    own_prefix,
     parent,
+    subtree_like,
+    within,
 )
 
 PROVINCE = "420000000000"
@@ -187,3 +191,45 @@ def test_every_chain_entry_is_at_its_level_and_a_prefix_of_the_cell(code: str, s
     while (up := parent(walked[-1])) is not None:
         walked.append(up)
     assert walked == [links[lvl] for lvl in reversed(Level)]
+
+
+# 荆州 421000000000 and a town whose own code ends in 0: stripping zeros would give ``421`` (also
+# 黄冈 4211, 咸宁 4212, 随州 4213) and ``42100201`` (also the towns 011–019 beside it).
+@pytest.mark.parametrize(
+    ("scope", "code", "inside"),
+    [
+        pytest.param("421000000000", "421002010001", True, id="荆州 holds its own community"),
+        pytest.param("421000000000", "421102001001001", False, id="荆州 does not hold 黄冈's cells"),
+        pytest.param("421000000000", "421202000000", False, id="荆州 does not hold 咸宁's counties"),
+        pytest.param("421000000000", "421300000000", False, id="荆州 does not hold 随州"),
+        pytest.param("421002010000", "421002010003001", True, id="a town ending in 0 holds its cells"),
+        pytest.param("421002010000", "421002011001001", False, id="a town ending in 0 not town 011"),
+        pytest.param("421002010000", "421002019000", False, id="a town ending in 0 not town 019"),
+        pytest.param("420502001001003", "420502001001003", True, id="a cell is its own scope"),
+        pytest.param("420502001001003", "420502001001004", False, id="a cell holds no other cell"),
+    ],
+)
+def test_a_scope_holds_exactly_its_subtree(scope: str, code: str, inside: bool) -> None:
+    assert within(code, scope) is inside
+    assert code.startswith(own_prefix(scope)) is inside
+    assert subtree_like(scope) == own_prefix(scope) + "%"
+
+
+@pytest.mark.parametrize(
+    ("code", "prefix", "level"),
+    [
+        pytest.param("421000000000", "4210", Level.CITY, id="荆州 keeps its trailing 0"),
+        pytest.param("421002010000", "421002010", Level.TOWN, id="a town keeps its trailing 0"),
+        pytest.param("420000000000", "42", Level.PROVINCE, id="province"),
+        pytest.param("420502001001", "420502001001", Level.COMMUNITY, id="community"),
+        pytest.param("420502001001003", "420502001001003", Level.CELL, id="cell"),
+    ],
+)
+def test_own_prefix_and_level_of(code: str, prefix: str, level: Level) -> None:
+    assert own_prefix(code) == prefix
+    assert level_of(code) is level
+
+
+def test_level_of_refuses_what_is_not_a_code() -> None:
+    with pytest.raises(CodeError, match="12-digit division or 15-digit cell"):
+        level_of("4205")

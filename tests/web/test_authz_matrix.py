@@ -30,9 +30,8 @@ RANK = {2: 1, 4: 2, 6: 3, 9: 4, 12: 5}
 def _level(code: str) -> int:
     if len(code) == 15:
         return 6
-    stripped = code.rstrip("0")
-    for n in (2, 4, 6, 9, 12):
-        if len(stripped) <= n:
+    for n in (2, 4, 6, 9):
+        if code[n:] == "0" * (12 - n):
             return RANK[n]
     return 5
 
