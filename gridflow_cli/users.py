@@ -39,9 +39,9 @@ def add(
     """Create an account. The password comes from GRIDFLOW_NEW_USER_PASSWORD or a prompt."""
     import psycopg2
 
+    from grid.accounts.access import Role, ScopeConfigError
     from grid.store.db import DatabaseUnavailable, connect
     from grid.web.auth import MIN_PASSWORD, add_user
-    from grid.web.scope import Role, ScopeConfigError
 
     try:
         r = Role(role)

@@ -14,9 +14,9 @@ import psycopg2.extensions
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from grid.accounts.access import Principal, Role, check_role_scope
 from grid.store.db import transaction
 from grid.web.config import WebSettings
-from grid.web.scope import Principal, Role, check_role_scope
 
 Conn = psycopg2.extensions.connection
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 import psycopg2.extensions
 
 from geodata.codes import chain_codes, level_of
+from grid.accounts.access import Principal, Role, apply_scope
 from grid.cases import service
 from grid.cases.intake import parse_amount
 from grid.cases.kinds import CaseKind, Outcome
@@ -32,7 +33,6 @@ from grid.cases.states import (
 from grid.ingest import decrypt_worker_pii
 from grid.people import Vault
 from grid.store.db import transaction
-from grid.web.scope import Principal, Role, apply_scope
 
 Conn = psycopg2.extensions.connection
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from grid.accounts.access import Principal, Role, apply_scope
 from grid.monitoring import health as svc
 from grid.monitoring import reprocess as rp
 from grid.monitoring.alerts import AlertsConfigError, load_alerts
@@ -28,7 +29,6 @@ from grid.store.db import transaction
 from grid.web import auth
 from grid.web.deps import lang_of, state_of
 from grid.web.i18n import translator
-from grid.web.scope import Principal, Role, apply_scope
 from grid.web.views import gate, message, render
 
 router = APIRouter(include_in_schema=False)

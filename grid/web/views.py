@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from grid.accounts.access import Role
 from grid.cases.kinds import CaseKind, Outcome
 from grid.cases.states import State
 from grid.web import auth, casework
@@ -28,7 +29,6 @@ from grid.web.deps import (
     state_of,
 )
 from grid.web.i18n import label, translator
-from grid.web.scope import Role
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 LOGIN_CSRF_COOKIE = "gridflow_login_csrf"

@@ -15,9 +15,9 @@ import psycopg2.extensions
 import pytest
 
 from geodata.world import Cell
+from grid.accounts.access import Principal, Role
 from grid.cases import service
 from grid.store import geo, world
-from grid.web.scope import Principal, Role
 
 pytestmark = pytest.mark.db
 

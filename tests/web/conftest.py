@@ -21,6 +21,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from grid.accounts.access import Principal, Role
 from grid.cases.intake import CaseReport
 from grid.cases.kinds import CaseKind
 from grid.cases.service import CaseRules, escalate, open_case, return_to_parent, rules_from_settings
@@ -29,7 +30,6 @@ from grid.people import mask_id, mask_name, mask_phone, vault_from_settings
 from grid.store.db import transaction
 from grid.web.auth import add_user
 from grid.web.config import WebSettings
-from grid.web.scope import Principal, Role
 
 PASSWORD = "correct horse battery"
 

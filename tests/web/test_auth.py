@@ -62,8 +62,8 @@ def test_no_user_enumeration(tree: Tree, web_app: Any) -> None:
 
 
 def test_login_throttled_after_repeated_failures(app_factory: Any, database_url: str) -> None:
+    from grid.accounts.access import Role
     from grid.web.auth import add_user
-    from grid.web.scope import Role
 
     conn = psycopg2.connect(database_url)
     try:

@@ -17,8 +17,8 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from grid.accounts.access import Role, apply_scope
 from grid.web import casework
-from grid.web.scope import Role, apply_scope
 from tests.web.conftest import Tree, client, login, version_of
 
 pytestmark = pytest.mark.db

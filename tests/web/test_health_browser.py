@@ -24,9 +24,9 @@ from playwright.sync_api import Browser, Page, expect
 from connectors.sandbox.app import SandboxServer, correct_record, create_app
 from connectors.sandbox.fixes import fixed_row
 from connectors.validate import CHINA_TZ
+from grid.accounts.access import Role
 from grid.settings import PROJECT_ROOT, get_settings
 from grid.web.auth import add_user
-from grid.web.scope import Role
 from tests.conftest import SAMPLE_CITY, write_sources
 from tests.flows.helpers import query, sources_env
 from tests.web.conftest import PASSWORD, LiveServer, sign_in

@@ -52,7 +52,7 @@ CREATE TABLE reprocess_request (
 CREATE INDEX reprocess_request_source ON reprocess_request (source, id DESC);
 
 -- The web role sees quarantine rows of sources in its scope only (the service query filters the
--- same way; this is the backstop). Scope is the code prefix set by grid.web.scope.apply_scope.
+-- same way; this is the backstop). Scope is the code prefix set by grid.accounts.access.apply_scope.
 ALTER TABLE quarantine ENABLE ROW LEVEL SECURITY;
 CREATE POLICY quarantine_via_source ON quarantine FOR SELECT TO gridflow_app
     USING (EXISTS (SELECT 1 FROM source s WHERE s.name = quarantine.source
