@@ -34,9 +34,9 @@ import psycopg2
 import psycopg2.extensions
 
 from bench._util import scratch_database, timed, verdict
+from connectors.kinds import CaseKind
 from geodata.codes import Level
 from grid.cases.deadlines import deadlines_for
-from grid.cases.kinds import CaseKind
 from grid.cases.outbox import OUTBOX_COLUMNS
 from grid.cases.policy import ProvincePolicy, build_calendar
 from grid.cases.service import (

@@ -22,7 +22,7 @@ shown in run summaries, so never rename one; add a new member instead.
 | ``bad_coordinates`` | 坐标错误 | a coordinate is unreadable, infinite, out of range, or only half present |
 | ``out_of_china`` | 坐标不在中国境内 | outside China's bounding box (often swapped or defaulted) |
 | ``unknown_crs`` | 坐标系未知 | the point has no declared coordinate system, or one we do not support |
-| ``unknown_case_kind`` | 案件类别未知 | a report's kind, severity or hardship grade is not in ``grid.cases.kinds`` |
+| ``unknown_case_kind`` | 案件类别未知 | a report's kind, severity or hardship grade is not in ``connectors.kinds`` |
 | ``bad_amount`` | 金额错误 | a case report's amount is unreadable, negative, not finite or has more than two decimals |
 | ``missing_party`` | 缺少当事人 | a dispute names neither worker nor enterprise; a hardship report no worker |
 """

@@ -14,8 +14,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from connectors.kinds import CaseKind, HardshipGrade, Severity
 from connectors.reasons import Reason
-from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
 #: Canonical field names per entity, split into required and optional. A source's mapping
 #: (canonical -> city field) must name every required field; optional ones may be left out.
@@ -105,7 +105,7 @@ class EnterpriseRecord:
 class CaseReportRecord:
     """A case report (案件上报) raised in the city's grid system: a labour dispute or a hardship report.
 
-    ``kind``/``severity``/``hardship_grade`` are the closed vocabularies of :mod:`grid.cases.kinds`.
+    ``kind``/``severity``/``hardship_grade`` are the closed vocabularies of :mod:`connectors.kinds`.
     ``worker_id_number`` is the normalised 18-character resident ID of the worker concerned, if
     the report names one: downstream only its keyed HMAC is ever stored. ``amount`` (yuan claimed
     or needed) is financial information and ``description`` is free text written by an officer

@@ -68,7 +68,7 @@ a reprocess picks up the truth.
 
 Case reports (:func:`validate_cases`):
 
-* ``kind`` (required) is a :class:`grid.cases.kinds.CaseKind` value, its Chinese label
+* ``kind`` (required) is a :class:`connectors.kinds.CaseKind` value, its Chinese label
   (``拖欠工资``) or a common alias (``欠薪``) -> else ``unknown_case_kind``; ``severity`` (blank =
   normal) and ``hardship_grade`` the same against :class:`Severity` / :class:`HardshipGrade`. A
   hardship grade on a dispute is ``bad_value``.
@@ -98,10 +98,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
+from connectors.kinds import CaseKind, HardshipGrade, Severity
 from connectors.reasons import Reason
 from connectors.records import CANONICAL_FIELDS, CaseReportRecord, EnterpriseRecord, Reject, WorkerRecord
 from geodata.crs import CHINA_BBOX, UnknownCRSError, parse_crs
-from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
 __all__ = [
     "CHINA_TZ",

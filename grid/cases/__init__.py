@@ -4,8 +4,8 @@ The modules re-exported here are pure domain logic (no database, Prefect or netw
 ``service``, ``sweep``, ``outbox`` and ``intake`` apply them to the store.
 """
 
+from connectors.kinds import CaseFamily, CaseKind, HardshipGrade, Outcome, Severity
 from grid.cases.deadlines import Deadlines, Step, deadlines_for, escalation_steps
-from grid.cases.kinds import CaseFamily, CaseKind, HardshipGrade, Outcome, Severity
 from grid.cases.policy import PolicyError, ProvincePolicy, build_calendar, load_policy
 from grid.cases.routing import CaseFacts, RoutingAlert, RoutingDecision, RoutingError, route
 from grid.cases.states import (

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
+from connectors.kinds import CaseFamily, CaseKind
 from geodata.codes import Level
-from grid.cases.kinds import CaseFamily, CaseKind
 from grid.cases.policy import ProvincePolicy, ResolvedLimits
 from grid.cases.routing import CaseFacts
 from grid.cases.states import next_level

@@ -24,9 +24,9 @@ from typing import Literal
 from stdnum.cn import uscc as _uscc
 
 from connectors import validate
+from connectors.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from connectors.validate import FieldError
 from geodata.codes import is_cell_code, is_division_code
-from grid.cases.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from grid.cases.routing import CaseFacts
 from grid.people import Vault
 

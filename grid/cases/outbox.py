@@ -31,8 +31,8 @@ import httpx
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
+from connectors.kinds import CaseKind, Severity
 from geodata.codes import Level
-from grid.cases.kinds import CaseKind, Severity
 from grid.store.db import transaction
 
 TARGETS: Final = ("union", "government")

@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from connectors.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from geodata.codes import Level, division_level, is_division_code
-from grid.cases.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from grid.workdays import WorkCalendar
 
 # Levels a case can be owned at; a community-level case is owned by the grid officer of its cell.

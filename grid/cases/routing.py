@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from connectors.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from geodata.codes import CodeError, Level, ancestor, division_level, is_cell_code, is_division_code, level_of
-from grid.cases.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from grid.cases.policy import ProvincePolicy, Rule
 from grid.cases.states import owner_level
 

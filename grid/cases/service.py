@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import psycopg2.extensions
 
+from connectors.kinds import CaseKind, Outcome, Severity
 from geodata.codes import (
     CodeError,
     Level,
@@ -44,7 +45,6 @@ from geodata.codes import (
 )
 from grid.cases.deadlines import Deadlines, deadlines_for, escalation_steps
 from grid.cases.intake import CaseReport, attach_summary, dedupe_lock_keys
-from grid.cases.kinds import CaseKind, Outcome, Severity
 from grid.cases.outbox import Notice, copy_csv, enqueue, notice
 from grid.cases.policy import ProvincePolicy, build_calendar, load_policy
 from grid.cases.routing import RoutingError, route

@@ -24,8 +24,8 @@ from enum import Enum, StrEnum
 from functools import reduce
 from typing import Any, Final
 
+from connectors.kinds import Outcome
 from geodata.codes import CodeError, Level, ancestor, level_of
-from grid.cases.kinds import Outcome
 
 GENESIS_HASH: Final = "0" * 64
 

@@ -14,11 +14,11 @@ from typing import Any, Final
 
 import psycopg2.extensions
 
+from connectors.kinds import CaseKind, Outcome
 from geodata.codes import chain_codes, level_of
 from grid.accounts.access import Principal, Role, apply_scope
 from grid.cases import service
 from grid.cases.intake import parse_amount
-from grid.cases.kinds import CaseKind, Outcome
 from grid.cases.routing import RoutingError
 from grid.cases.service import CaseDetail, CaseRules
 from grid.cases.states import (

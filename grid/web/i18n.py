@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from connectors.kinds import CaseKind, Outcome, Severity
 from geodata.codes import LEVEL_EN, LEVEL_ZH
-from grid.cases.kinds import CaseKind, Outcome, Severity
 from grid.cases.states import Action, State
 
 STRINGS: dict[str, tuple[str, str]] = {

@@ -13,8 +13,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from connectors.kinds import CaseKind, Outcome
 from grid.accounts.access import Role
-from grid.cases.kinds import CaseKind, Outcome
 from grid.cases.states import State
 from grid.web import auth, casework
 from grid.web.deps import (

@@ -15,13 +15,13 @@ import pytest
 from shapely.geometry import box
 from stdnum.cn import ric, uscc
 
+from connectors.kinds import CaseKind, HardshipGrade, Severity
 from connectors.reasons import Reason
 from connectors.records import CaseReportRecord
 from connectors.sandbox.data import CASE_BAD_KINDS, YICHANG_MAPPING, SandboxDataset
 from connectors.validate import CHINA_TZ, FieldError, parse_amount, validate_cases
 from grid.cases.intake import IntakeError
 from grid.cases.intake import parse_amount as intake_amount
-from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
 TODAY = date(2026, 3, 1)
 MAP = YICHANG_MAPPING["cases"]

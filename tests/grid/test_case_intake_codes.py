@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from stdnum.cn import uscc
 
+from connectors.kinds import CaseKind
 from grid.cases.intake import CaseReport, IntakeError
-from grid.cases.kinds import CaseKind
 
 
 def _code(body17: str) -> str:

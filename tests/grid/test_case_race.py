@@ -22,8 +22,8 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from connectors.kinds import Outcome
 from geodata.codes import Level
-from grid.cases.kinds import Outcome
 from grid.cases.routing import RoutingError
 from grid.cases.service import (
     ScopeError,

@@ -27,8 +27,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from connectors.kinds import Outcome
 from geodata.codes import Level, ancestor
-from grid.cases.kinds import Outcome
 from grid.cases.routing import RoutingError
 from grid.cases.service import (
     ScopeError,

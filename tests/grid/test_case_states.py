@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.kinds import Outcome
 from geodata.codes import Level, ancestor
-from grid.cases.kinds import Outcome
 from grid.cases.states import (
     TRANSITIONS,
     Action,

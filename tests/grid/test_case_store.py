@@ -25,9 +25,9 @@ import psycopg2.errors
 import pytest
 from stdnum.cn import uscc as _uscc
 
+from connectors.kinds import Outcome
 from geodata.codes import Level, ancestor
 from grid.cases.intake import CaseReport, IntakeError, dedupe_lock_keys
-from grid.cases.kinds import Outcome
 from grid.cases.outbox import ALLOWED_KEYS, Backoff, NoticeError, deliver, notice
 from grid.cases.policy import ProvincePolicy, build_calendar, parse_policy
 from grid.cases.service import (

@@ -26,10 +26,10 @@ import shapely
 from shapely.geometry import MultiPolygon, box
 from shapely.geometry.base import BaseGeometry
 
+from connectors.kinds import Outcome
 from geodata.diff import ChangeKind
 from geodata.imports import CellFeature
 from grid.cases.intake import CaseReport
-from grid.cases.kinds import Outcome
 from grid.cases.policy import ProvincePolicy, build_calendar
 from grid.cases.service import CaseRules, accept, events_of, get_case, open_case, resolve
 from grid.store import cells as store

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from connectors.kinds import CaseKind, HardshipGrade
 from geodata.codes import Level
 from grid.cases.deadlines import Step, deadlines_for, escalation_steps
-from grid.cases.kinds import CaseKind, HardshipGrade
 from grid.cases.policy import ProvincePolicy, build_calendar, load_policy, parse_policy
 from grid.cases.routing import CaseFacts
 from grid.workdays import SHANGHAI, WorkCalendar

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.kinds import CaseKind, HardshipGrade, Severity
 from geodata.codes import Level, chain
-from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 from grid.cases.policy import CollectivePolicy, PolicyError, ProvincePolicy, RoutingPolicy, Rule, load_policy
 from grid.cases.routing import CaseFacts, RoutingError, route
 

@@ -21,9 +21,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from connectors.kinds import CaseKind
 from grid.accounts.access import Principal, Role
 from grid.cases.intake import CaseReport
-from grid.cases.kinds import CaseKind
 from grid.cases.service import CaseRules, escalate, open_case, return_to_parent, rules_from_settings
 from grid.ingest import WORKER_PII
 from grid.people import mask_id, mask_name, mask_phone, vault_from_settings

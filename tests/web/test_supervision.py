@@ -9,8 +9,8 @@ from typing import Any
 import psycopg2
 import pytest
 
+from connectors.kinds import CaseKind
 from grid.cases.intake import CaseReport
-from grid.cases.kinds import CaseKind
 from grid.cases.service import CaseRules, escalate, open_case
 from tests.web.conftest import Tree, client, login, version_of
 
