@@ -1,7 +1,21 @@
-"""Who may see and do what: the principal, the visibility rule and the permission rules.
+"""Who may see and do what: roles, the principal, and the four access rules, each in one place.
 
-The same visibility rule is the PostgreSQL function ``gridflow_chain_visible`` (migration 0003);
-:func:`apply_scope` states the principal's scope for one transaction so the policies can apply it.
+The web pages, the API and the case service all ask these; none decides on its own.
+
+- **sees** a case (its chain code): :func:`sees`, :meth:`Principal.sees`. Twin: the SQL function
+  ``gridflow_chain_visible(chain)`` (migration 0003), which the row-level security policies on
+  ``case_file`` and the tables keyed by it call, fed by :func:`apply_scope` with the same
+  :attr:`Principal.prefix` / ``cells``.
+- **owns** a case (acts on it as the owner): :func:`owns`. No SQL twin: the service checks it
+  before it writes; row-level security keeps every write inside what the principal sees.
+- **supervises** a case (督办, reassign): :func:`supervises`, :func:`may_reassign` (the owner of a
+  case returned to it re-dispatches it). No SQL twin, as for owns.
+- **may reveal** a masked field: :func:`may_reveal`, :func:`reveal_reason`. Twin: the
+  ``reveal_audit`` row (migration 0003) written with the reason in the reading transaction.
+
+"Supervises" is a unit strictly above the owner on the case's chain: an owner never supervises
+(urges or reassigns) its own case. ``tests/grid/test_access.py`` proves that :func:`sees` and
+``gridflow_chain_visible`` agree on a generated tree.
 """
 
 from __future__ import annotations
@@ -12,7 +26,17 @@ from typing import Final
 
 import psycopg2.extensions
 
-from geodata.codes import Level, division_level, is_cell_code, is_division_code, level_of, own_prefix
+from geodata.codes import (
+    Level,
+    ancestor,
+    division_level,
+    is_cell_code,
+    is_division_code,
+    level_of,
+    own_prefix,
+    within,
+)
+from grid.cases.states import Action
 
 Conn = psycopg2.extensions.connection
 
@@ -34,9 +58,77 @@ ROLE_LEVEL: Final = {
     Role.CITY: Level.CITY,
     Role.PROVINCE: Level.PROVINCE,
 }
-# Province and city views show aggregates, not people: no reveal there.
+# Province and city views show aggregates, not people: no reveal there, and no party shown.
 REVEAL_ROLES: Final = frozenset({Role.GRID_OFFICER, Role.COMMUNITY, Role.TOWN, Role.COUNTY})
 SUPERVISOR_ROLES: Final = frozenset({Role.COMMUNITY, Role.TOWN, Role.COUNTY, Role.CITY, Role.PROVINCE})
+# What the owner of a case does, and what a unit above it does (the state machine decides when).
+OWNER_ACTIONS: Final = (
+    Action.ACCEPT,
+    Action.START,
+    Action.NOTE,
+    Action.RESOLVE,
+    Action.CLOSE,
+    Action.ESCALATE,
+    Action.RETURN_TO_PARENT,
+    Action.REOPEN,
+)
+SUPERVISOR_ACTIONS: Final = (Action.URGE, Action.REASSIGN)
+# A reveal is an audited act: its reason is kept (``reveal_audit.reason``) within these bounds.
+REVEAL_REASON_MIN: Final = 4
+REVEAL_REASON_MAX: Final = 500
+
+
+class AccessError(PermissionError):
+    """A principal or unit that may not do what it asked."""
+
+
+def sees(role: Role, scope_code: str, cells: tuple[str, ...], chain_code: str) -> bool:
+    """A case on ``chain_code`` is visible: an officer's own cells, else the scope's subtree."""
+    if role is Role.GRID_OFFICER:
+        return chain_code in cells
+    return within(chain_code, scope_code)
+
+
+def owns(role: Role, scope_code: str, cells: tuple[str, ...], owner_code: str) -> bool:
+    """Acts as the owner: an officer for its cells, a unit role for its own unit (admin: never)."""
+    if role is Role.GRID_OFFICER:
+        return owner_code in cells
+    return role is not Role.ADMIN and owner_code == scope_code
+
+
+def supervises(unit_code: str, *, chain_code: str, owner_code: str) -> bool:
+    """督办 and reassign: ``unit_code`` is a division strictly above the owner, on the case's chain.
+
+    The owner itself never supervises its own case (a community supervises its cells' officers).
+    """
+    if not is_division_code(unit_code):
+        return False
+    try:
+        above = division_level(unit_code) < level_of(owner_code)
+    except ValueError:
+        return False
+    return above and within(chain_code, unit_code) and within(owner_code, unit_code)
+
+
+def may_reassign(unit_code: str, *, chain_code: str, owner_code: str, returned: bool) -> bool:
+    """Reassign: a unit that :func:`supervises` the case; or, for a case returned to it as
+    misrouted (``returned``), its new owner re-dispatching it — what a return hands it over for."""
+    return supervises(unit_code, chain_code=chain_code, owner_code=owner_code) or (
+        returned and unit_code == owner_code
+    )
+
+
+def may_reveal(role: Role) -> bool:
+    """Roles that work with people see a party and may reveal a masked field (with a reason)."""
+    return role in REVEAL_ROLES
+
+
+def reveal_reason(reason: str) -> str:
+    """The reason a reveal is audited with, trimmed; :class:`ValueError` when too short."""
+    reason = reason.strip()
+    if len(reason) < REVEAL_REASON_MIN:
+        raise ValueError(f"a reveal needs a reason (at least {REVEAL_REASON_MIN} characters)")
+    return reason[:REVEAL_REASON_MAX]
 
 
 class ScopeConfigError(ValueError):
@@ -77,28 +169,42 @@ class Principal:
             return ""
         return own_prefix(self.scope_code)
 
+    @property
+    def aggregate_prefix(self) -> str:
+        """The divisions whose aggregates (dashboards, exports) the principal sees: admin all."""
+        return "" if self.role is Role.ADMIN else self.prefix
+
+    @property
+    def source_prefix(self) -> str:
+        """Sources are city-level: a county sees its city's sources, others their own prefix."""
+        if self.role is Role.COUNTY:
+            return own_prefix(ancestor(self.scope_code, Level.CITY))
+        return self.prefix
+
     def sees(self, chain_code: str) -> bool:
-        if self.role is Role.GRID_OFFICER:
-            return chain_code in self.cells
-        return chain_code.startswith(self.prefix)
+        return sees(self.role, self.scope_code, self.cells, chain_code)
 
     def owns(self, owner_code: str) -> bool:
-        """Acts as the owner: an officer for its cells, a unit role for its own unit."""
-        if self.role is Role.GRID_OFFICER:
-            return owner_code in self.cells
-        return self.role is not Role.ADMIN and owner_code == self.scope_code
+        return owns(self.role, self.scope_code, self.cells, owner_code)
 
     def supervises(self, chain_code: str, owner_code: str) -> bool:
-        """督办 and reassign: a unit on the chain strictly above the owner."""
-        if self.role not in SUPERVISOR_ROLES or owner_code == self.scope_code:
-            return False
-        if not chain_code.startswith(self.prefix) or not owner_code.startswith(self.prefix):
-            return False
-        return division_level(self.scope_code) < level_of(owner_code)
+        """:func:`supervises` for a supervising role."""
+        return self.role in SUPERVISOR_ROLES and supervises(
+            self.scope_code, chain_code=chain_code, owner_code=owner_code
+        )
+
+    def may(self, action: Action, *, chain_code: str, owner_code: str) -> bool:
+        """May take ``action`` on a case as its owner or as a unit above it (the state machine
+        then decides whether the case's state allows it)."""
+        if action in OWNER_ACTIONS:
+            return self.owns(owner_code)
+        if action in SUPERVISOR_ACTIONS:
+            return self.supervises(chain_code, owner_code)
+        return False
 
     @property
     def may_reveal(self) -> bool:
-        return self.role in REVEAL_ROLES
+        return may_reveal(self.role)
 
     @property
     def is_supervisor(self) -> bool:

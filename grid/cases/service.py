@@ -36,13 +36,13 @@ from geodata.codes import (
     Level,
     ancestor,
     chain_codes,
-    division_level,
     is_cell_code,
-    is_division_code,
     level_of,
     own_prefix,
     parent,
+    within,
 )
+from grid.accounts import access
 from grid.cases.deadlines import Deadlines, deadlines_for, escalation_steps
 from grid.cases.intake import CaseReport, attach_summary, dedupe_lock_keys
 from grid.cases.outbox import Notice, copy_csv, enqueue, notice
@@ -319,10 +319,6 @@ def scope_prefix(scope: str) -> str:
         return own_prefix(scope)
     except CodeError:
         raise ScopeError(f"a scope is a 12-digit division or 15-digit cell code, got {scope!r}") from None
-
-
-def in_scope(scope: str, code: str) -> bool:
-    return code.startswith(scope_prefix(scope))
 
 
 # ----------------------------------------------------------------------------- low-level writes
@@ -987,14 +983,6 @@ def reopen(
         )
 
 
-def _supervises(scope: str, head: CaseHead) -> bool:
-    """``scope`` is a division on the case's chain at or above the owner's level."""
-    if not is_division_code(scope):
-        return False
-    lv = division_level(scope)
-    return lv <= head.level and level_of(head.chain_code) >= lv and ancestor(head.chain_code, lv) == scope
-
-
 def reassign(
     conn: Conn,
     *,
@@ -1015,13 +1003,16 @@ def reassign(
     with transaction(conn) as cur:
         head = _lock_case(cur, case_id, expected_version)
         _check_allowed(head, Action.REASSIGN)
-        if not _supervises(scope, head):
+        returned = head.state is State.RETURNED
+        if not access.may_reassign(
+            scope, chain_code=head.chain_code, owner_code=head.owner_code, returned=returned
+        ):
             raise ScopeError(f"unit {scope} does not supervise case {case_id} (owner {head.owner_code})")
         try:
             rank = owner_rank(to_owner)
         except CodeError as exc:
             raise TransitionError(str(exc)) from None
-        if not in_scope(scope, to_owner):
+        if not within(to_owner, scope):
             raise ScopeError(f"{to_owner} is outside the subtree of {scope}")
         if to_owner == head.owner_code:
             raise TransitionError(f"case {case_id} is already owned by {to_owner}")
@@ -1066,7 +1057,7 @@ def urge(
     with transaction(conn) as cur:
         head = _lock_case(cur, case_id, expected_version)
         _check_allowed(head, Action.URGE)
-        if not _supervises(scope, head) or scope == head.owner_code:
+        if not access.supervises(scope, chain_code=head.chain_code, owner_code=head.owner_code):
             raise ScopeError(f"unit {scope} is not above the owner of case {case_id}")
         res = _append(
             cur,
@@ -1294,7 +1285,7 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
             (case_id,),
         )
         row = cur.fetchone()
-    if row is None or (scope is not None and not in_scope(scope, str(row[11]))):
+    if row is None or (scope is not None and not str(row[11]).startswith(scope_prefix(scope))):
         raise CaseNotFound(case_id)
     return CaseDetail(
         id=int(row[0]),

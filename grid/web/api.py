@@ -12,6 +12,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from grid.accounts import access
 from grid.cases.service import ActionResult
 from grid.web import auth, casework
 from grid.web.deps import client_of, session_of, set_session_cookie, state_of
@@ -127,7 +128,7 @@ class ActionOut(BaseModel):
 
 class RevealIn(BaseModel):
     field: Literal["worker_id", "worker_phone", "worker_name"]
-    reason: str = Field(min_length=4, max_length=500)
+    reason: str = Field(min_length=access.REVEAL_REASON_MIN, max_length=access.REVEAL_REASON_MAX)
 
 
 class RevealOut(BaseModel):

@@ -16,7 +16,14 @@ import psycopg2.extensions
 
 from connectors.kinds import CaseKind, Outcome
 from geodata.codes import chain_codes, level_of
-from grid.accounts.access import Principal, Role, apply_scope
+from grid.accounts.access import (
+    OWNER_ACTIONS,
+    SUPERVISOR_ACTIONS,
+    Principal,
+    Role,
+    apply_scope,
+    reveal_reason,
+)
 from grid.cases import service
 from grid.cases.intake import parse_amount
 from grid.cases.routing import RoutingError
@@ -36,17 +43,6 @@ from grid.store.db import transaction
 
 Conn = psycopg2.extensions.connection
 
-OWNER_ACTIONS: Final = (
-    Action.ACCEPT,
-    Action.START,
-    Action.NOTE,
-    Action.RESOLVE,
-    Action.CLOSE,
-    Action.ESCALATE,
-    Action.RETURN_TO_PARENT,
-    Action.REOPEN,
-)
-SUPERVISOR_ACTIONS: Final = (Action.URGE, Action.REASSIGN)
 REVEAL_FIELDS: Final = {"worker_id": "id_number", "worker_phone": "phone", "worker_name": "name"}
 
 
@@ -315,7 +311,7 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
                 )
             )
         party = None
-        if detail.has_worker and p.role not in (Role.CITY, Role.PROVINCE, Role.ADMIN):
+        if detail.has_worker and p.may_reveal:
             cur.execute(
                 """
                 SELECT w.id_masked, w.name_masked, w.phone_masked FROM worker w
@@ -328,19 +324,9 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
             party = Party(*r) if r else Party(detail.worker_masked, None, None)
         svg = _svg(cur, case_id, detail.cell_code)
     state = detail.state
-    owner_actions = []
-    if p.owns(detail.owner_code):
-        for a in OWNER_ACTIONS:
-            try:
-                transition(state, a)
-            except TransitionError:
-                continue
-            owner_actions.append(a.value)
-    sup = (
-        [a.value for a in SUPERVISOR_ACTIONS]
-        if (p.supervises(detail.chain_code, detail.owner_code) and state not in DONE_STATES)
-        else []
-    )
+    on_case = {"chain_code": detail.chain_code, "owner_code": detail.owner_code}
+    owner_actions = [a.value for a in OWNER_ACTIONS if p.may(a, **on_case) and _allowed(state, a)]
+    sup = [a.value for a in SUPERVISOR_ACTIONS if p.may(a, **on_case) and state not in DONE_STATES]
     overdue = state not in DONE_STATES and detail.resolve_by < datetime.now(UTC)
     return CasePage(detail, timeline, chain, party, svg, owner_actions, sup, p.may_reveal, overdue)
 
@@ -376,10 +362,9 @@ def act(
     except ValueError:
         raise BadRequest("version is required") from None
     detail = _visible_case(conn, p, case_id)
-    if a in OWNER_ACTIONS and not p.owns(detail.owner_code):
-        raise Forbidden(f"{p.login} does not own case {case_id}")
-    if a in SUPERVISOR_ACTIONS and not p.supervises(detail.chain_code, detail.owner_code):
-        raise Forbidden(f"{p.login} does not supervise case {case_id}")
+    if not p.may(a, chain_code=detail.chain_code, owner_code=detail.owner_code):
+        what = "own" if a in OWNER_ACTIONS else "supervise"
+        raise Forbidden(f"{p.login} does not {what} case {case_id}")
     common: dict[str, Any] = {
         "case_id": case_id,
         "expected_version": expected,
@@ -440,13 +425,22 @@ def act(
         raise BadRequest(str(exc)) from None
 
 
+def _allowed(state: State, action: Action) -> bool:
+    try:
+        transition(state, action)
+    except TransitionError:
+        return False
+    return True
+
+
 def reveal(conn: Conn, p: Principal, case_id: int, field_name: str, reason: str, *, vault: Vault) -> str:
     """Decrypt one masked field of the case's worker; the audit row commits with the read or not at all."""
     if field_name not in REVEAL_FIELDS:
         raise BadRequest(f"unknown field {field_name!r}")
-    reason = reason.strip()
-    if len(reason) < 4:
-        raise BadRequest("a reveal needs a reason (at least 4 characters)")
+    try:
+        reason = reveal_reason(reason)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     detail = _visible_case(conn, p, case_id)
     if not p.may_reveal:
         raise Forbidden(f"role {p.role.value} may not reveal personal data")
@@ -466,7 +460,7 @@ def reveal(conn: Conn, p: Principal, case_id: int, field_name: str, reason: str,
             raise NotFound(case_id)
         cur.execute(
             "INSERT INTO reveal_audit (user_id, login, case_id, field, reason) VALUES (%s, %s, %s, %s, %s)",
-            (p.user_id, p.login, case_id, field_name, reason[:500]),
+            (p.user_id, p.login, case_id, field_name, reason),
         )
         value = decrypt_worker_pii(bytes(row[0]), vault)[REVEAL_FIELDS[field_name]]
     return value or ""

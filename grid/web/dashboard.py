@@ -56,10 +56,6 @@ def pct(v: float | None) -> str:
     return percent(v, undefined="—")
 
 
-def scope_prefix(p: Principal) -> str:
-    return "" if p.role is Role.ADMIN else p.prefix
-
-
 @dataclass(frozen=True, slots=True)
 class Query:
     metric: str
@@ -105,7 +101,7 @@ def _load(conn: Conn, p: Principal, code: str, q: Query) -> DivisionData | None:
     if not is_division_code(code):
         return None
     apply_scope(conn, p)
-    return division_data(conn, code=code, prefix=scope_prefix(p), on_or_before=q.on, days=q.days)
+    return division_data(conn, code=code, prefix=p.aggregate_prefix, on_or_before=q.on, days=q.days)
 
 
 @router.get("/dashboard", response_model=None)
@@ -152,7 +148,7 @@ def dashboard_page(request: Request, code: str) -> Response:
     q = _query(request)
     lang = lang_of(request)
     p = session.principal
-    prefix = scope_prefix(p)
+    prefix = p.aggregate_prefix
     st = state_of(request)
     map_svg = None
     missing: list[str] = []
@@ -227,13 +223,13 @@ def ranking_page(request: Request, code: str) -> Response:
     st = state_of(request)
     with st.db.connection() as conn:
         apply_scope(conn, p)
-        own = division(conn, code=code, prefix=scope_prefix(p))
+        own = division(conn, code=code, prefix=p.aggregate_prefix)
         if own is None:
             return _not_found(request, session)
         level = _level(request, own.level)
         if level is False:
             return message(request, session, "dash_bad_level", 400)
-        run, rows = ranking_data(conn, unit=own, prefix=scope_prefix(p), level=level, on_or_before=q.on)
+        run, rows = ranking_data(conn, unit=own, prefix=p.aggregate_prefix, level=level, on_or_before=q.on)
     d, lvl = own, level
     pages = max(1, -(-len(rows) // RANK_PAGE))
     page = min(page_of(request), pages)
@@ -294,7 +290,7 @@ def _export(request: Request, code: str, kind: str) -> Response:
         ranking = children_ranking
         if level is not None:
             _, ranking = ranking_data(
-                conn, unit=data.division, prefix=scope_prefix(p), level=level, on_or_before=q.on
+                conn, unit=data.division, prefix=p.aggregate_prefix, level=level, on_or_before=q.on
             )
     day = data.run.snapshot_date.isoformat() if data.run else "none"
     name = f"gridflow-{code}-{day}.{kind}"

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from grid.accounts.access import Principal, Role, apply_scope
+from grid.accounts.access import Role, apply_scope
 from grid.monitoring import health as svc
 from grid.monitoring import reprocess as rp
 from grid.monitoring.alerts import AlertsConfigError, load_alerts
@@ -36,13 +36,6 @@ router = APIRouter(include_in_schema=False)
 HEALTH_ROLES: Final = frozenset({Role.COUNTY, Role.CITY, Role.PROVINCE, Role.ADMIN})
 DRILL_ROLES: Final = frozenset({Role.CITY, Role.PROVINCE, Role.ADMIN})
 MAX_BODY = 128_000
-
-
-def scope_prefix(p: Principal) -> str:
-    """Sources are city-level: a county sees its city's sources; others their own prefix."""
-    if p.role is Role.COUNTY:
-        return p.scope_code[:4]
-    return p.prefix
 
 
 def _reason_label(lang: str) -> Any:
@@ -71,7 +64,7 @@ def health_page(request: Request) -> Response:
         with transaction(conn) as cur:
             sources = svc.sources_health(
                 cur,
-                prefix=scope_prefix(p),
+                prefix=p.source_prefix,
                 now=datetime.now(UTC),
                 limits=limits,
                 with_quarantine=p.role in DRILL_ROLES,
@@ -100,7 +93,7 @@ def quarantine_page(request: Request, source: str, reason: str = "") -> Response
         return session
     p = session.principal
     st = state_of(request)
-    prefix = scope_prefix(p)
+    prefix = p.source_prefix
     with st.db.connection() as conn:
         apply_scope(conn, p)
         with transaction(conn) as cur:
@@ -163,7 +156,7 @@ async def reprocess_submit(request: Request, source: str) -> Response:
         with st.db.connection() as conn:
             apply_scope(conn, p)
             with transaction(conn) as cur:
-                ids = svc.open_ids_of(cur, source=source, prefix=scope_prefix(p), ids=wanted)
+                ids = svc.open_ids_of(cur, source=source, prefix=p.source_prefix, ids=wanted)
                 if not ids:
                     return message(request, session, "health_choose", 400)
                 request_id = rp.record_request(cur, source=source, ids=ids, requested_by=p.login)
@@ -195,7 +188,7 @@ def reprocess_page(request: Request, request_id: int) -> Response:
     with st.db.connection() as conn:
         apply_scope(conn, p)
         with transaction(conn) as cur:
-            req = svc.get_request(cur, request_id=request_id, prefix=scope_prefix(p))
+            req = svc.get_request(cur, request_id=request_id, prefix=p.source_prefix)
     if req is None:
         return message(request, session, "health_no_request", 404)
     state = rp.flow_run_state(req.flow_run_id) if req.flow_run_id else None
