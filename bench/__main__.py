@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-QUICK = ["bench.bench_placement", "bench.bench_crs", "bench.bench_address"]
+QUICK = ["bench.bench_placement", "bench.bench_crs", "bench.bench_address", "bench.bench_validate"]
 SLOW = [
     "bench.bench_sweep",
     "bench.bench_web",
