@@ -1,6 +1,6 @@
 """Coordinate systems: names, and conversion of lon/lat arrays to WGS84.
 
-Municipal sources store points in one of four systems (domain.md §3):
+Municipal sources store points in one of four systems:
 
 * CGCS2000 (EPSG:4490), the national datum, and WGS84 (EPSG:4326). They differ by a few
   centimetres, far below a grid cell's size or any source's accuracy, so this module treats them

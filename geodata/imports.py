@@ -21,7 +21,7 @@ Two steps, so that the database (or any other source of known divisions) stays o
    ``110100``, is skipped over) and the division lies inside the parent's polygon within the
    same tolerance.
 
-Coordinate systems of the file (domain.md §3; a CRS mismatch is an error, never a warning):
+Coordinate systems of the file (a CRS mismatch is an error, never a warning):
 
 * the file says EPSG:4490 (CGCS2000) or EPSG:4326 / OGC:CRS84 (WGS84; a GeoJSON file always
   does, by RFC 7946): accepted as is;

@@ -6,7 +6,7 @@
 * ``mediation_window_ends`` (disputes only): Art. 14 of the Labour Dispute Mediation and
   Arbitration Law, 15 **calendar** days from the application; after it a party may go to
   arbitration. With ``mediation.roll_forward_if_last_day_holiday`` a last day that is a day off moves
-  to the next working day (Civil Code Art. 203); off by default, as the domain brief counts plain days.
+  to the next working day (Civil Code Art. 203); off by default, as the province policy counts plain days.
 * Steps after a deadline: a reminder (催办) the day after it passes, then a written criticism
   (通报) with escalation one level up ``criticise_after_workdays`` working days after the reminder.
 

@@ -1,9 +1,9 @@
 """Province policy: every number and rule that decides where a case starts and when it is late.
 
-A policy is a TOML file validated at load (``config/policy/default.toml`` holds the defaults from
-the domain brief, documented line by line). ``ProvincePolicy()`` with no arguments equals that file,
-so a province file only needs what it changes: :func:`load_policy` lays the file over the defaults,
-tables merging key by key and lists (such as ``routing.rules``) replacing the default list whole.
+A policy is a TOML file validated at load (``config/policy/default.toml`` holds the defaults,
+documented line by line). ``ProvincePolicy()`` with no arguments equals that file, so a province
+file only needs what it changes: :func:`load_policy` lays the file over the defaults, tables
+merging key by key and lists (such as ``routing.rules``) replacing the default list whole.
 
 Unknown keys are errors (a misspelt ``threshhold_workers`` must not silently keep the default), and
 :func:`load_policy` reports every bad field with its dotted path and the rule id it belongs to.
@@ -273,7 +273,7 @@ class SupervisionPolicy(_Model):
 
 
 class ProvincePolicy(_Model):
-    """The whole province policy; defaults are the domain brief's (see config/policy/default.toml)."""
+    """The whole province policy; defaults are config/policy/default.toml's."""
 
     name: str = "default"
     province_code: str | None = None

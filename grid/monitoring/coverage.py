@@ -35,7 +35,7 @@ Case window
 困难职工全帮扶 (hardship, family ``hardship``, in the window)
     * ``hardship``; ``hardship_helped``: done with outcome ``assistance_delivered``.
 
-Supervision (all families, in the window; the 12345 pattern of domain.md §5)
+Supervision (all families, in the window; the pattern of the 12345 government hotline)
     * ``cases``.
     * ``responded_on_time``: responded by the case's current owner within its limit —
       ``responded_at <= respond_by`` and the case is not waiting to be accepted (state ``new`` or
