@@ -35,7 +35,7 @@ import psycopg2
 
 from bench._util import scratch_database, timed, verdict
 from bench.bench_web import pct, server_cpu, start_server
-from grid.web.auth import hash_password
+from grid.accounts.sessions import hash_password
 
 CITY = "420500000000"
 PROVINCE = "420000000000"

@@ -38,8 +38,8 @@ import psutil
 import psycopg2
 
 from bench._util import scratch_database, timed, verdict
+from grid.accounts.sessions import hash_password
 from grid.settings import PROJECT_ROOT
-from grid.web.auth import hash_password
 
 CITY = "422000000000"
 

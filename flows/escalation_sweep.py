@@ -17,12 +17,12 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from grid.accounts import sessions
+from grid.accounts.config import get_web_settings
 from grid.cases.outbox import deliver, targets_from_env
 from grid.cases.service import rules_from_settings
 from grid.cases.sweep import sweep
 from grid.store.db import connect
-from grid.web import auth
-from grid.web.config import get_web_settings
 
 
 def parse_now(now: str | None, *, tz: Any) -> datetime:
@@ -60,7 +60,7 @@ def purge_login_history() -> dict[str, int]:
     """Ended sessions and old login attempts (see ``GRIDFLOW_WEB_LOGIN_HISTORY_DAYS``)."""
     conn = connect()
     try:
-        return auth.purge_login_history(conn, web=get_web_settings())
+        return sessions.purge_login_history(conn, web=get_web_settings())
     finally:
         conn.close()
 

@@ -40,8 +40,8 @@ def add(
     import psycopg2
 
     from grid.accounts.access import Role, ScopeConfigError
+    from grid.accounts.sessions import MIN_PASSWORD, add_user
     from grid.store.db import DatabaseUnavailable, connect
-    from grid.web.auth import MIN_PASSWORD, add_user
 
     try:
         r = Role(role)

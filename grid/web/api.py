@@ -12,9 +12,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from grid.accounts import access
+from grid.accounts import access, sessions
 from grid.cases.service import ActionResult
-from grid.web import auth, casework
+from grid.web import casework
 from grid.web.deps import client_of, session_of, set_session_cookie, state_of
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
@@ -149,15 +149,15 @@ class LedgerOut(BaseModel):
     criticised: int
 
 
-def require_session(request: Request) -> auth.Session:
+def require_session(request: Request) -> sessions.Session:
     session = session_of(request)
     if session is None:
         raise HTTPException(401, "not signed in")
     return session
 
 
-def require_csrf(request: Request, session: auth.Session = Depends(require_session)) -> auth.Session:  # noqa: B008
-    if not auth.csrf_ok(session, request.headers.get("X-CSRF-Token")):
+def require_csrf(request: Request, session: sessions.Session = Depends(require_session)) -> sessions.Session:  # noqa: B008
+    if not sessions.csrf_ok(session, request.headers.get("X-CSRF-Token")):
         raise HTTPException(403, "CSRF token missing or wrong")
     return session
 
@@ -183,10 +183,10 @@ def open_session(body: LoginIn, request: Request, response: Response) -> Me:
     st = state_of(request)
     with st.db.connection() as conn:
         try:
-            s = auth.login(
+            s = sessions.login(
                 conn, login=body.login, password=body.password, client=client_of(request), web=st.web
             )
-        except auth.LoginFailed:
+        except sessions.LoginFailed:
             raise HTTPException(401, "wrong login or password, or too many attempts") from None
     set_session_cookie(response, st.web, s.token)
     p = s.principal
@@ -196,7 +196,7 @@ def open_session(body: LoginIn, request: Request, response: Response) -> Me:
 
 
 @router.get("/me", response_model=Me)
-def me(session: auth.Session = Depends(require_session)) -> Me:  # noqa: B008
+def me(session: sessions.Session = Depends(require_session)) -> Me:  # noqa: B008
     p = session.principal
     return Me(
         login=p.login,
@@ -216,7 +216,7 @@ def list_cases(
     owner: str | None = None,
     limit: int = Query(casework.PAGE, ge=1, le=casework.MAX_PAGE),
     offset: int = Query(0, ge=0),
-    session: auth.Session = Depends(require_session),  # noqa: B008
+    session: sessions.Session = Depends(require_session),  # noqa: B008
 ) -> InboxOut:
     st = state_of(request)
     try:
@@ -249,7 +249,7 @@ def _slots(obj: Any) -> dict[str, Any]:
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut)
-def get_case(request: Request, case_id: int, session: auth.Session = Depends(require_session)) -> CaseOut:  # noqa: B008
+def get_case(request: Request, case_id: int, session: sessions.Session = Depends(require_session)) -> CaseOut:  # noqa: B008
     st = state_of(request)
     try:
         with st.db.connection() as conn:
@@ -296,7 +296,7 @@ def case_action(
     case_id: int,
     action: str,
     body: ActionIn,
-    session: auth.Session = Depends(require_csrf),  # noqa: B008
+    session: sessions.Session = Depends(require_csrf),  # noqa: B008
 ) -> ActionOut:
     st = state_of(request)
     form = {k: ("" if v is None else str(v)) for k, v in body.model_dump().items()}
@@ -313,7 +313,7 @@ def reveal(
     request: Request,
     case_id: int,
     body: RevealIn,
-    session: auth.Session = Depends(require_csrf),  # noqa: B008
+    session: sessions.Session = Depends(require_csrf),  # noqa: B008
 ) -> RevealOut:
     st = state_of(request)
     try:
@@ -328,7 +328,7 @@ def reveal(
 def ledger(
     request: Request,
     period: str | None = None,
-    session: auth.Session = Depends(require_session),  # noqa: B008
+    session: sessions.Session = Depends(require_session),  # noqa: B008
 ) -> list[LedgerOut]:
     st = state_of(request)
     try:

@@ -24,6 +24,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from geodata.codes import is_division_code
 from grid.accounts.access import Conn, Principal, Role, apply_scope
+from grid.accounts.sessions import Session
 from grid.monitoring import choropleth, exports
 from grid.monitoring.coverage import RATE_BY_NAME, RATES, percent
 from grid.monitoring.dashboard_data import (
@@ -36,7 +37,6 @@ from grid.monitoring.dashboard_data import (
     rank,
     ranking_data,
 )
-from grid.web.auth import Session
 from grid.web.deps import lang_of, page_of, state_of
 from grid.web.i18n import label, translator
 from grid.web.views import gate, message, render

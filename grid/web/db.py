@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import psycopg2
 import psycopg2.extensions
 
+from grid.accounts.config import WebSettings
 from grid.settings import get_settings
-from grid.web.config import WebSettings
 
 Conn = psycopg2.extensions.connection
 

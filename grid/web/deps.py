@@ -7,10 +7,10 @@ from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request, Response
 
+from grid.accounts import sessions
+from grid.accounts.config import WebSettings
 from grid.cases.service import CaseRules
 from grid.people import Vault
-from grid.web import auth
-from grid.web.config import WebSettings
 from grid.web.db import WebDatabase
 
 MAX_FORM = 64_000
@@ -61,14 +61,14 @@ async def form_of(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-def session_of(request: Request) -> auth.Session | None:
+def session_of(request: Request) -> sessions.Session | None:
     """The live session of the request's cookie (runs in a worker thread)."""
     st = state_of(request)
     token = request.cookies.get(st.web.cookie_name, "")
     if not token:
         return None
     with st.db.connection() as conn:
-        return auth.resume(conn, token=token, web=st.web)
+        return sessions.resume(conn, token=token, web=st.web)
 
 
 def set_session_cookie(response: Response, web: WebSettings, token: str) -> None:

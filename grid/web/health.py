@@ -20,13 +20,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from grid.accounts import sessions
 from grid.accounts.access import Role, apply_scope
 from grid.monitoring import health as svc
 from grid.monitoring import reprocess as rp
 from grid.monitoring.alerts import AlertsConfigError, load_alerts
 from grid.settings import get_settings
 from grid.store.db import transaction
-from grid.web import auth
 from grid.web.deps import lang_of, state_of
 from grid.web.i18n import translator
 from grid.web.views import gate, message, render
@@ -51,7 +51,7 @@ def _reason_label(lang: str) -> Any:
 @router.get("/health", response_model=None)
 def health_page(request: Request) -> Response:
     session = gate(request, HEALTH_ROLES)
-    if not isinstance(session, auth.Session):
+    if not isinstance(session, sessions.Session):
         return session
     p = session.principal
     st = state_of(request)
@@ -89,7 +89,7 @@ def health_page(request: Request) -> Response:
 @router.get("/health/{source}/quarantine", response_model=None)
 def quarantine_page(request: Request, source: str, reason: str = "") -> Response:
     session = gate(request, DRILL_ROLES)
-    if not isinstance(session, auth.Session):
+    if not isinstance(session, sessions.Session):
         return session
     p = session.principal
     st = state_of(request)
@@ -143,9 +143,9 @@ async def reprocess_submit(request: Request, source: str) -> Response:
 
     def work() -> Response:
         session = gate(request, DRILL_ROLES)
-        if not isinstance(session, auth.Session):
+        if not isinstance(session, sessions.Session):
             return session
-        if not auth.csrf_ok(session, (form.get("csrf") or [""])[0]):
+        if not sessions.csrf_ok(session, (form.get("csrf") or [""])[0]):
             return Response("CSRF token missing or wrong", status_code=403)
         p = session.principal
         t = translator(lang_of(request))
@@ -181,7 +181,7 @@ async def reprocess_submit(request: Request, source: str) -> Response:
 @router.get("/health/reprocess/{request_id}", response_model=None)
 def reprocess_page(request: Request, request_id: int) -> Response:
     session = gate(request, DRILL_ROLES)
-    if not isinstance(session, auth.Session):
+    if not isinstance(session, sessions.Session):
         return session
     p = session.principal
     st = state_of(request)

@@ -14,9 +14,10 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from connectors.kinds import CaseKind, Outcome
+from grid.accounts import sessions
 from grid.accounts.access import Role
 from grid.cases.states import State
-from grid.web import auth, casework
+from grid.web import casework
 from grid.web.deps import (
     clear_session_cookie,
     client_of,
@@ -56,7 +57,7 @@ def _to_login() -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
 
 
-def message(request: Request, session: auth.Session | None, key: str, status: int) -> HTMLResponse:
+def message(request: Request, session: sessions.Session | None, key: str, status: int) -> HTMLResponse:
     """A page with one translated sentence (``key`` in the interface strings)."""
     return render(
         request,
@@ -68,7 +69,7 @@ def message(request: Request, session: auth.Session | None, key: str, status: in
 
 def gate(
     request: Request, allowed: Collection[Role], *, forbidden: str = "forbidden"
-) -> auth.Session | Response:
+) -> sessions.Session | Response:
     """The session of a signed-in user whose role is in ``allowed``; otherwise the answer to send
     instead: the login page, or 403 with the ``forbidden`` sentence."""
     session = session_of(request)
@@ -102,17 +103,17 @@ async def login_submit(request: Request) -> Response:
     if not cookie or not secrets.compare_digest(cookie, form.get("csrf", "")):
         return render(request, "login.html", {"login_csrf": cookie, "failed": True}, status=400)
 
-    def work() -> auth.Session | None:
+    def work() -> sessions.Session | None:
         with st.db.connection() as conn:
             try:
-                return auth.login(
+                return sessions.login(
                     conn,
                     login=form.get("login", ""),
                     password=form.get("password", ""),
                     client=client_of(request),
                     web=st.web,
                 )
-            except auth.LoginFailed:
+            except sessions.LoginFailed:
                 return None
 
     session = await run_in_threadpool(work)
@@ -129,11 +130,11 @@ async def logout(request: Request) -> Response:
     form = await form_of(request)
     st = state_of(request)
     session = await run_in_threadpool(session_of, request)
-    if session is not None and auth.csrf_ok(session, form.get("csrf")):
+    if session is not None and sessions.csrf_ok(session, form.get("csrf")):
 
         def work() -> None:
             with st.db.connection() as conn:
-                auth.logout(conn, token=session.token)
+                sessions.logout(conn, token=session.token)
 
         await run_in_threadpool(work)
     resp = _to_login()
@@ -238,7 +239,7 @@ async def case_action(request: Request, case_id: int, action: str) -> Response:
         session = session_of(request)
         if session is None:
             return _to_login()
-        if not auth.csrf_ok(session, form.get("csrf")):
+        if not sessions.csrf_ok(session, form.get("csrf")):
             return Response("CSRF token missing or wrong", status_code=403)
         t = translator(lang_of(request))
         try:
@@ -276,7 +277,7 @@ async def case_reveal(request: Request, case_id: int) -> Response:
         session = session_of(request)
         if session is None:
             return _to_login()
-        if not auth.csrf_ok(session, form.get("csrf")):
+        if not sessions.csrf_ok(session, form.get("csrf")):
             return Response("CSRF token missing or wrong", status_code=403)
         t = translator(lang_of(request))
         field = form.get("field", "")

@@ -63,7 +63,7 @@ def test_no_user_enumeration(tree: Tree, web_app: Any) -> None:
 
 def test_login_throttled_after_repeated_failures(app_factory: Any, database_url: str) -> None:
     from grid.accounts.access import Role
-    from grid.web.auth import add_user
+    from grid.accounts.sessions import add_user
 
     conn = psycopg2.connect(database_url)
     try:
@@ -249,8 +249,8 @@ def test_ended_sessions_and_old_login_attempts_are_purged_after_the_history_peri
     """Retention rule: a session that ended (expired, idle past the limit or revoked) more than
     GRIDFLOW_WEB_LOGIN_HISTORY_DAYS ago is deleted, and so is a login attempt that old; a live
     session, a recently ended one and recent attempts stay."""
-    from grid.web.auth import purge_login_history
-    from grid.web.config import WebSettings
+    from grid.accounts.config import WebSettings
+    from grid.accounts.sessions import purge_login_history
 
     uid = next(iter(tree.user_ids.values()))
     sessions = {  # name -> (created/last seen, expires, revoked), as SQL expressions

@@ -25,10 +25,10 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
 from grid.accounts.access import Role
+from grid.accounts.sessions import add_user
 from grid.monitoring import choropleth
 from grid.monitoring.coverage import COUNT_FIELDS, RATES, Counts
 from grid.store.db import transaction
-from grid.web.auth import add_user
 from grid.web.dashboard import RANK_PAGE
 from tests.pii_scan import find_pii
 from tests.web.conftest import PASSWORD, client, login

@@ -15,8 +15,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from grid.accounts.access import Principal, Role, check_role_scope
+from grid.accounts.config import WebSettings
 from grid.store.db import transaction
-from grid.web.config import WebSettings
 
 Conn = psycopg2.extensions.connection
 
