@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from geodata.diff import GridDiff
     from geodata.division_index import Located
     from geodata.imports import Problem
-    from grid.store.cells import ImportPlan
+    from grid.cells.imports import ImportPlan
 
 cells_app = typer.Typer(
     no_args_is_help=True, help="Grid cell versions: import a new grid with a dry-run diff."
@@ -163,7 +163,7 @@ def cells_import(
     committed then). Open cases are re-routed only by --commit, each with the reason recorded.
     """
     from geodata.imports import FieldMapping, cell_import, common_scope, needed_divisions, read_layer
-    from grid.store import cells as store
+    from grid.cells import imports as store
 
     fields = FieldMapping(code=code_field, name=name_field or None, parent=community_field)
     start = _parse_date(valid_from)
@@ -276,7 +276,7 @@ def locate(
     from geodata.cellindex import CellIndex
     from geodata.crs import UnknownCRSError, parse_crs, to_wgs84
     from geodata.division_index import DivisionIndex, locate_points
-    from grid.store import cells as store
+    from grid.cells import imports as store
 
     try:
         system = parse_crs(crs)
@@ -364,7 +364,7 @@ def map_points(
     from geodata.cellindex import CellIndex
     from geodata.crs import UnknownCRSError, parse_crs
     from geodata.division_index import DivisionIndex, locate_points
-    from grid.store import cells as store
+    from grid.cells import imports as store
     from grid.store import geo
 
     if crs is not None:

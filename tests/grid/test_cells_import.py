@@ -32,7 +32,7 @@ from geodata.imports import CellFeature
 from grid.cases.intake import CaseReport
 from grid.cases.policy import ProvincePolicy, build_calendar
 from grid.cases.service import CaseRules, accept, events_of, get_case, open_case, resolve
-from grid.store import cells as store
+from grid.cells import imports as store
 from grid.store.db import transaction
 
 pytestmark = pytest.mark.db
