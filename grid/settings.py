@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     page_retry_delay_s: float = 10.0
     hmac_key: SecretStr | None = None
     encryption_key: SecretStr | None = None
+    #: Case notices: a JSON object of target -> webhook URL (URLs may carry tokens).
+    webhooks: SecretStr | None = None
+    #: Where the alert automations post (``gridflow alerts install`` without ``--webhook``).
+    alert_webhook: SecretStr | None = None
+    alerts_file: Path = PROJECT_ROOT / "config" / "alerts.toml"
 
     @model_validator(mode="after")
     def _refuse_unsafe_keys(self) -> Settings:

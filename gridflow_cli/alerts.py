@@ -36,7 +36,8 @@ def alerts_install(
     from grid.monitoring import alerts
     from grid.settings import get_settings
 
-    url = webhook or os.environ.get(alerts.WEBHOOK_ENV, "")
+    configured = get_settings().alert_webhook
+    url = webhook or ("" if configured is None else configured.get_secret_value())
     if not url:
         _fail(f"give --webhook URL or set {alerts.WEBHOOK_ENV}")
     try:

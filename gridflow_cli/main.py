@@ -295,7 +295,7 @@ def _install_alerts_if_configured() -> None:
     from gridflow_cli.alerts import alerts_install
     from gridflow_cli.services import prefect_env
 
-    if not os.environ.get(WEBHOOK_ENV):
+    if get_settings().alert_webhook is None:
         typer.echo(f"alerts: {WEBHOOK_ENV} is not set; `gridflow alerts install --webhook URL` adds them")
         return
     os.environ.update(prefect_env(get_settings()))  # this project's server, as the sync below

@@ -78,10 +78,6 @@ REVEAL_REASON_MIN: Final = 4
 REVEAL_REASON_MAX: Final = 500
 
 
-class AccessError(PermissionError):
-    """A principal or unit that may not do what it asked."""
-
-
 def sees(role: Role, scope_code: str, cells: tuple[str, ...], chain_code: str) -> bool:
     """A case on ``chain_code`` is visible: an officer's own cells, else the scope's subtree."""
     if role is Role.GRID_OFFICER:

@@ -1,16 +1,18 @@
-"""Web settings from ``GRIDFLOW_WEB_*`` environment variables; refuses unsafe cookies in production."""
+"""Web settings from ``GRIDFLOW_WEB_*`` variables (the environment, then ``.env``, as
+:class:`grid.settings.Settings`); refuses unsafe cookies in production."""
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from grid.settings import get_settings
+
 
 class WebSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GRIDFLOW_WEB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GRIDFLOW_WEB_", env_file=".env", extra="ignore")
 
     database_url: str | None = None  # defaults to the main database URL, as role gridflow_app
     db_role: str = "gridflow_app"
@@ -27,7 +29,7 @@ class WebSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_insecure_cookie(self) -> WebSettings:
-        if not self.cookie_secure and os.environ.get("GRIDFLOW_ENV") == "production":
+        if not self.cookie_secure and get_settings().env == "production":
             raise ValueError("GRIDFLOW_WEB_COOKIE_SECURE=false is not allowed in production")
         return self
 

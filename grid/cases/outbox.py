@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from psycopg2.extras import execute_values
 
 from connectors.kinds import CaseKind, Severity
 from geodata.codes import Level
+from grid.settings import get_settings
 from grid.store.db import transaction
 
 TARGETS: Final = ("union", "government")
@@ -236,12 +236,15 @@ class DeliveryReport:
         }
 
 
-def targets_from_env(var: str = "GRIDFLOW_WEBHOOKS") -> dict[str, str]:
-    """Webhook URLs from the environment (they may carry tokens, so never from a file in the repo).
+def targets_from_env() -> dict[str, str]:
+    """Webhook URLs from the settings (environment or ``.env``: they may carry tokens, so never
+    from a file in the repo).
 
     ``GRIDFLOW_WEBHOOKS='{"union": "https://...", "government": "https://..."}'``; unset = none.
     """
-    raw = os.environ.get(var, "").strip()
+    var = "GRIDFLOW_WEBHOOKS"
+    secret = get_settings().webhooks
+    raw = "" if secret is None else secret.get_secret_value().strip()
     if not raw:
         return {}
     try:

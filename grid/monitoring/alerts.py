@@ -23,16 +23,14 @@ No personal data is in any payload: the templates only reference names, ids, sta
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from grid.settings import PROJECT_ROOT
+from grid.settings import get_settings
 
-DEFAULT_FILE = PROJECT_ROOT / "config" / "alerts.toml"
 SYNCED_EVENT = "gridflow.source.synced"
 SOURCE_RESOURCE_PREFIX = "gridflow.source."
 WEBHOOK_ENV = "GRIDFLOW_ALERT_WEBHOOK"
@@ -96,7 +94,7 @@ class AlertsConfig(BaseModel):
 
 
 def alerts_file() -> Path:
-    return Path(os.environ.get("GRIDFLOW_ALERTS_FILE") or DEFAULT_FILE)
+    return get_settings().alerts_file
 
 
 def load_alerts(path: Path | None = None) -> AlertsConfig:

@@ -60,8 +60,6 @@ class MapGeometry:
     missing: tuple[str, ...]  # units without a polygon (not drawn)
 
 
-EMPTY: Final = MapGeometry(0.0, 0.0, (), ())
-
 # What can be drawn: the children of a division, or the current cells of a community.
 _SOURCES: Final = {
     "children": (

@@ -1,7 +1,8 @@
 """Fail points for crash tests: SIGKILL this process at a named point of the sync.
 
 ``GRIDFLOW_FAILPOINT=NAME:N`` kills the process the N-th time NAME is reached — honoured only
-when ``GRIDFLOW_ENV=test``, so a production process never reads it. Points: ``after_fetch``
+when the settings say ``env = "test"``, so a production process never acts on it (it is a
+test hook, not a setting). Points: ``after_fetch``
 (a page fetched, nothing written), ``before_commit`` (a page written, not committed),
 ``after_commit`` (a page committed).
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 import os
 import signal
 
+from grid.settings import get_settings
+
 _hits: dict[str, int] = {}
 
 
 def failpoint(name: str) -> None:
     spec = os.environ.get("GRIDFLOW_FAILPOINT")
-    if not spec or os.environ.get("GRIDFLOW_ENV") != "test":
+    if not spec or get_settings().env != "test":
         return
     point, _, nth = spec.partition(":")
     if point != name:

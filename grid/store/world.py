@@ -8,9 +8,7 @@ a live grid goes through ``gridflow cells import`` with its dry-run diff.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 
 import psycopg2.extensions
@@ -27,15 +25,6 @@ from grid.store.db import fetch_one
 
 class WorldConflict(RuntimeError):
     """The cells to load differ from the current committed version."""
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    divisions_added: int
-    divisions_changed: int
-    divisions_unchanged: int
-    cells_added: int
-    cell_version_id: int | None
 
 
 def _multi(geom: BaseGeometry) -> MultiPolygon:
@@ -110,14 +99,6 @@ def load_divisions(
     )
     inserted = cur.rowcount
     return inserted - changed, changed, len(divisions) - inserted
-
-
-def cells_fingerprint(cells: Sequence[Cell]) -> str:
-    h = hashlib.sha256()
-    for c in sorted(cells, key=lambda c: c.code):
-        h.update(c.code.encode())
-        h.update(shapely.to_wkb(c.geometry, output_dimension=2))
-    return h.hexdigest()
 
 
 def load_cells(

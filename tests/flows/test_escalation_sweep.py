@@ -7,6 +7,7 @@ import json
 import psycopg2
 import pytest
 
+from grid.settings import get_settings
 from tests.grid.test_case_store import RULES, T0, _only_case, _Receiver, make_world, open_case, report, rows
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
@@ -30,9 +31,12 @@ def test_the_flow_sweeps_delivers_and_publishes_its_counts(
     receiver.thread.start()
     try:
         monkeypatch.setenv("GRIDFLOW_WEBHOOKS", json.dumps({"union": receiver.url}))
+        get_settings.cache_clear()
         first = escalation_sweep(now="2026-10-14T09:30:00+08:00", scope=world.town)
         second = escalation_sweep(now="2026-10-14T09:30:00+08:00", scope=world.town)
     finally:
+        monkeypatch.delenv("GRIDFLOW_WEBHOOKS")
+        get_settings.cache_clear()
         receiver.server.shutdown()
         receiver.server.server_close()
 
