@@ -39,7 +39,8 @@ from geodata.codes import Level
 from grid.cases.deadlines import deadlines_for
 from grid.cases.outbox import OUTBOX_COLUMNS
 from grid.cases.policy import ProvincePolicy, build_calendar
-from grid.cases.service import (
+from grid.cases.states import Action, record
+from grid.cases.store import (
     CASE_HEAD_COLUMNS,
     EVENT_COLUMNS,
     STEP_COLUMNS,
@@ -52,7 +53,6 @@ from grid.cases.service import (
     step_rows,
     units_exist,
 )
-from grid.cases.states import Action, record
 from grid.cases.sweep import DueStep, SweepReport, _Plan, plan_case, sweep
 from grid.store.copy import copy_rows
 

@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from grid.cases.service import rules_from_settings
+from grid.cases.store import rules_from_settings
 from grid.monitoring.coverage import (
     CoverageSummary,
     DivisionCoverage,

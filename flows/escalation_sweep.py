@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from grid.accounts import sessions
 from grid.accounts.config import get_web_settings
 from grid.cases.outbox import deliver, targets_from_env
-from grid.cases.service import rules_from_settings
+from grid.cases.store import rules_from_settings
 from grid.cases.sweep import sweep
 from grid.store.db import connect
 

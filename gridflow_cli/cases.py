@@ -27,7 +27,7 @@ def _when(text: str | None, what: str) -> datetime | None:
     """An ISO time; a time without an offset is read in the policy's time zone (Asia/Shanghai)."""
     if not text:
         return None
-    from grid.cases.service import rules_from_settings
+    from grid.cases.store import rules_from_settings
 
     try:
         at = datetime.fromisoformat(text)
@@ -41,7 +41,7 @@ def _when(text: str | None, what: str) -> datetime | None:
 def _fmt(at: datetime | None) -> str:
     if at is None:
         return "-"
-    from grid.cases.service import rules_from_settings
+    from grid.cases.store import rules_from_settings
 
     return at.astimezone(rules_from_settings().policy.calendar.tz).strftime("%Y-%m-%d %H:%M")
 
@@ -63,7 +63,7 @@ def open_command(
     """Open a case (or attach the report to an open case of the same party and kind)."""
     from grid.cases.intake import CaseReport, IntakeError, parse_amount
     from grid.cases.routing import RoutingError
-    from grid.cases.service import open_case, rules_from_settings
+    from grid.cases.store import open_case, rules_from_settings
 
     try:
         report = CaseReport(
@@ -103,7 +103,7 @@ def show_command(
     scope: Annotated[str, typer.Option(help="only if within this division/cell code")] = "",
 ) -> None:
     """A case: facts, routing explanation, deadlines, timeline and pending steps (PII masked)."""
-    from grid.cases.service import CaseNotFound, events_of, get_case
+    from grid.cases.store import CaseNotFound, events_of, get_case
     from grid.store.db import transaction
 
     conn = _connect()
@@ -168,8 +168,8 @@ def list_command(
     limit: Annotated[int, typer.Option()] = 50,
 ) -> None:
     """Cases within a scope, newest first."""
-    from grid.cases.service import ScopeError, list_cases
     from grid.cases.states import State
+    from grid.cases.store import ScopeError, list_cases
 
     try:
         states = [State(s) for s in state] if state else None
@@ -198,7 +198,7 @@ def seed_units_command(
     scope: Annotated[str, typer.Option(help="create a union unit for every division in this subtree")],
 ) -> None:
     """Create an active union unit for each current division within a scope (grid officers excluded)."""
-    from grid.cases.service import ensure_units
+    from grid.cases.store import ensure_units
 
     conn = _connect()
     try:
@@ -217,7 +217,7 @@ def sweep_command(
     """Run the escalation sweep once, in this process (``--now`` replays a past or future time)."""
     from datetime import UTC
 
-    from grid.cases.service import rules_from_settings
+    from grid.cases.store import rules_from_settings
     from grid.cases.sweep import sweep
 
     at = _when(now, "--now") or datetime.now(UTC)

@@ -64,7 +64,7 @@ def coverage(
     province summary (``gridflow coverage show [CODE]`` prints one division)."""
     if ctx.invoked_subcommand is not None:
         return
-    from grid.cases.service import rules_from_settings
+    from grid.cases.store import rules_from_settings
     from grid.monitoring.coverage import CoverageError, as_of_for, compute_snapshot, parse_date, percent
 
     tz = rules_from_settings().policy.calendar.tz

@@ -1,6 +1,6 @@
 """Case intake: one canonical report, whatever the channel (sync, officer, API).
 
-A :class:`CaseReport` is what :func:`grid.cases.service.open_case` takes in. It carries no raw
+A :class:`CaseReport` is what :func:`grid.cases.store.open_case` takes in. It carries no raw
 personal data: the worker is named only by the keyed HMAC of the ID number (:func:`worker_key`,
 the same key and purpose as the ``worker`` table), the enterprise by its unified social credit
 code (a company identifier, not personal information).

@@ -40,7 +40,8 @@ from geodata.codes import Level
 from grid.cases.deadlines import deadlines_for
 from grid.cases.outbox import Notice, enqueue, notice
 from grid.cases.routing import RoutingError
-from grid.cases.service import (
+from grid.cases.states import DONE_STATES, Action, CaseState, Event, next_level, record
+from grid.cases.store import (
     CASE_HEAD_COLUMNS,
     CaseHead,
     CaseRules,
@@ -54,7 +55,6 @@ from grid.cases.service import (
     write_events,
     write_steps,
 )
-from grid.cases.states import DONE_STATES, Action, CaseState, Event, next_level, record
 from grid.store.db import transaction
 
 SWEEP_ACTOR: Final = "system:sweep"

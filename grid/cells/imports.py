@@ -11,11 +11,11 @@ A committed import is one ``cell_version``. Committing it (:func:`commit_import`
   **carried over** unchanged into the new version, so a version always covers whole scopes and
   every open case riding a superseded version finds its cell again in the new one.
 * Open cases are never moved silently. The commit runs, in the same database transaction as the
-  cell rows, :func:`grid.cases.service.reroute_for_cell_version` for each superseded version
+  cell rows, :func:`grid.cases.store.reroute_for_cell_version` for each superseded version
   with a reason naming the import: moved cases get an event carrying the reason and the move,
   cases whose cell keeps its code are relabelled to the new version. (With several superseded
   versions, each further re-route is its own transaction after the first.) Where to each case
-  goes is decided by :func:`grid.cases.service.plan_reroute` — its point, else the same code,
+  goes is decided by :func:`grid.cases.store.plan_reroute` — its point, else the same code,
   else the new cell over the old cell's interior, else the old cell's community.
 * Re-importing the same grid is a no-op (:attr:`geodata.diff.GridDiff.is_noop`): no version.
 
@@ -49,7 +49,7 @@ from grid.store.copy import copy_rows
 from grid.store.db import fetch_one
 
 if TYPE_CHECKING:
-    from grid.cases.service import CaseRules
+    from grid.cases.store import CaseRules
 
 Conn = psycopg2.extensions.connection
 Cursor = psycopg2.extensions.cursor
@@ -82,7 +82,7 @@ class CaseMove:
     case_id: int
     from_chain: str
     to_chain: str
-    how: str  # point | same_code | overlap | community (grid.cases.service.plan_reroute)
+    how: str  # point | same_code | overlap | community (grid.cases.store.plan_reroute)
     old_version: int
 
 
@@ -366,7 +366,7 @@ def _moves(cur: Cursor, superseded: Sequence[int], new_version: int) -> tuple[li
     """(open cases that would move, open cases that stay, whether there is a case table)."""
     if not _case_table(cur):
         return [], 0, False
-    from grid.cases.service import plan_reroute
+    from grid.cases.store import plan_reroute
 
     moves: list[CaseMove] = []
     staying = 0
@@ -501,7 +501,7 @@ def commit_import(
         if not moves and not staying:
             conn.commit()
             return CommitResult(plan, written.version_id)
-        from grid.cases.service import reroute_for_cell_version, rules_from_settings
+        from grid.cases.store import reroute_for_cell_version, rules_from_settings
 
         use_rules = rules if rules is not None else rules_from_settings()
         rerouted = reassigned = relabelled = 0

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from grid.accounts import access, sessions
-from grid.cases.service import ActionResult
+from grid.cases.store import ActionResult
 from grid.web import casework
 from grid.web.deps import client_of, session_of, set_session_cookie, state_of
 

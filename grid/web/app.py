@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grid.accounts.config import WebSettings, get_web_settings
-from grid.cases.service import rules_from_settings
+from grid.cases.store import rules_from_settings
 from grid.people import vault_from_settings
 from grid.settings import get_settings
 from grid.store.db import DatabaseUnavailable, connect, transaction

@@ -24,10 +24,9 @@ from grid.accounts.access import (
     apply_scope,
     reveal_reason,
 )
-from grid.cases import service
+from grid.cases import store as service
 from grid.cases.intake import parse_amount
 from grid.cases.routing import RoutingError
-from grid.cases.service import CaseDetail, CaseRules
 from grid.cases.states import (
     DONE_STATES,
     SQL_OPEN,
@@ -37,6 +36,7 @@ from grid.cases.states import (
     allowed_actions,
     transition,
 )
+from grid.cases.store import CaseDetail, CaseRules
 from grid.ingest import decrypt_worker_pii
 from grid.people import Vault
 from grid.store.db import transaction

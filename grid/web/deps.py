@@ -9,7 +9,7 @@ from fastapi import HTTPException, Request, Response
 
 from grid.accounts import sessions
 from grid.accounts.config import WebSettings
-from grid.cases.service import CaseRules
+from grid.cases.store import CaseRules
 from grid.people import Vault
 from grid.web.db import WebDatabase
 

@@ -25,7 +25,8 @@ import pytest
 from connectors.kinds import Outcome
 from geodata.codes import Level
 from grid.cases.routing import RoutingError
-from grid.cases.service import (
+from grid.cases.states import TRANSITIONS, Action, TransitionError
+from grid.cases.store import (
     ScopeError,
     StaleCase,
     accept,
@@ -41,7 +42,6 @@ from grid.cases.service import (
     start,
     urge,
 )
-from grid.cases.states import TRANSITIONS, Action, TransitionError
 from grid.cases.sweep import sweep
 from tests.grid.test_case_store import RULES, SH, case_violations, make_world, report, rows, worker
 

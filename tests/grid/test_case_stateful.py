@@ -30,7 +30,8 @@ from hypothesis.stateful import (
 from connectors.kinds import Outcome
 from geodata.codes import Level, ancestor
 from grid.cases.routing import RoutingError
-from grid.cases.service import (
+from grid.cases.states import TRANSITIONS, Action, State, TransitionError, owner_rank
+from grid.cases.store import (
     ScopeError,
     StaleCase,
     accept,
@@ -46,7 +47,6 @@ from grid.cases.service import (
     start,
     urge,
 )
-from grid.cases.states import TRANSITIONS, Action, State, TransitionError, owner_rank
 from grid.cases.sweep import sweep
 from tests.grid.test_case_store import RULES, SH, case_violations, make_world, report, scalar, worker
 

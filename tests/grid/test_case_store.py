@@ -30,7 +30,16 @@ from geodata.codes import Level, ancestor
 from grid.cases.intake import CaseReport, IntakeError, dedupe_lock_keys
 from grid.cases.outbox import ALLOWED_KEYS, Backoff, NoticeError, deliver, notice
 from grid.cases.policy import ProvincePolicy, build_calendar, parse_policy
-from grid.cases.service import (
+from grid.cases.states import (
+    Action,
+    EscalationError,
+    State,
+    TransitionError,
+    apply,
+    owner_level,
+    verify_chain,
+)
+from grid.cases.store import (
     CaseRules,
     ScopeError,
     StaleCase,
@@ -55,15 +64,6 @@ from grid.cases.service import (
     return_to_parent,
     start,
     urge,
-)
-from grid.cases.states import (
-    Action,
-    EscalationError,
-    State,
-    TransitionError,
-    apply,
-    owner_level,
-    verify_chain,
 )
 from grid.cases.sweep import sweep
 from grid.store.db import transaction

@@ -16,7 +16,7 @@ import pytest
 
 from geodata.world import Cell
 from grid.accounts.access import Principal, Role
-from grid.cases import service
+from grid.cases import store as service
 from grid.store import geo, world
 
 pytestmark = pytest.mark.db

@@ -11,7 +11,7 @@ import pytest
 
 from connectors.kinds import CaseKind
 from grid.cases.intake import CaseReport
-from grid.cases.service import CaseRules, escalate, open_case
+from grid.cases.store import CaseRules, escalate, open_case
 from tests.web.conftest import Tree, client, login, version_of
 
 pytestmark = pytest.mark.db
