@@ -26,24 +26,12 @@ import orjson
 from stdnum.cn import ric, uscc
 
 from bench._util import timed, verdict
+from connectors.sandbox.data import YICHANG_MAPPING
 from connectors.validate import validate_workers
 
 TARGET_RATE = 50_000
 TODAY = date(2026, 3, 1)
-MAPPING = {
-    "source_record_id": "ywid",
-    "source_updated_at": "gxsj",
-    "id_number": "sfzh",
-    "name": "xm",
-    "gender": "xb",
-    "birth_date": "csrq",
-    "phone": "lxdh",
-    "enterprise_uscc": "dwtyxydm",
-    "address": "jzdz",
-    "lon": "jd",
-    "lat": "wd",
-    "crs": "zbx",
-}
+MAPPING = YICHANG_MAPPING["workers"]  # the sandbox city's field names
 
 
 def rows(n: int) -> list[dict[str, Any]]:
