@@ -142,3 +142,4 @@ sandbox  # unused function (gridflow_cli/main.py:132)
 deploy  # unused function (gridflow_cli/main.py:208)
 coverage  # unused function (gridflow_cli/monitoring.py:56)
 users  # unused function (gridflow_cli/users.py:23)
+fold  # grid/cases/queries.py: the replay check of tests and bench_sweep

@@ -38,7 +38,9 @@ from connectors.kinds import CaseKind
 from geodata.codes import Level
 from grid.cases.deadlines import deadlines_for
 from grid.cases.outbox import OUTBOX_COLUMNS
+from grid.cases.owners import owner_candidates, units_exist
 from grid.cases.policy import ProvincePolicy, build_calendar
+from grid.cases.queries import events_of, fold
 from grid.cases.states import Action, record
 from grid.cases.store import (
     CASE_HEAD_COLUMNS,
@@ -47,11 +49,7 @@ from grid.cases.store import (
     CaseHead,
     CaseRules,
     event_row,
-    events_of,
-    fold,
-    owner_candidates,
     step_rows,
-    units_exist,
 )
 from grid.cases.sweep import DueStep, SweepReport, _Plan, plan_case, sweep
 from grid.store.copy import copy_rows

@@ -254,7 +254,8 @@ def _sync_entity(
 
 def _intake(source: str) -> Any:
     """Case reports of a page open, or attach to, cases in the page's own transaction."""
-    from grid.cases.store import intake_reports, rules_from_settings
+    from grid.cases.intake import intake_reports
+    from grid.cases.store import rules_from_settings
 
     rules = rules_from_settings()
 

@@ -61,9 +61,9 @@ def open_command(
     at: Annotated[str, typer.Option(help="ISO time of the report (default now)")] = "",
 ) -> None:
     """Open a case (or attach the report to an open case of the same party and kind)."""
-    from grid.cases.intake import CaseReport, IntakeError, parse_amount
+    from grid.cases.intake import CaseReport, IntakeError, open_case, parse_amount
     from grid.cases.routing import RoutingError
-    from grid.cases.store import open_case, rules_from_settings
+    from grid.cases.store import rules_from_settings
 
     try:
         report = CaseReport(
@@ -103,7 +103,8 @@ def show_command(
     scope: Annotated[str, typer.Option(help="only if within this division/cell code")] = "",
 ) -> None:
     """A case: facts, routing explanation, deadlines, timeline and pending steps (PII masked)."""
-    from grid.cases.store import CaseNotFound, events_of, get_case
+    from grid.cases.queries import events_of, get_case
+    from grid.cases.store import CaseNotFound
     from grid.store.db import transaction
 
     conn = _connect()
@@ -168,8 +169,9 @@ def list_command(
     limit: Annotated[int, typer.Option()] = 50,
 ) -> None:
     """Cases within a scope, newest first."""
+    from grid.cases.queries import list_cases
     from grid.cases.states import State
-    from grid.cases.store import ScopeError, list_cases
+    from grid.cases.store import ScopeError
 
     try:
         states = [State(s) for s in state] if state else None
@@ -198,7 +200,7 @@ def seed_units_command(
     scope: Annotated[str, typer.Option(help="create a union unit for every division in this subtree")],
 ) -> None:
     """Create an active union unit for each current division within a scope (grid officers excluded)."""
-    from grid.cases.store import ensure_units
+    from grid.cases.owners import ensure_units
 
     conn = _connect()
     try:

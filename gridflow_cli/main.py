@@ -111,7 +111,7 @@ def world_load(
         fail(str(exc))
     finally:
         conn.close()
-    from grid.cases.store import ensure_units
+    from grid.cases.owners import ensure_units
 
     conn = connect()
     try:  # a union unit for every division of the city and for its province: cases route to them

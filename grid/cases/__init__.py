@@ -1,7 +1,10 @@
-"""Cases: kinds, province policy, the state machine, routing and deadlines.
+"""Cases: province policy, the state machine, routing and deadlines (pure), and the store.
 
-The modules re-exported here are pure domain logic (no database, Prefect or network);
-``service``, ``sweep``, ``outbox`` and ``intake`` apply them to the store.
+The modules re-exported here are pure domain logic (no database, Prefect or network). Over the
+store, one module per role: ``store`` (the case row and its hash-chained events), ``owners``
+(who owns a case, which units exist), ``intake`` (reports in, one path for every channel),
+``actions`` (officer and supervisor actions), ``reroute`` (on a new grid version), ``queries``
+(reading cases and the ledger), ``sweep`` (escalation steps) and ``outbox`` (notices).
 """
 
 from connectors.kinds import CaseFamily, CaseKind, HardshipGrade, Outcome, Severity

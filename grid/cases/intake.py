@@ -1,7 +1,8 @@
 """Case intake: one canonical report, whatever the channel (sync, officer, API).
 
-A :class:`CaseReport` is what :func:`grid.cases.store.open_case` takes in. It carries no raw
-personal data: the worker is named only by the keyed HMAC of the ID number (:func:`worker_key`,
+A :class:`CaseReport` is what :func:`open_case` (officer, CLI, API) and :func:`intake_reports`
+(the sync, in its page's transaction) take in; both open through one path (:func:`open_one`).
+It carries no raw personal data: the worker is named only by the keyed HMAC of the ID number (:func:`worker_key`,
 the same key and purpose as the ``worker`` table), the enterprise by its unified social credit
 code (a company identifier, not personal information).
 
@@ -15,20 +16,53 @@ lock keys that serialise concurrent intakes of the same party.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+import psycopg2.extensions
 from stdnum.cn import uscc as _uscc
 
 from connectors import validate
 from connectors.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from connectors.validate import FieldError
-from geodata.codes import is_cell_code, is_division_code
-from grid.cases.routing import CaseFacts
+from geodata.codes import (
+    Level,
+    ancestor,
+    chain_codes,
+    is_cell_code,
+    is_division_code,
+)
+from grid.cases.outbox import enqueue, notice
+from grid.cases.owners import supervisor_of, units_exist
+from grid.cases.routing import CaseFacts, route
+from grid.cases.states import (
+    SQL_OPEN,
+    Action,
+    record,
+)
+from grid.cases.store import (
+    CaseHead,
+    CaseRules,
+    Conn,
+    Cursor,
+    append_event,
+    assigned_notices,
+    current_cell_version,
+    deadlines_at,
+    event_row,
+    lock_case,
+    step_rows,
+    utc_now,
+    write_events,
+    write_steps,
+)
 from grid.people import Vault
+from grid.store.db import transaction
 
 Channel = Literal["officer", "api", "sync"]
 CHANNELS: tuple[Channel, ...] = ("officer", "api", "sync")
@@ -163,3 +197,290 @@ def attach_summary(report: CaseReport, *, reported_at: datetime) -> dict[str, ob
     if report.source_ref is not None:
         out["source_ref"] = report.source_ref
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class OpenResult:
+    """``attached`` when the report joined an open case; ``already_taken`` for a replayed report."""
+
+    case_id: int
+    version: int
+    attached: bool
+    already_taken: bool
+    owner_code: str
+    level: Level
+    rule: str | None
+
+
+def find_open(cur: Cursor, report: CaseReport) -> int | None:
+    uscc = report.enterprise_uscc if report.family.value == "dispute" else None
+    if report.worker_hmac is None and uscc is None:
+        return None
+    cur.execute(
+        f"""
+        SELECT id FROM case_file
+        WHERE kind = %s AND {SQL_OPEN} AND (worker_hmac = %s OR enterprise_uscc = %s)
+        ORDER BY id LIMIT 1 FOR UPDATE
+        """,
+        (report.kind.value, report.worker_hmac, uscc),
+    )
+    row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, at: datetime) -> OpenResult:
+    if report.source_ref is not None:
+        cur.execute("SELECT case_id, attached FROM case_intake WHERE source_ref = %s", (report.source_ref,))
+        seen = cur.fetchone()
+        if seen is not None:
+            head = lock_case(cur, int(seen[0]), None)
+            return OpenResult(head.id, head.version, bool(seen[1]), True, head.owner_code, head.level, None)
+
+    existing = find_open(cur, report)
+    if existing is not None:
+        head = lock_case(cur, existing, None)
+        res = append_event(
+            cur,
+            head,
+            action=Action.NOTE,
+            actor=actor,
+            at=at,
+            payload={
+                "text": "同一当事人同类诉求再次反映，已并入本案 / a repeat report was attached to this case",
+                "attached_report": attach_summary(report, reported_at=at),
+            },
+            rules=rules,
+        )
+        if report.source_ref is not None:
+            cur.execute(
+                "INSERT INTO case_intake (source_ref, case_id, attached) VALUES (%s, %s, true)",
+                (report.source_ref, head.id),
+            )
+        return OpenResult(head.id, res.version, True, False, res.owner_code, res.level, None)
+
+    policy = rules.policy
+    facts = report.facts()
+    cell_version = report.cell_version_id
+    if report.cell_code is not None and cell_version is None:
+        cell_version = current_cell_version(cur, report.cell_code)
+    base = report.cell_code or report.division_code
+    assert base is not None  # CaseReport guarantees one of them
+    units = units_exist(cur, chain_codes(base))
+    decision = route(
+        facts, cell_code=report.cell_code, division_code=report.division_code, policy=policy, units=units
+    )
+    dl = deadlines_at(report.kind, decision.level, at, rules)
+    cur.execute("SELECT nextval(pg_get_serial_sequence('case_file', 'id'))")
+    row = cur.fetchone()
+    assert row is not None
+    case_id = int(row[0])
+    division = report.division_code if report.cell_code is None else report.cell_code[:12]
+    assert division is not None
+    alerts = [
+        {
+            "code": a.code,
+            "level": a.level.name.lower(),
+            "unit_code": a.unit_code,
+            "message_zh": a.message_zh,
+            "message_en": a.message_en,
+        }
+        for a in decision.alerts
+    ]
+    if report.cell_code is not None and cell_version is None:
+        alerts.append(
+            {
+                "code": "cell_not_loaded",
+                "level": "cell",
+                "unit_code": report.cell_code,
+                "message_zh": f"网格{report.cell_code}不在已导入的网格版本中，按编码派单",
+                "message_en": f"cell {report.cell_code} is not in a committed cell version; routed by its code",
+            }
+        )
+    explanation = {
+        "cell_code": report.cell_code,
+        "cell_version_id": cell_version,
+        "division_code": division,
+        "chain_code": base,
+        "rule": decision.rule,
+        "rule_level": decision.rule_level.name.lower(),
+        "level": decision.level.name.lower(),
+        "owner_code": decision.owner_code,
+        "text_zh": decision.explanation_zh,
+        "text_en": decision.explanation_en,
+        "dual_report": decision.dual_report,
+        "fallback_used": decision.fallback_used,
+        "alerts": alerts,
+        "deadline_sources": {
+            "respond": dl.limits.respond_source,
+            "resolve": dl.limits.resolve_source,
+        },
+    }
+    event, after = record(
+        None,
+        action=Action.OPEN,
+        actor=actor,
+        at=at,
+        case_id=str(case_id),
+        payload={
+            "owner_code": decision.owner_code,
+            "level": int(decision.level),
+            "rule": decision.rule,
+            "chain_code": base,
+            "cell_code": report.cell_code,
+            "cell_version_id": cell_version,
+            "kind": report.kind.value,
+            "severity": report.severity.value,
+            "workers_affected": report.workers_affected,
+            "channel": report.channel,
+            "dual_report": decision.dual_report,
+            "alerts": [a["code"] for a in alerts],
+        },
+    )
+    geom = None
+    if report.lon is not None and report.lat is not None:
+        geom = f"SRID=4326;POINT({float(report.lon)!r} {float(report.lat)!r})"
+    cur.execute(
+        """
+        INSERT INTO case_file (
+            id, kind, family, severity, hardship_grade, workers_affected, amount, channel, source_ref,
+            cell_code, cell_version_id, division_code, chain_code, chain_version_id, geom, level,
+            owner_code, state, version, dual_report, routing, worker_hmac, enterprise_uscc, opened_at,
+            respond_by, resolve_by, mediation_window_ends, deadlines_provisional, head_hash)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, ST_GeomFromEWKT(%s), %s, %s, %s,
+                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            case_id,
+            report.kind.value,
+            report.family.value,
+            report.severity.value,
+            None if report.hardship_grade is None else report.hardship_grade.value,
+            report.workers_affected,
+            report.amount,
+            report.channel,
+            report.source_ref,
+            report.cell_code,
+            cell_version,
+            division,
+            base,
+            cell_version if is_cell_code(base) else None,
+            geom,
+            int(after.level),
+            after.owner_code,
+            after.state.value,
+            after.version,
+            decision.dual_report,
+            json.dumps(explanation, ensure_ascii=False),
+            None if report.worker_hmac is None else psycopg2.Binary(report.worker_hmac),
+            report.enterprise_uscc,
+            at,
+            dl.respond_by,
+            dl.resolve_by,
+            dl.mediation_window_ends,
+            dl.provisional,
+            after.last_hash,
+        ),
+    )
+    write_events(cur, [event_row(event, owner_before=None, after=after)])
+    write_steps(
+        cur,
+        step_rows(
+            case_id,
+            level=after.level,
+            owner_code=after.owner_code,
+            resolve_by=dl.resolve_by,
+            version=after.version,
+            rules=rules,
+        ),
+    )
+    head = CaseHead(
+        case_id,
+        report.kind,
+        report.severity,
+        report.workers_affected,
+        after.level,
+        after.owner_code,
+        base,
+        None,
+        after.state,
+        after.version,
+        after.last_hash,
+        dl.respond_by,
+        dl.resolve_by,
+        decision.dual_report,
+    )
+    notices = assigned_notices(head, event, after, resolve_by=dl.resolve_by, chain_code=base)
+    if decision.dual_report:
+        extra = {"workers_affected": report.workers_affected, "dual_report": True, "chain_code": base}
+        upper = supervisor_of(after.owner_code) if after.level > Level.PROVINCE else None
+        same_level_gov = ancestor(base, after.level)
+        recipients = [("government", same_level_gov)] + ([("union", upper)] if upper else [])
+        for target, code in recipients:
+            notices.append(
+                notice(
+                    topic="dual_report",
+                    target=target,
+                    recipient_code=code,
+                    case_id=case_id,
+                    event_seq=event.seq,
+                    at=at,
+                    kind=report.kind,
+                    severity=report.severity,
+                    level=after.level,
+                    state=after.state.value,
+                    owner_code=after.owner_code,
+                    extra=extra,
+                )
+            )
+    enqueue(cur, notices)
+    if report.source_ref is not None:
+        cur.execute(
+            "INSERT INTO case_intake (source_ref, case_id, attached) VALUES (%s, %s, false)",
+            (report.source_ref, case_id),
+        )
+    return OpenResult(case_id, after.version, False, False, after.owner_code, after.level, decision.rule)
+
+
+def intake_reports(
+    cur: Cursor,
+    reports: Sequence[CaseReport],
+    *,
+    rules: CaseRules,
+    actor: str,
+    at: datetime | None = None,
+) -> list[OpenResult]:
+    """Take reports in inside the caller's transaction (a sync page's): open, attach or skip each.
+
+    Takes every report's advisory dedupe locks first (sorted), then locks the open cases they may
+    attach to in id order, so concurrent intakes neither duplicate nor deadlock.
+    """
+    when = at or utc_now()
+    keys = sorted({k for r in reports for k in dedupe_lock_keys(r)})
+    for k in keys:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (k,))
+    workers = [(r.kind.value, psycopg2.Binary(r.worker_hmac)) for r in reports if r.worker_hmac is not None]
+    firms = [
+        (r.kind.value, r.enterprise_uscc)
+        for r in reports
+        if r.enterprise_uscc is not None and r.family.value == "dispute"
+    ]
+    if workers or firms:
+        cur.execute(
+            f"""
+            SELECT id FROM case_file
+            WHERE {SQL_OPEN} AND (
+                (kind, worker_hmac) IN (SELECT * FROM unnest(%s::text[], %s::bytea[]))
+                OR (kind, enterprise_uscc) IN (SELECT * FROM unnest(%s::text[], %s::text[])))
+            ORDER BY id FOR UPDATE
+            """,
+            ([k for k, _ in workers], [h for _, h in workers], [k for k, _ in firms], [u for _, u in firms]),
+        )
+    return [open_one(cur, r, rules=rules, actor=actor, at=when) for r in reports]
+
+
+def open_case(
+    conn: Conn, *, report: CaseReport, rules: CaseRules, actor: str, at: datetime | None = None
+) -> OpenResult:
+    """Take in one report in its own transaction: attach to an open case or open, route and queue."""
+    with transaction(conn) as cur:
+        return intake_reports(cur, [report], rules=rules, actor=actor, at=at)[0]

@@ -39,6 +39,7 @@ from psycopg2.extras import execute_values
 from geodata.codes import Level
 from grid.cases.deadlines import deadlines_for
 from grid.cases.outbox import Notice, enqueue, notice
+from grid.cases.owners import owner_at, owner_candidates, scope_prefix, supervisor_of, units_exist
 from grid.cases.routing import RoutingError
 from grid.cases.states import DONE_STATES, Action, CaseState, Event, next_level, record
 from grid.cases.store import (
@@ -46,12 +47,7 @@ from grid.cases.store import (
     CaseHead,
     CaseRules,
     event_row,
-    owner_at,
-    owner_candidates,
-    scope_prefix,
     step_rows,
-    supervisor_of,
-    units_exist,
     write_events,
     write_steps,
 )

@@ -366,7 +366,7 @@ def _moves(cur: Cursor, superseded: Sequence[int], new_version: int) -> tuple[li
     """(open cases that would move, open cases that stay, whether there is a case table)."""
     if not _case_table(cur):
         return [], 0, False
-    from grid.cases.store import plan_reroute
+    from grid.cases.reroute import plan_reroute
 
     moves: list[CaseMove] = []
     staying = 0
@@ -501,7 +501,8 @@ def commit_import(
         if not moves and not staying:
             conn.commit()
             return CommitResult(plan, written.version_id)
-        from grid.cases.store import reroute_for_cell_version, rules_from_settings
+        from grid.cases.reroute import reroute_for_cell_version
+        from grid.cases.store import rules_from_settings
 
         use_rules = rules if rules is not None else rules_from_settings()
         rerouted = reassigned = relabelled = 0

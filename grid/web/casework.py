@@ -24,8 +24,9 @@ from grid.accounts.access import (
     apply_scope,
     reveal_reason,
 )
-from grid.cases import store as service
+from grid.cases import actions, queries, store
 from grid.cases.intake import parse_amount
+from grid.cases.queries import CaseDetail
 from grid.cases.routing import RoutingError
 from grid.cases.states import (
     DONE_STATES,
@@ -36,7 +37,7 @@ from grid.cases.states import (
     allowed_actions,
     transition,
 )
-from grid.cases.store import CaseDetail, CaseRules
+from grid.cases.store import CaseRules
 from grid.ingest import decrypt_worker_pii
 from grid.people import Vault
 from grid.store.db import transaction
@@ -247,8 +248,8 @@ class CasePage:
 def _visible_case(conn: Conn, p: Principal, case_id: int, *, unscoped: bool = False) -> CaseDetail:
     apply_scope(conn, p)
     try:
-        detail = service.get_case(conn, case_id=case_id)
-    except service.CaseNotFound:
+        detail = queries.get_case(conn, case_id=case_id)
+    except store.CaseNotFound:
         raise NotFound(case_id) from None
     if not unscoped and not p.sees(detail.chain_code):
         raise NotFound(case_id)
@@ -349,7 +350,7 @@ def act(
     form: dict[str, str],
     *,
     rules: CaseRules,
-) -> service.ActionResult:
+) -> store.ActionResult:
     """Run one case action for ``p`` with the form's expected version; a stale form is a Conflict."""
     try:
         a = Action(action)
@@ -375,26 +376,26 @@ def act(
     try:
         match a:
             case Action.ACCEPT:
-                return service.accept(conn, **common)
+                return actions.accept(conn, **common)
             case Action.START:
-                return service.start(conn, **common)
+                return actions.start(conn, **common)
             case Action.CLOSE:
-                return service.close(conn, **common)
+                return actions.close(conn, **common)
             case Action.NOTE:
-                return service.note(conn, text=_reason(form, "text"), **common)
+                return actions.note(conn, text=_reason(form, "text"), **common)
             case Action.ESCALATE:
-                return service.escalate(conn, reason=_reason(form), **common)
+                return actions.escalate(conn, reason=_reason(form), **common)
             case Action.RETURN_TO_PARENT:
-                return service.return_to_parent(conn, reason=_reason(form), **common)
+                return actions.return_to_parent(conn, reason=_reason(form), **common)
             case Action.REOPEN:
-                return service.reopen(conn, reason=_reason(form), **common)
+                return actions.reopen(conn, reason=_reason(form), **common)
             case Action.RESOLVE:
                 try:
                     outcome = Outcome(form.get("outcome", ""))
                     amount = parse_amount(form.get("amount_recovered") or None)
                 except ValueError:
                     raise BadRequest("outcome or amount is invalid") from None
-                return service.resolve(
+                return actions.resolve(
                     conn,
                     outcome=outcome,
                     amount_recovered=amount,
@@ -402,9 +403,9 @@ def act(
                     **common,
                 )
             case Action.URGE:
-                return service.urge(conn, scope=p.scope_code, text=_reason(form, "text"), **common)
+                return actions.urge(conn, scope=p.scope_code, text=_reason(form, "text"), **common)
             case Action.REASSIGN:
-                return service.reassign(
+                return actions.reassign(
                     conn,
                     scope=p.scope_code,
                     to_owner=(form.get("to_owner") or "").strip(),
@@ -413,13 +414,13 @@ def act(
                 )
             case _:
                 raise NotFound(action)
-    except service.StaleCase as exc:
+    except store.StaleCase as exc:
         raise Conflict(str(exc), actual_version=exc.actual) from None
     except TransitionError as exc:
         raise Conflict(str(exc), allowed=[x.value for x in allowed_actions(detail.state)]) from None
-    except service.ScopeError as exc:
+    except store.ScopeError as exc:
         raise Forbidden(str(exc)) from None
-    except service.CaseNotFound:
+    except store.CaseNotFound:
         raise NotFound(case_id) from None
     except RoutingError as exc:
         raise BadRequest(str(exc)) from None

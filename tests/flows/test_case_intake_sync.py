@@ -23,7 +23,7 @@ def test_sync_takes_in_case_reports_once_and_quarantines_bad_ones(
     """Every good report opens a case or attaches to an open one (one intake row each, routed to a
     unit on its chain); bad reports are quarantined with their reason; a replay takes nothing."""
     from flows.nightly_sync import sync_source
-    from grid.cases.store import ensure_units
+    from grid.cases.owners import ensure_units
 
     dataset = SandboxDataset(
         [(c.code, c.geometry) for c in loaded_world.cells],

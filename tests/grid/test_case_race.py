@@ -24,17 +24,11 @@ import pytest
 
 from connectors.kinds import Outcome
 from geodata.codes import Level
-from grid.cases.routing import RoutingError
-from grid.cases.states import TRANSITIONS, Action, TransitionError
-from grid.cases.store import (
-    ScopeError,
-    StaleCase,
+from grid.cases.actions import (
     accept,
     close,
     escalate,
-    get_case,
     note,
-    open_case,
     reassign,
     reopen,
     resolve,
@@ -42,6 +36,11 @@ from grid.cases.store import (
     start,
     urge,
 )
+from grid.cases.intake import open_case
+from grid.cases.queries import get_case
+from grid.cases.routing import RoutingError
+from grid.cases.states import TRANSITIONS, Action, TransitionError
+from grid.cases.store import ScopeError, StaleCase
 from grid.cases.sweep import sweep
 from tests.grid.test_case_store import RULES, SH, case_violations, make_world, report, rows, worker
 

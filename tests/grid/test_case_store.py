@@ -27,9 +27,24 @@ from stdnum.cn import uscc as _uscc
 
 from connectors.kinds import Outcome
 from geodata.codes import Level, ancestor
-from grid.cases.intake import CaseReport, IntakeError, dedupe_lock_keys
+from grid.cases.actions import (
+    accept,
+    close,
+    escalate,
+    note,
+    reassign,
+    reopen,
+    resolve,
+    return_to_parent,
+    start,
+    urge,
+)
+from grid.cases.intake import CaseReport, IntakeError, dedupe_lock_keys, intake_reports, open_case
 from grid.cases.outbox import ALLOWED_KEYS, Backoff, NoticeError, deliver, notice
+from grid.cases.owners import chain_owner_ok, ensure_units
 from grid.cases.policy import ProvincePolicy, build_calendar, parse_policy
+from grid.cases.queries import events_of, fold, get_case, ledger, list_cases
+from grid.cases.reroute import plan_reroute, reroute_for_cell_version
 from grid.cases.states import (
     Action,
     EscalationError,
@@ -39,32 +54,7 @@ from grid.cases.states import (
     owner_level,
     verify_chain,
 )
-from grid.cases.store import (
-    CaseRules,
-    ScopeError,
-    StaleCase,
-    accept,
-    chain_owner_ok,
-    close,
-    ensure_units,
-    escalate,
-    events_of,
-    fold,
-    get_case,
-    intake_reports,
-    ledger,
-    list_cases,
-    note,
-    open_case,
-    plan_reroute,
-    reassign,
-    reopen,
-    reroute_for_cell_version,
-    resolve,
-    return_to_parent,
-    start,
-    urge,
-)
+from grid.cases.store import CaseRules, ScopeError, StaleCase
 from grid.cases.sweep import sweep
 from grid.store.db import transaction
 

@@ -29,9 +29,11 @@ from shapely.geometry.base import BaseGeometry
 from connectors.kinds import Outcome
 from geodata.diff import ChangeKind
 from geodata.imports import CellFeature
-from grid.cases.intake import CaseReport
+from grid.cases.actions import accept, resolve
+from grid.cases.intake import CaseReport, open_case
 from grid.cases.policy import ProvincePolicy, build_calendar
-from grid.cases.store import CaseRules, accept, events_of, get_case, open_case, resolve
+from grid.cases.queries import events_of, get_case
+from grid.cases.store import CaseRules
 from grid.cells import imports as store
 from grid.store.db import transaction
 
@@ -79,7 +81,7 @@ def _build_template(database_url: str, sample_world: Any) -> str:
     if database_url in _TEMPLATES:
         return _TEMPLATES[database_url]
     from geodata.divisions import load_national_divisions
-    from grid.cases.store import ensure_units
+    from grid.cases.owners import ensure_units
     from grid.store import migrate
     from grid.store import world as store_world
 

@@ -16,7 +16,7 @@ import pytest
 
 from geodata.world import Cell
 from grid.accounts.access import Principal, Role
-from grid.cases import store as service
+from grid.cases import owners
 from grid.store import geo, world
 
 pytestmark = pytest.mark.db
@@ -106,4 +106,4 @@ def test_scope_rules_on_jingzhou_and_a_town_ending_in_0(
 ) -> None:
     p = Principal(user_id=1, login="t", role=role, scope_code=scope)
     assert p.sees(code) is sees
-    assert code.startswith(service.scope_prefix(scope)) is sees
+    assert code.startswith(owners.scope_prefix(scope)) is sees

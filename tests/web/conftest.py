@@ -25,8 +25,9 @@ from connectors.kinds import CaseKind
 from grid.accounts.access import Principal, Role
 from grid.accounts.config import WebSettings
 from grid.accounts.sessions import add_user
-from grid.cases.intake import CaseReport
-from grid.cases.store import CaseRules, escalate, open_case, return_to_parent, rules_from_settings
+from grid.cases.actions import escalate, return_to_parent
+from grid.cases.intake import CaseReport, open_case
+from grid.cases.store import CaseRules, rules_from_settings
 from grid.ingest import WORKER_PII
 from grid.people import mask_id, mask_name, mask_phone, vault_from_settings
 from grid.store.db import transaction

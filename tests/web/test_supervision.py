@@ -10,8 +10,9 @@ import psycopg2
 import pytest
 
 from connectors.kinds import CaseKind
-from grid.cases.intake import CaseReport
-from grid.cases.store import CaseRules, escalate, open_case
+from grid.cases.actions import escalate
+from grid.cases.intake import CaseReport, open_case
+from grid.cases.store import CaseRules
 from tests.web.conftest import Tree, client, login, version_of
 
 pytestmark = pytest.mark.db

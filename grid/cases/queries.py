@@ -1,0 +1,264 @@
+"""Reading cases: one case with its events, lists of cases, the supervision ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg2.extensions
+
+from connectors.kinds import CaseKind, Severity
+from geodata.codes import (
+    Level,
+)
+from grid.cases.owners import scope_prefix
+from grid.cases.states import (
+    OPEN_STATES,
+    Action,
+    Event,
+    State,
+    replay,
+)
+from grid.cases.store import CaseNotFound, Conn, Cursor, utc_now
+from grid.store.db import transaction
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    id: int
+    kind: CaseKind
+    severity: Severity
+    state: State
+    level: Level
+    owner_code: str
+    chain_code: str
+    version: int
+    opened_at: datetime
+    resolve_by: datetime
+    overdue: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CaseDetail:
+    """A case for display: no raw personal data (the worker only as the masked ID, if known)."""
+
+    id: int
+    kind: CaseKind
+    family: str
+    severity: Severity
+    hardship_grade: str | None
+    workers_affected: int
+    amount: Decimal | None
+    channel: str
+    cell_code: str | None
+    cell_version_id: int | None
+    division_code: str
+    chain_code: str
+    level: Level
+    owner_code: str
+    state: State
+    version: int
+    dual_report: bool
+    routing: dict[str, Any]
+    worker_masked: str | None
+    has_worker: bool
+    enterprise_uscc: str | None
+    outcome: str | None
+    opened_at: datetime
+    respond_by: datetime
+    resolve_by: datetime
+    mediation_window_ends: datetime | None
+    deadlines_provisional: bool
+    head_hash: str
+
+
+def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetail:
+    """One case; with ``scope`` a case outside it is reported as not found."""
+    with transaction(conn) as cur:
+        cur.execute(
+            """
+            SELECT c.id, c.kind, c.family, c.severity, c.hardship_grade, c.workers_affected, c.amount,
+                   c.channel, c.cell_code, c.cell_version_id, c.division_code, c.chain_code, c.level,
+                   c.owner_code, c.state, c.version, c.dual_report, c.routing,
+                   (SELECT w.id_masked FROM worker w WHERE w.id_hmac = c.worker_hmac
+                     ORDER BY w.updated_at DESC LIMIT 1),
+                   c.worker_hmac IS NOT NULL, c.enterprise_uscc, c.outcome, c.opened_at, c.respond_by,
+                   c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash
+            FROM case_file c WHERE c.id = %s
+            """,
+            (case_id,),
+        )
+        row = cur.fetchone()
+    if row is None or (scope is not None and not str(row[11]).startswith(scope_prefix(scope))):
+        raise CaseNotFound(case_id)
+    return CaseDetail(
+        id=int(row[0]),
+        kind=CaseKind(row[1]),
+        family=str(row[2]),
+        severity=Severity(row[3]),
+        hardship_grade=row[4],
+        workers_affected=int(row[5]),
+        amount=row[6],
+        channel=str(row[7]),
+        cell_code=row[8],
+        cell_version_id=row[9],
+        division_code=str(row[10]),
+        chain_code=str(row[11]),
+        level=Level(int(row[12])),
+        owner_code=str(row[13]),
+        state=State(row[14]),
+        version=int(row[15]),
+        dual_report=bool(row[16]),
+        routing=dict(row[17]),
+        worker_masked=row[18],
+        has_worker=bool(row[19]),
+        enterprise_uscc=row[20],
+        outcome=row[21],
+        opened_at=row[22],
+        respond_by=row[23],
+        resolve_by=row[24],
+        mediation_window_ends=row[25],
+        deadlines_provisional=bool(row[26]),
+        head_hash=str(row[27]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as stored, with the replayed owner columns kept beside it."""
+
+    event: Event
+    owner_before: str | None
+    owner_after: str
+    level_after: Level
+
+
+def events_of(conn_or_cur: Conn | Cursor, *, case_id: int) -> list[StoredEvent]:
+    """A case's full history in order."""
+    sql = (
+        "SELECT case_id, seq, action, from_state, to_state, actor, at, payload, prev_hash, hash, "
+        "owner_before, owner_after, level_after FROM case_event WHERE case_id = %s ORDER BY seq"
+    )
+    if isinstance(conn_or_cur, psycopg2.extensions.connection):
+        with transaction(conn_or_cur) as cur:
+            cur.execute(sql, (case_id,))
+            rows = cur.fetchall()
+    else:
+        conn_or_cur.execute(sql, (case_id,))
+        rows = conn_or_cur.fetchall()
+    return [
+        StoredEvent(
+            Event(
+                case_id=str(r[0]),
+                seq=int(r[1]),
+                action=Action(r[2]),
+                from_state=None if r[3] is None else State(r[3]),
+                to_state=State(r[4]),
+                actor=str(r[5]),
+                at=r[6],
+                payload=dict(r[7]),
+                prev_hash=str(r[8]),
+                hash=str(r[9]),
+            ),
+            r[10],
+            str(r[11]),
+            Level(int(r[12])),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The row fields the events determine."""
+
+    state: State
+    level: Level
+    owner_code: str
+    version: int
+    head_hash: str
+    chain_code: str
+
+
+def fold(events: Sequence[Event]) -> Replayed:
+    """Replay a history (verifying every hash) into the row fields it determines."""
+    st = replay(events, verify=True)
+    chain = ""
+    for ev in events:
+        if "chain_code" in ev.payload and ev.payload["chain_code"] is not None:
+            chain = str(ev.payload["chain_code"])
+    return Replayed(st.state, st.level, st.owner_code, st.version, st.last_hash, chain)
+
+
+def list_cases(
+    conn: Conn,
+    *,
+    scope: str,
+    states: Sequence[State] | None = None,
+    now: datetime | None = None,
+    limit: int = 100,
+) -> list[CaseSummary]:
+    """Cases on chains within ``scope`` (the scope filter is part of the query), newest first."""
+    prefix = scope_prefix(scope)
+    wanted = [s.value for s in (states or list(State))]
+    when = now or utc_now()
+    with transaction(conn) as cur:
+        cur.execute(
+            """
+            SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by
+            FROM case_file
+            WHERE chain_code LIKE %s AND state = ANY(%s)
+            ORDER BY opened_at DESC, id DESC LIMIT %s
+            """,
+            (prefix + "%", wanted, limit),
+        )
+        rows = cur.fetchall()
+    return [
+        CaseSummary(
+            id=int(r[0]),
+            kind=CaseKind(r[1]),
+            severity=Severity(r[2]),
+            state=State(r[3]),
+            level=Level(int(r[4])),
+            owner_code=str(r[5]),
+            chain_code=str(r[6]),
+            version=int(r[7]),
+            opened_at=r[8],
+            resolve_by=r[9],
+            overdue=State(r[3]) in OPEN_STATES and r[9] < when,
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    unit_code: str
+    period: str
+    received: int
+    responded: int
+    resolved: int
+    on_time: int
+    escalated: int
+    reminded: int
+    criticised: int
+
+
+def ledger(conn: Conn, *, scope: str, period: str | None = None) -> list[LedgerRow]:
+    """The supervision ledger (received, responded, resolved, on time, escalated, reminded,
+    criticised) per unit within ``scope`` and month ``YYYY-MM`` (local time)."""
+    with transaction(conn) as cur:
+        cur.execute(
+            """
+            SELECT unit_code, period, received, responded, resolved, on_time, escalated, reminded, criticised
+            FROM supervision_ledger
+            WHERE unit_code LIKE %s AND (%s::text IS NULL OR period = %s)
+            ORDER BY unit_code, period
+            """,
+            (scope_prefix(scope) + "%", period, period),
+        )
+        rows = cur.fetchall()
+    return [LedgerRow(str(r[0]), str(r[1]), *(int(x) for x in r[2:])) for r in rows]
