@@ -1,35 +1,28 @@
-"""Officer and supervisor actions on a case: each one transaction over :func:`grid.cases.store.append_event`.
+"""Officer and supervisor actions on a case, driven by one table over the state machine.
 
-Who may act is :mod:`grid.accounts.access`; when (from which state) is the table of
-:mod:`grid.cases.states`.
+Every action is the same transaction (:func:`act`): lock the case row and check the caller's
+version (:func:`grid.cases.store.lock_case`), ask the state machine whether the action is allowed
+from the case's state (:func:`grid.cases.states.transition`), let the action's row of
+:data:`PLANS` say what the event carries and which columns change, and append it
+(:func:`grid.cases.store.append_event`). Who may act is :mod:`grid.accounts.access`.
+The named functions below (:func:`accept`, :func:`resolve`, …) are typed doors to :func:`act`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from connectors.kinds import Outcome
-from geodata.codes import (
-    CodeError,
-    Level,
-    ancestor,
-    is_cell_code,
-    within,
-)
+from geodata.codes import CodeError, Level, ancestor, is_cell_code, within
 from grid.accounts import access
 from grid.cases.outbox import enqueue, notice
 from grid.cases.owners import chain_owner_ok, owner_at, owner_candidates, units_exist
 from grid.cases.routing import RoutingError
-from grid.cases.states import (
-    Action,
-    State,
-    TransitionError,
-    next_level,
-    owner_rank,
-    transition,
-)
+from grid.cases.states import Action, State, TransitionError, next_level, owner_rank, transition
 from grid.cases.store import (
     ActionResult,
     CaseHead,
@@ -45,8 +38,211 @@ from grid.cases.store import (
 from grid.store.db import transaction
 
 
-def check_allowed(head: CaseHead, action: Action) -> None:
-    transition(head.state, action)  # raises TransitionError with the allowed actions
+@dataclass(frozen=True)
+class Plan:
+    """What one action writes: the event's payload, the case columns it sets, a new chain."""
+
+    payload: dict[str, Any]
+    sets: dict[str, Any] = field(default_factory=dict)
+    chain_code: str | None = None
+    chain_version_id: int | None = None
+
+
+Planner = Callable[[Cursor, CaseHead, datetime, CaseRules, Mapping[str, Any]], Plan]
+
+
+def _accept(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    """受理: counts as responded, on time if before ``respond_by``."""
+    return Plan({"on_time": when <= head.respond_by}, {"responded_at": when})
+
+
+def _note(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    return Plan({"text": a["text"]})
+
+
+def _start(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    return Plan({})
+
+
+def _resolve(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    """An outcome, the amount recovered and the assistance given; the queued steps end."""
+    oc = Outcome(a["outcome"])
+    amount, assistance = a.get("amount_recovered"), a.get("assistance")
+    payload: dict[str, Any] = {"outcome": oc.value, "on_time": when <= head.resolve_by}
+    if amount is not None:
+        payload["amount_recovered"] = Decimal(amount)
+    if assistance:
+        payload["assistance"] = assistance
+    return Plan(payload, {"outcome": oc.value, "amount_recovered": amount, "resolved_at": when})
+
+
+def _close(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    return Plan({}, {"closed_at": when})
+
+
+def escalation_target(
+    cur: Cursor, head: CaseHead, *, rules: CaseRules
+) -> tuple[Level, str, list[dict[str, Any]]]:
+    """One level up the case's chain, and the unit there (passing upward over missing units)."""
+    to_level = next_level(head.level, max_level=rules.max_level)
+    codes = owner_candidates(head.chain_code, to_level, max_level=rules.max_level)
+    owner, alerts = owner_at(head.chain_code, to_level, units_exist(cur, codes), max_level=rules.max_level)
+    return to_level, owner, alerts
+
+
+def _escalate(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    """One level up the chain with a reason: new owner, new deadlines, new steps."""
+    to_level, owner, alerts = escalation_target(cur, head, rules=rules)
+    payload: dict[str, Any] = {
+        "reason": a["reason"],
+        "to_owner": owner,
+        "from_level": int(head.level),
+        "to_level": int(to_level),
+    }
+    if alerts:
+        payload["alerts"] = alerts
+    return Plan(payload)
+
+
+def _return(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    """A misrouted case goes to the unit above its owner (the nearest existing one) to re-dispatch."""
+    rank = owner_rank(head.owner_code)
+    if rank <= rules.max_level:
+        raise TransitionError(
+            f"A case owned at {rank.name.lower()} level has no parent to return to under this policy."
+        )
+    above = [
+        ancestor(head.chain_code, Level(lv)) for lv in range(int(rank) - 1, int(rules.max_level) - 1, -1)
+    ]
+    units = units_exist(cur, above)
+    target = next((c for c in above if units.get(c)), None)
+    if target is None:
+        raise RoutingError(f"no unit exists above {head.owner_code} to return the case to")
+    skipped = [{"code": "unit_missing", "unit_code": c} for c in above[: above.index(target)]]
+    payload: dict[str, Any] = {"reason": a["reason"], "to_owner": target}
+    if skipped:
+        payload["alerts"] = skipped
+    return Plan(payload)
+
+
+def _reopen(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    """Same owner, fresh deadlines and steps."""
+    return Plan(
+        {"reason": a["reason"]},
+        {"resolved_at": None, "closed_at": None, "outcome": None, "amount_recovered": None},
+    )
+
+
+def _reassign(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    """A supervising unit (``scope``) re-dispatches the case to an existing unit of its subtree;
+    the case then rides the new owner's chain (a cell, or a division off the current chain)."""
+    scope, to_owner = a["scope"], a["to_owner"]
+    returned = head.state is State.RETURNED
+    if not access.may_reassign(
+        scope, chain_code=head.chain_code, owner_code=head.owner_code, returned=returned
+    ):
+        raise ScopeError(f"unit {scope} does not supervise case {head.id} (owner {head.owner_code})")
+    try:
+        rank = owner_rank(to_owner)
+    except CodeError as exc:
+        raise TransitionError(str(exc)) from None
+    if not within(to_owner, scope):
+        raise ScopeError(f"{to_owner} is outside the subtree of {scope}")
+    if to_owner == head.owner_code:
+        raise TransitionError(f"case {head.id} is already owned by {to_owner}")
+    if min(rank, Level.COMMUNITY) < rules.max_level:
+        raise TransitionError(f"{to_owner} is above the highest level this policy allows")
+    if not units_exist(cur, [to_owner]).get(to_owner):
+        raise RoutingError(f"{to_owner} is not an existing unit (or a cell without an active officer)")
+    chain, chain_version = head.chain_code, head.chain_version_id
+    if is_cell_code(to_owner):
+        chain, chain_version = to_owner, current_cell_version(cur, to_owner)
+    elif not chain_owner_ok(head.chain_code, to_owner):
+        chain, chain_version = to_owner, None
+    payload: dict[str, Any] = {"to_owner": to_owner, "reason": a["reason"], "by_unit": scope}
+    if chain == head.chain_code:
+        return Plan(payload, chain_version_id=chain_version)
+    return Plan({**payload, "chain_code": chain}, chain_code=chain, chain_version_id=chain_version)
+
+
+def _urge(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:
+    """督办: a unit above the owner presses for a solution (the owner is notified, see :func:`act`)."""
+    scope = a["scope"]
+    if not access.supervises(scope, chain_code=head.chain_code, owner_code=head.owner_code):
+        raise ScopeError(f"unit {scope} is not above the owner of case {head.id}")
+    return Plan({"text": a["text"], "by_unit": scope})
+
+
+# The table: one row per action an officer or supervisor takes (OPEN is intake's, the sweep's
+# steps are the sweep's). Whether the case's state allows it is the state machine's question.
+PLANS: Final[dict[Action, Planner]] = {
+    Action.ACCEPT: _accept,
+    Action.NOTE: _note,
+    Action.START: _start,
+    Action.RESOLVE: _resolve,
+    Action.CLOSE: _close,
+    Action.ESCALATE: _escalate,
+    Action.RETURN_TO_PARENT: _return,
+    Action.REOPEN: _reopen,
+    Action.REASSIGN: _reassign,
+    Action.URGE: _urge,
+}
+
+
+def act(
+    conn: Conn,
+    action: Action,
+    *,
+    case_id: int,
+    expected_version: int,
+    actor: str,
+    rules: CaseRules,
+    at: datetime | None = None,
+    **args: Any,
+) -> ActionResult:
+    """Take ``action`` on a case in one transaction (see the module's docstring)."""
+    plan_of = PLANS[action]
+    when = at or utc_now()
+    with transaction(conn) as cur:
+        head = lock_case(cur, case_id, expected_version)
+        transition(head.state, action)  # raises TransitionError naming the allowed actions
+        plan = plan_of(cur, head, when, rules, args)
+        res = append_event(
+            cur,
+            head,
+            action=action,
+            actor=actor,
+            at=when,
+            payload=plan.payload,
+            rules=rules,
+            sets=plan.sets or None,
+            chain_code=plan.chain_code,
+            chain_version_id=plan.chain_version_id,
+        )
+        if action is Action.URGE:
+            enqueue(
+                cur,
+                [
+                    notice(
+                        topic="urge",
+                        target="union",
+                        recipient_code=head.owner_code,
+                        case_id=head.id,
+                        event_seq=res.event.seq,
+                        at=when,
+                        kind=head.kind,
+                        severity=head.severity,
+                        level=head.level,
+                        state=res.state.value,
+                        owner_code=head.owner_code,
+                        extra={"resolve_by": head.resolve_by},
+                    )
+                ],
+            )
+        return res
+
+
+# ----------------------------------------------------------------------------- typed doors
 
 
 def accept(
@@ -58,21 +254,16 @@ def accept(
     rules: CaseRules,
     at: datetime | None = None,
 ) -> ActionResult:
-    """The owner takes the case (受理); counts as responded, on time if before ``respond_by``."""
-    when = at or utc_now()
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.ACCEPT)
-        return append_event(
-            cur,
-            head,
-            action=Action.ACCEPT,
-            actor=actor,
-            at=when,
-            payload={"on_time": when <= head.respond_by},
-            rules=rules,
-            sets={"responded_at": when},
-        )
+    """The owner takes the case (受理)."""
+    return act(
+        conn,
+        Action.ACCEPT,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+    )
 
 
 def note(
@@ -86,18 +277,16 @@ def note(
     at: datetime | None = None,
 ) -> ActionResult:
     """A note on the case history (never sent in a notification)."""
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.NOTE)
-        return append_event(
-            cur,
-            head,
-            action=Action.NOTE,
-            actor=actor,
-            at=at or utc_now(),
-            payload={"text": text},
-            rules=rules,
-        )
+    return act(
+        conn,
+        Action.NOTE,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+        text=text,
+    )
 
 
 def start(
@@ -110,12 +299,15 @@ def start(
     at: datetime | None = None,
 ) -> ActionResult:
     """Mediation or assistance is under way (开始办理)."""
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.START)
-        return append_event(
-            cur, head, action=Action.START, actor=actor, at=at or utc_now(), payload={}, rules=rules
-        )
+    return act(
+        conn,
+        Action.START,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+    )
 
 
 def resolve(
@@ -131,27 +323,18 @@ def resolve(
     at: datetime | None = None,
 ) -> ActionResult:
     """Resolve with an outcome (amount recovered, assistance given); cancels the queued steps."""
-    when = at or utc_now()
-    oc = Outcome(outcome)
-    payload: dict[str, Any] = {"outcome": oc.value}
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.RESOLVE)
-        payload["on_time"] = when <= head.resolve_by
-        if amount_recovered is not None:
-            payload["amount_recovered"] = Decimal(amount_recovered)
-        if assistance:
-            payload["assistance"] = assistance
-        return append_event(
-            cur,
-            head,
-            action=Action.RESOLVE,
-            actor=actor,
-            at=when,
-            payload=payload,
-            rules=rules,
-            sets={"outcome": oc.value, "amount_recovered": amount_recovered, "resolved_at": when},
-        )
+    return act(
+        conn,
+        Action.RESOLVE,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+        outcome=outcome,
+        amount_recovered=amount_recovered,
+        assistance=assistance,
+    )
 
 
 def close(
@@ -164,30 +347,15 @@ def close(
     at: datetime | None = None,
 ) -> ActionResult:
     """Archive a resolved case (归档)."""
-    when = at or utc_now()
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.CLOSE)
-        return append_event(
-            cur,
-            head,
-            action=Action.CLOSE,
-            actor=actor,
-            at=when,
-            payload={},
-            rules=rules,
-            sets={"closed_at": when},
-        )
-
-
-def escalation_target(
-    cur: Cursor, head: CaseHead, *, rules: CaseRules
-) -> tuple[Level, str, list[dict[str, Any]]]:
-    """One level up the case's chain, and the unit there (passing upward over missing units)."""
-    to_level = next_level(head.level, max_level=rules.max_level)
-    codes = owner_candidates(head.chain_code, to_level, max_level=rules.max_level)
-    owner, alerts = owner_at(head.chain_code, to_level, units_exist(cur, codes), max_level=rules.max_level)
-    return to_level, owner, alerts
+    return act(
+        conn,
+        Action.CLOSE,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+    )
 
 
 def escalate(
@@ -200,22 +368,17 @@ def escalate(
     rules: CaseRules,
     at: datetime | None = None,
 ) -> ActionResult:
-    """Escalate one level up the case's chain, with a reason; new owner, new deadlines, new steps."""
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.ESCALATE)
-        to_level, owner, alerts = escalation_target(cur, head, rules=rules)
-        payload: dict[str, Any] = {
-            "reason": reason,
-            "to_owner": owner,
-            "from_level": int(head.level),
-            "to_level": int(to_level),
-        }
-        if alerts:
-            payload["alerts"] = alerts
-        return append_event(
-            cur, head, action=Action.ESCALATE, actor=actor, at=at or utc_now(), payload=payload, rules=rules
-        )
+    """Escalate one level up the case's chain, with a reason."""
+    return act(
+        conn,
+        Action.ESCALATE,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+        reason=reason,
+    )
 
 
 def return_to_parent(
@@ -228,35 +391,17 @@ def return_to_parent(
     rules: CaseRules,
     at: datetime | None = None,
 ) -> ActionResult:
-    """Return a misrouted case to the unit above its owner (the nearest existing one) to re-dispatch."""
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.RETURN_TO_PARENT)
-        rank = owner_rank(head.owner_code)
-        if rank <= rules.max_level:
-            raise TransitionError(
-                f"A case owned at {rank.name.lower()} level has no parent to return to under this policy."
-            )
-        above = [
-            ancestor(head.chain_code, Level(lv)) for lv in range(int(rank) - 1, int(rules.max_level) - 1, -1)
-        ]
-        units = units_exist(cur, above)
-        target = next((c for c in above if units.get(c)), None)
-        if target is None:
-            raise RoutingError(f"no unit exists above {head.owner_code} to return the case to")
-        skipped = [{"code": "unit_missing", "unit_code": c} for c in above[: above.index(target)]]
-        payload: dict[str, Any] = {"reason": reason, "to_owner": target}
-        if skipped:
-            payload["alerts"] = skipped
-        return append_event(
-            cur,
-            head,
-            action=Action.RETURN_TO_PARENT,
-            actor=actor,
-            at=at or utc_now(),
-            payload=payload,
-            rules=rules,
-        )
+    """Return a misrouted case to the unit above its owner to re-dispatch."""
+    return act(
+        conn,
+        Action.RETURN_TO_PARENT,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+        reason=reason,
+    )
 
 
 def reopen(
@@ -269,20 +414,17 @@ def reopen(
     rules: CaseRules,
     at: datetime | None = None,
 ) -> ActionResult:
-    """Reopen a resolved or closed case with a reason; same owner, fresh deadlines and steps."""
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.REOPEN)
-        return append_event(
-            cur,
-            head,
-            action=Action.REOPEN,
-            actor=actor,
-            at=at or utc_now(),
-            payload={"reason": reason},
-            rules=rules,
-            sets={"resolved_at": None, "closed_at": None, "outcome": None, "amount_recovered": None},
-        )
+    """Reopen a resolved or closed case with a reason."""
+    return act(
+        conn,
+        Action.REOPEN,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+        reason=reason,
+    )
 
 
 def reassign(
@@ -297,50 +439,19 @@ def reassign(
     rules: CaseRules,
     at: datetime | None = None,
 ) -> ActionResult:
-    """A supervising unit (``scope``) re-dispatches the case to an existing unit within its subtree.
-
-    The case then rides the new owner's chain: a cell becomes the case's chain; a division off the
-    current chain becomes it too.
-    """
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.REASSIGN)
-        returned = head.state is State.RETURNED
-        if not access.may_reassign(
-            scope, chain_code=head.chain_code, owner_code=head.owner_code, returned=returned
-        ):
-            raise ScopeError(f"unit {scope} does not supervise case {case_id} (owner {head.owner_code})")
-        try:
-            rank = owner_rank(to_owner)
-        except CodeError as exc:
-            raise TransitionError(str(exc)) from None
-        if not within(to_owner, scope):
-            raise ScopeError(f"{to_owner} is outside the subtree of {scope}")
-        if to_owner == head.owner_code:
-            raise TransitionError(f"case {case_id} is already owned by {to_owner}")
-        if min(rank, Level.COMMUNITY) < rules.max_level:
-            raise TransitionError(f"{to_owner} is above the highest level this policy allows")
-        if not units_exist(cur, [to_owner]).get(to_owner):
-            raise RoutingError(f"{to_owner} is not an existing unit (or a cell without an active officer)")
-        chain, chain_version = head.chain_code, head.chain_version_id
-        if is_cell_code(to_owner):
-            chain, chain_version = to_owner, current_cell_version(cur, to_owner)
-        elif not chain_owner_ok(head.chain_code, to_owner):
-            chain, chain_version = to_owner, None
-        payload: dict[str, Any] = {"to_owner": to_owner, "reason": reason, "by_unit": scope}
-        if chain != head.chain_code:
-            payload["chain_code"] = chain
-        return append_event(
-            cur,
-            head,
-            action=Action.REASSIGN,
-            actor=actor,
-            at=at or utc_now(),
-            payload=payload,
-            rules=rules,
-            chain_code=chain if chain != head.chain_code else None,
-            chain_version_id=chain_version,
-        )
+    """A supervising unit (``scope``) re-dispatches the case within its subtree."""
+    return act(
+        conn,
+        Action.REASSIGN,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+        scope=scope,
+        to_owner=to_owner,
+        reason=reason,
+    )
 
 
 def urge(
@@ -354,39 +465,15 @@ def urge(
     rules: CaseRules,
     at: datetime | None = None,
 ) -> ActionResult:
-    """督办: a unit above the owner on the case's chain presses for a solution; the owner is notified."""
-    when = at or utc_now()
-    with transaction(conn) as cur:
-        head = lock_case(cur, case_id, expected_version)
-        check_allowed(head, Action.URGE)
-        if not access.supervises(scope, chain_code=head.chain_code, owner_code=head.owner_code):
-            raise ScopeError(f"unit {scope} is not above the owner of case {case_id}")
-        res = append_event(
-            cur,
-            head,
-            action=Action.URGE,
-            actor=actor,
-            at=when,
-            payload={"text": text, "by_unit": scope},
-            rules=rules,
-        )
-        enqueue(
-            cur,
-            [
-                notice(
-                    topic="urge",
-                    target="union",
-                    recipient_code=head.owner_code,
-                    case_id=head.id,
-                    event_seq=res.event.seq,
-                    at=when,
-                    kind=head.kind,
-                    severity=head.severity,
-                    level=head.level,
-                    state=res.state.value,
-                    owner_code=head.owner_code,
-                    extra={"resolve_by": head.resolve_by},
-                )
-            ],
-        )
-        return res
+    """督办 by a unit above the owner; the owner is notified."""
+    return act(
+        conn,
+        Action.URGE,
+        case_id=case_id,
+        expected_version=expected_version,
+        actor=actor,
+        rules=rules,
+        at=at,
+        scope=scope,
+        text=text,
+    )
