@@ -14,7 +14,6 @@ Example (``config/sources/yichang.toml``)::
     token_env = "GRIDFLOW_SOURCE_YICHANG_TOKEN"
     crs = "gcj02"
     entities = ["enterprises", "workers"]
-    schedule = "0 2 * * *"
 
     [mapping.workers]
     source_record_id = "ywid"
@@ -34,7 +33,9 @@ so records committed late are not missed) and ``rate_limit_per_s`` (a token buck
 every request to that source in the process).
 
 Loading validates everything a nightly run would otherwise trip over at 2 a.m.: known canonical
-fields, required ones present, a supported CRS, a city-level division code, a cron expression.
+fields, required ones present, a supported CRS, a city-level division code. When a city is synced
+is not a per-source setting: every enabled city is synced by the `nightly-sync/nightly` deployment
+(its schedule is in prefect.yaml), and an old file that still sets `schedule` is refused by name.
 A mapping may describe an entity the source does not (yet) sync; it is validated all the same.
 """
 
@@ -76,8 +77,6 @@ class SourceConfigError(ValueError):
 
 
 _CITY_CODE_RE = re.compile(r"^\d{4}0{8}$")
-_CRON_FIELD_RE = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
-_CRON_ALIASES = frozenset({"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"})
 
 Entity = Literal["enterprises", "workers", "cases"]
 #: Load order: workers reference enterprises, case reports reference both.
@@ -104,7 +103,6 @@ class SourceConfig(BaseModel):
     mapping: dict[Entity, dict[str, str]]
     entities: list[Entity] = Field(default_factory=_default_entities)
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
-    schedule: str = "0 2 * * *"
     enabled: bool = True
     # Paging and retries for kind="http" (cities with the same page style differ only here).
     path_template: str = "/api/v1/{entity}"
@@ -143,17 +141,6 @@ class SourceConfig(BaseModel):
         if canonical is None:
             raise ValueError(f"unknown coordinate system {v!r} (use cgcs2000, wgs84, gcj02 or bd09)")
         return canonical
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, v: str) -> str:
-        v = " ".join(v.split())
-        if v in _CRON_ALIASES:
-            return v
-        parts = v.split(" ")
-        if len(parts) != 5 or not all(_CRON_FIELD_RE.match(p) for p in parts):
-            raise ValueError("must be a 5-field cron expression such as '0 2 * * *'")
-        return v
 
     @field_validator("base_url")
     @classmethod
@@ -199,6 +186,16 @@ class SourceConfig(BaseModel):
             raise ValueError("lists an entity twice")
         # Load order is fixed: workers reference enterprises by credit code.
         return [e for e in _ENTITY_ORDER if e in v]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_schedule(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "schedule" in data:
+            raise ValueError(
+                "schedule: not a per-source setting (every enabled city is synced by the "
+                "nightly-sync/nightly deployment, scheduled in prefect.yaml); remove the line"
+            )
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceConfig:

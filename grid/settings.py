@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     )
     pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
     prefect_port: int = 4200
+    prefect_host: str = Field(
+        default="127.0.0.1", description="Address the Prefect server binds to; loopback unless configured."
+    )
+    #: ``user:password`` for the Prefect API's basic auth (server and every client). In development
+    #: a random one is kept in ``<state>/keys/prefect-api.auth``; production refuses to start without it.
+    prefect_auth_string: SecretStr | None = None
+    #: SQLAlchemy URL (``postgresql+asyncpg://…``) of the Prefect server's own database. By default
+    #: the ``prefect`` database of the project's private cluster, owned by the login role ``prefect``.
+    prefect_database_url: SecretStr | None = None
+    prefect_database_name: str = Field(default="prefect", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    #: Prefect's db vacuum service deletes flow runs (with their task runs, logs and artifacts) this
+    #: many days after they ended, and events after ``prefect_event_retention_days``.
+    prefect_retention_days: int = Field(default=90, ge=1)
+    prefect_event_retention_days: int = Field(default=30, ge=1)
     prefect_ui_url: str | None = Field(
         default=None, description="Base URL of the Prefect UI for links; by default the local server's."
     )
@@ -70,7 +84,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_keys(self) -> Settings:
         if self.env == "production":
-            for field in ("hmac_key", "encryption_key"):
+            for field in ("hmac_key", "encryption_key", "prefect_auth_string"):
                 value = getattr(self, field)
                 if value is None or value.get_secret_value().strip().lower() in _PLACEHOLDERS:
                     raise ConfigError(
@@ -106,7 +120,39 @@ class Settings(BaseSettings):
 
     @property
     def prefect_api_url(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}/api"
+        host = "127.0.0.1" if self.prefect_host in ("0.0.0.0", "::", "") else self.prefect_host
+        return f"http://{host}:{self.prefect_port}/api"
+
+    def prefect_auth(self) -> str:
+        """``user:password`` of the Prefect API (basic auth); never log it."""
+        if self.prefect_auth_string is not None and self.prefect_auth_string.get_secret_value().strip():
+            value = self.prefect_auth_string.get_secret_value().strip()
+            user, sep, password = value.partition(":")
+            if not (user and sep and password):
+                raise ConfigError("GRIDFLOW_PREFECT_AUTH_STRING must have the form user:password")
+            return value
+        if self.env == "production":
+            raise ConfigError("GRIDFLOW_PREFECT_AUTH_STRING is required in production")
+        return "gridflow:" + _dev_secret(self.state_dir / "keys" / "prefect-api.auth")
+
+    def prefect_db_password(self) -> str:
+        """Password of the private cluster's ``prefect`` login role (kept in the state folder)."""
+        return _dev_secret(self.state_dir / "keys" / f"{self.prefect_database_name}-db.password")
+
+    @property
+    def prefect_db_url(self) -> str:
+        """Where the Prefect server keeps its state: never SQLite. Contains a password."""
+        if self.prefect_database_url is not None:
+            return self.prefect_database_url.get_secret_value()
+        if not self.private_cluster:
+            raise ConfigError(
+                "GRIDFLOW_DATABASE_URL names an external server: set GRIDFLOW_PREFECT_DATABASE_URL "
+                "(postgresql+asyncpg://USER:PASSWORD@HOST:PORT/prefect) for the Prefect server's database"
+            )
+        name = self.prefect_database_name
+        return (
+            f"postgresql+asyncpg://{name}:{self.prefect_db_password()}@127.0.0.1:{self.cluster_port}/{name}"
+        )
 
     @property
     def prefect_ui(self) -> str:
@@ -143,6 +189,21 @@ def _dev_key(path: Path) -> bytes:
     with os.fdopen(fd, "w") as fh:
         fh.write(base64.b64encode(key).decode())
     return key
+
+
+def _dev_secret(path: Path) -> str:
+    """A random URL-safe secret created once in the state folder (mode 0600)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
 
 
 @lru_cache(maxsize=1)

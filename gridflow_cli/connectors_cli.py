@@ -86,7 +86,7 @@ def sources_list() -> None:
         state = "enabled" if c.enabled else "disabled"
         typer.echo(
             f"{c.name:16s} {c.kind:5s} {c.city_code} {c.display_name}  entities={','.join(c.entities)}  "
-            f"crs={c.crs}  schedule='{c.schedule}'  {state}  {where}"
+            f"crs={c.crs}  {state}  {where}"
         )
     if bad:
         raise typer.Exit(1)

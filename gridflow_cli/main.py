@@ -43,6 +43,7 @@ def db_up() -> None:
             cluster = Cluster(s)
             cluster.start()
             cluster.ensure_database("gridflow")
+            cluster.ensure_prefect_database()
         connect().close()
         migrate.upgrade(s.dsn)
     except (ClusterError, DatabaseUnavailable) as exc:
@@ -199,9 +200,17 @@ def _prefect(args: list[str], *, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
+JOB_TEMPLATE = PROJECT_ROOT / "config" / "prefect" / "process-job-template.json"
+
+
 def _ensure_deployed() -> None:
+    """The work pool with gridflow's locked-down job template (no `command` or `env` override
+    beyond its allow-list), then every deployment of prefect.yaml. Idempotent."""
+    template = str(JOB_TEMPLATE)
     if _prefect(["work-pool", "inspect", "gridflow"], check=False).returncode != 0:
-        _prefect(["work-pool", "create", "gridflow", "--type", "process"])
+        _prefect(["work-pool", "create", "gridflow", "--type", "process", "--base-job-template", template])
+    else:
+        _prefect(["work-pool", "update", "gridflow", "--base-job-template", template])
     _prefect(["--no-prompt", "deploy", "--all"])
 
 
@@ -277,7 +286,11 @@ def run(
     _await_coverage(started)
     s = get_settings()
     typer.echo("")
-    typer.echo(f"Prefect UI:  {s.prefect_ui}/runs")
+    typer.echo(
+        f"Prefect UI:  {s.prefect_ui}/runs  (user gridflow, password in "
+        f"{s.state_dir / 'keys' / 'prefect-api.auth'}; or GRIDFLOW_PREFECT_AUTH_STRING)"
+    )
+    typer.echo("Schedules:   gridflow status  (next runs of the nightly sync, sweep and coverage fallback)")
     typer.echo(
         f"gridflow web: http://127.0.0.1:{s.web_port}/  (dashboards at /dashboard, sync health at /health;"
     )
@@ -334,14 +347,38 @@ def _await_coverage(since: datetime, wait_s: float = 120.0) -> None:
 
 @app.command()
 def status() -> None:
-    """Services, database and the last sync runs."""
-    from gridflow_cli import services
+    """Services, the Prefect deployments' schedules and next runs, server failures, last sync runs."""
+    from gridflow_cli import prefect_status, services
     from gridflow_cli.report import print_recent_runs
 
     s = get_settings()
+    typer.echo(f"{'service':8s}  state")
     for name in ALL_SERVICES:
         pid = services.running_pid(s, name)
-        typer.echo(f"{name:8s} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+        typer.echo(f"{name:8s}  {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    typer.echo("")
+    os.environ.update(services.prefect_env(s))
+    try:
+        lines = prefect_status.deployment_lines()
+    except Exception as exc:  # the API is down or refuses: say so, then go on with the database
+        typer.echo(
+            f"Prefect API at {s.prefect_api_url}: unreachable ({type(exc).__name__}); no schedules shown"
+        )
+    else:
+        for line in prefect_status.format_deployments(lines):
+            typer.echo(line)
+        idle = [d.name for d in lines if d.active and d.next_run is None]
+        if idle:
+            typer.secho(f"WARNING: active schedules without a scheduled run: {', '.join(idle)}", fg="yellow")
+    problems = prefect_status.server_problems(services.current_log(s, "prefect"))
+    log = services.logfile(s, "prefect")
+    if problems:
+        typer.secho(f"PROBLEM: the Prefect server logged errors since it started (see {log}):", fg="red")
+        for p in problems:
+            typer.echo(f"  {p.count:>4}×  {p.where}: {p.error}")
+    else:
+        typer.echo("Prefect server services: no errors logged since the server started")
+    typer.echo("")
     print_recent_runs()
 
 

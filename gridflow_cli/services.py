@@ -25,19 +25,39 @@ class ServiceError(RuntimeError):
 
 
 def prefect_env(settings: Settings) -> dict[str, str]:
-    """Environment for every Prefect client and server process of this project."""
+    """Environment for every Prefect client of this project (CLI, worker and its flow runs, web
+    app): this project's server, behind its password. No database credentials."""
     home = settings.state_dir / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     return {
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": settings.prefect_api_url,
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
-        "PREFECT_SERVER_UI_API_URL": settings.prefect_api_url,
+        "PREFECT_API_AUTH_STRING": settings.prefect_auth(),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "GRIDFLOW_PROJECT_DIR": str(PROJECT_ROOT),
+    }
+
+
+def prefect_server_env(settings: Settings) -> dict[str, str]:
+    """Environment of the Prefect server alone: its PostgreSQL database (never SQLite), basic
+    auth, CORS for the UI's own origin only, loopback unless configured, and the retention that
+    Prefect's db vacuum service applies to old flow runs and events."""
+    day = 86_400
+    return {
+        **prefect_env(settings),
+        "PREFECT_SERVER_API_HOST": settings.prefect_host,
+        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+        "PREFECT_SERVER_UI_API_URL": f"{settings.prefect_ui}/api",
+        "PREFECT_SERVER_API_AUTH_STRING": settings.prefect_auth(),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": settings.prefect_db_url,
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": settings.prefect_ui,
+        "PREFECT_SERVER_API_CORS_ALLOWED_METHODS": "GET,POST,PUT,PATCH,DELETE,OPTIONS",
+        "PREFECT_SERVER_API_CORS_ALLOWED_HEADERS": "Authorization,Content-Type,X-Prefect-Ui",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(settings.prefect_retention_days * day),
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"P{settings.prefect_event_retention_days}D",
     }
 
 
@@ -47,6 +67,7 @@ class Service:
     argv: list[str]
     health_url: str | None
     start_timeout_s: float = 90.0
+    server: bool = False  # gets prefect_server_env (the Prefect database URL and auth), not the client's
 
 
 def _bin(name: str) -> str:
@@ -58,9 +79,18 @@ def services(settings: Settings) -> dict[str, Service]:
     return {
         "prefect": Service(
             "prefect",
-            [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
+            [
+                _bin("prefect"),
+                "server",
+                "start",
+                "--host",
+                settings.prefect_host,
+                "--port",
+                str(settings.prefect_port),
+            ],
             f"{settings.prefect_api_url}/health",
             start_timeout_s=180.0,
+            server=True,
         ),
         "sandbox": Service(
             "sandbox",
@@ -108,6 +138,23 @@ def logfile(settings: Settings, name: str) -> Path:
     return settings.state_dir / "logs" / f"{name}.log"
 
 
+def log_offset(settings: Settings, name: str) -> Path:
+    """Where the service's log stood when it was last started (its current run's lines follow)."""
+    return settings.state_dir / "run" / f"{name}.logstart"
+
+
+def current_log(settings: Settings, name: str) -> str:
+    """The log lines written since the service was last started."""
+    log = logfile(settings, name)
+    if not log.exists():
+        return ""
+    marker = log_offset(settings, name)
+    start = int(marker.read_text().strip() or 0) if marker.exists() else 0
+    with open(log, "rb") as fh:
+        fh.seek(start if start <= log.stat().st_size else 0)
+        return fh.read().decode("utf-8", "replace")
+
+
 def running_pid(settings: Settings, name: str) -> int | None:
     pf = _pidfile(settings, name)
     if not pf.exists():
@@ -139,7 +186,8 @@ def start(settings: Settings, name: str) -> str:
     log = logfile(settings, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _pidfile(settings, name).parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **prefect_env(settings)}
+    env = {**os.environ, **(prefect_server_env(settings) if svc.server else prefect_env(settings))}
+    log_offset(settings, name).write_text(str(log.stat().st_size if log.exists() else 0))
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             svc.argv,

@@ -147,10 +147,22 @@ class Cluster:
             [self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], "stopping PostgreSQL"
         )
 
+    @property
+    def admin_dsn(self) -> str:
+        """The cluster's bootstrap superuser on its maintenance database."""
+        return f"postgresql://gridflow@127.0.0.1:{self.settings.cluster_port}/postgres"
+
+    def ensure_prefect_database(self) -> None:
+        """The Prefect server's database and login role in this cluster (see below)."""
+        s = self.settings
+        ensure_prefect_database(
+            self.admin_dsn, name=s.prefect_database_name, password=s.prefect_db_password()
+        )
+
     def ensure_database(self, name: str = "gridflow") -> None:
         """Create the database (and PostGIS) if missing."""
         port = self.settings.cluster_port
-        admin = f"postgresql://gridflow@127.0.0.1:{port}/postgres"
+        admin = self.admin_dsn
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -168,3 +180,43 @@ class Cluster:
                     cur.execute(f'CREATE DATABASE "{name}"')
         finally:
             conn.close()
+
+
+def ensure_prefect_database(admin_dsn: str, *, name: str, password: str) -> None:
+    """The Prefect server's own database on a gridflow cluster: login role ``name`` (not superuser,
+    owns only this database, scram password), database ``name`` owned by it, and ``pg_trgm``
+    (Prefect's PostgreSQL migrations need it; created here by the cluster's admin). Idempotent;
+    the password is reset to ``password`` each time."""
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(admin_dsn, connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET password_encryption = 'scram-sha-256'")
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(
+                sql.SQL(
+                    "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                    "PASSWORD {}"
+                ).format(sql.SQL(verb), sql.Identifier(name), sql.Literal(password))
+            )
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(name))
+                )
+            cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    from urllib.parse import urlsplit, urlunsplit
+
+    conn = psycopg2.connect(urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name)), connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            cur.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
