@@ -33,6 +33,7 @@ from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, l
 from connectors.source import Page
 from connectors.sources import open_source
 from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
+from grid.cases.intake import page_intake
 from grid.settings import get_settings
 from grid.store import sync
 from grid.store.db import connect, transaction
@@ -160,12 +161,8 @@ def _sync_entity(
     log = _logger()
     with transaction(conn) as cur:
         pos = sync.get_position(cur, source=config.name, entity=entity)
-    if pos.cursor is not None and pos.full_run_id is not None:
-        cursor, since, snapshot = pos.cursor, pos.since, pos.full_run_id  # resume the full snapshot
-    elif full:
-        cursor, since, snapshot = None, None, run_id
-    else:
-        cursor, since, snapshot = pos.cursor, pos.since, None
+    plan = sync.plan_stream(pos, full=full, run_id=run_id)
+    cursor, since, snapshot = plan.cursor, plan.since, plan.snapshot
     spec = ChunkSpec(
         source=config.name,
         entity=entity,
@@ -176,13 +173,11 @@ def _sync_entity(
         full=snapshot is not None,
     )
     id_field = spec.mapping["source_record_id"]
-    # A stream fetched whole (no watermark yet, or a full snapshot) brings back every stored
-    # record: read their versions once. An incremental night brings only what changed: look up
-    # each page's ids instead.
-    whole = since is None or snapshot is not None
+    # A stream fetched whole brings back every stored record: read their versions once. An
+    # incremental night brings only what changed: look up each page's ids instead.
     stored = (
         sync.stored_versions(conn, source=config.name, entity=entity, limit=settings.version_map_limit)
-        if whole
+        if plan.whole
         else None
     )
     fetch = fetch_page.with_options(
@@ -234,7 +229,7 @@ def _sync_entity(
             since=since,
             cursor_after=page.cursor_after,
             snapshot_run_id=snapshot,
-            on_reports=_intake(config.name) if entity == "cases" else None,
+            on_reports=page_intake(config.name) if entity == "cases" else None,
         )
         if stored is not None:
             sync.note_versions(stored, written)  # committed: later pages skip these versions
@@ -250,20 +245,6 @@ def _sync_entity(
                          result.missing, result.soft_deleted)  # fmt: skip
             return
         cursor = page.cursor_after
-
-
-def _intake(source: str) -> Any:
-    """Case reports of a page open, or attach to, cases in the page's own transaction."""
-    from grid.cases.intake import intake_reports
-    from grid.cases.store import rules_from_settings
-
-    rules = rules_from_settings()
-
-    def take(cur: Any, reports: list[Any]) -> int:
-        results = intake_reports(cur, reports, rules=rules, actor=f"sync:{source}")
-        return sum(1 for r in results if not r.already_taken)
-
-    return take
 
 
 def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, error: str | None) -> None:
@@ -304,16 +285,19 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
             return _summary(source_name, None, sync.RunTotals(), "skipped")
         _register(conn, config)
         sync.mark_crashed_runs(conn, source=source_name)
-        run_id = sync.start_run(
+
+        def publish(run: sync.Run) -> None:
+            row = _summary(source_name, run.id, run.totals, "failed" if run.error else "completed")
+            _publish(config, row, run.totals, run.error)
+
+        with sync.run(
             conn,
             source=source_name,
             mode="full" if full else "incremental",
             flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
             parent_flow_run_id=flow_run.get_parent_flow_run_id(),
-        )
-        totals = sync.RunTotals()
-        error: str | None = None
-        try:
+            on_finish=publish,
+        ) as run:
             version = current_cell_version(config.city_code)
             if not version:
                 raise SyncFailed(
@@ -321,16 +305,10 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
                 )
             for entity in config.entities:
                 _sync_entity(
-                    conn, config, entity, run_id=run_id, full=full, cell_version=version, totals=totals
+                    conn, config, entity, run_id=run.id, full=full, cell_version=version, totals=run.totals
                 )
-        except Exception as exc:
-            error = sync.error_line(exc)
-            raise
-        finally:
-            conn.rollback()
-            sync.finish_run(conn, run_id=run_id, totals=totals, error=error)
-            row = _summary(source_name, run_id, totals, "failed" if error else "completed")
-            _publish(config, row, totals, error)
+        run_id, totals = run.id, run.totals
+        row = _summary(source_name, run_id, totals, "completed")
         # Heartbeat of a healthy source: the stale-source automation expects one per source.
         emit_event(
             event="gridflow.source.synced",

@@ -32,8 +32,8 @@ from prefect.runtime import flow_run
 
 from connectors.config import SourceConfig, load_all_sources
 from connectors.http import HttpSource
-from flows.nightly_sync import _intake
 from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
+from grid.cases.intake import page_intake
 from grid.monitoring import reprocess as rp
 from grid.people import vault_from_settings
 from grid.settings import get_settings
@@ -87,16 +87,13 @@ def _reprocess_source(
         version = current_cell_version(config.city_code)
         if not version:
             raise ReprocessFailed(f"{source}: no grid cells are loaded for {config.city_code}")
-        run_id = sync.start_run(
+        with sync.run(
             conn,
             source=source,
             mode="reprocess",
             flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
-            parent_flow_run_id=None,
-        )
-        totals = sync.RunTotals()
-        error: str | None = None
-        try:
+        ) as run:
+            run_id, totals = run.id, run.totals
             for entity in sorted({q.entity for q in rows}):
                 group = [q for q in rows if q.entity == entity]
                 if entity not in config.entities or config.mapping.get(entity) is None:
@@ -104,20 +101,7 @@ def _reprocess_source(
                 mapping = dict(config.mapping[entity])
                 rids = sorted({q.source_record_id for q in group if q.source_record_id is not None})
                 fresh = fetch_by_id(config, entity, rids)
-                newest: dict[str, rp.QuarantinedRow] = {}
-                for q in group:
-                    if q.source_record_id is not None:
-                        cur_best = newest.get(q.source_record_id)
-                        if cur_best is None or (q.last_run_id, q.id) > (cur_best.last_run_id, cur_best.id):
-                            newest[q.source_record_id] = q
-                raw_rows: list[dict[str, Any]] = []
-                fetched = 0
-                for rid in rids:
-                    if fresh is not None and rid in fresh:
-                        raw_rows.append(fresh[rid])
-                        fetched += 1
-                    else:
-                        raw_rows.append(rp.raw_record(vault, newest[rid].raw_enc))
+                raw_rows, fetched = rp.rows_to_retake(group, rids, fresh, vault)
                 spec = ChunkSpec(
                     source=source,
                     entity=entity,
@@ -145,7 +129,7 @@ def _reprocess_source(
                     since=pos.since,
                     cursor_after=pos.cursor,
                     snapshot_run_id=pos.full_run_id,
-                    on_reports=_intake(source) if entity == "cases" else None,
+                    on_reports=page_intake(source) if entity == "cases" else None,
                     after_write=functools.partial(
                         _settle_in_page,
                         source=source,
@@ -166,12 +150,6 @@ def _reprocess_source(
                     source, entity, len(group), fetched, len(raw_rows) - fetched,
                     ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
                 )  # fmt: skip
-        except Exception as exc:
-            error = sync.error_line(exc)
-            raise
-        finally:
-            conn.rollback()
-            sync.finish_run(conn, run_id=run_id, totals=totals, error=error)
     finally:
         conn.close()
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg2.extensions
 from stdnum.cn import uscc as _uscc
@@ -56,6 +56,7 @@ from grid.cases.store import (
     deadlines_at,
     event_row,
     lock_case,
+    rules_from_settings,
     step_rows,
     utc_now,
     write_events,
@@ -339,48 +340,39 @@ def open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, a
     geom = None
     if report.lon is not None and report.lat is not None:
         geom = f"SRID=4326;POINT({float(report.lon)!r} {float(report.lat)!r})"
-    cur.execute(
-        """
-        INSERT INTO case_file (
-            id, kind, family, severity, hardship_grade, workers_affected, amount, channel, source_ref,
-            cell_code, cell_version_id, division_code, chain_code, chain_version_id, geom, level,
-            owner_code, state, version, dual_report, routing, worker_hmac, enterprise_uscc, opened_at,
-            respond_by, resolve_by, mediation_window_ends, deadlines_provisional, head_hash)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, ST_GeomFromEWKT(%s), %s, %s, %s,
-                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        """,
-        (
-            case_id,
-            report.kind.value,
-            report.family.value,
-            report.severity.value,
-            None if report.hardship_grade is None else report.hardship_grade.value,
-            report.workers_affected,
-            report.amount,
-            report.channel,
-            report.source_ref,
-            report.cell_code,
-            cell_version,
-            division,
-            base,
-            cell_version if is_cell_code(base) else None,
-            geom,
-            int(after.level),
-            after.owner_code,
-            after.state.value,
-            after.version,
-            decision.dual_report,
-            json.dumps(explanation, ensure_ascii=False),
-            None if report.worker_hmac is None else psycopg2.Binary(report.worker_hmac),
-            report.enterprise_uscc,
-            at,
-            dl.respond_by,
-            dl.resolve_by,
-            dl.mediation_window_ends,
-            dl.provisional,
-            after.last_hash,
-        ),
-    )
+    columns: dict[str, Any] = {
+        "id": case_id,
+        "kind": report.kind.value,
+        "family": report.family.value,
+        "severity": report.severity.value,
+        "hardship_grade": None if report.hardship_grade is None else report.hardship_grade.value,
+        "workers_affected": report.workers_affected,
+        "amount": report.amount,
+        "channel": report.channel,
+        "source_ref": report.source_ref,
+        "cell_code": report.cell_code,
+        "cell_version_id": cell_version,
+        "division_code": division,
+        "chain_code": base,
+        "chain_version_id": cell_version if is_cell_code(base) else None,
+        "geom": geom,
+        "level": int(after.level),
+        "owner_code": after.owner_code,
+        "state": after.state.value,
+        "version": after.version,
+        "dual_report": decision.dual_report,
+        "routing": json.dumps(explanation, ensure_ascii=False),
+        "worker_hmac": None if report.worker_hmac is None else psycopg2.Binary(report.worker_hmac),
+        "enterprise_uscc": report.enterprise_uscc,
+        "opened_at": at,
+        "respond_by": dl.respond_by,
+        "resolve_by": dl.resolve_by,
+        "mediation_window_ends": dl.mediation_window_ends,
+        "deadlines_provisional": dl.provisional,
+        "head_hash": after.last_hash,
+    }
+    values = ", ".join("ST_GeomFromEWKT(%(geom)s)" if k == "geom" else f"%({k})s" for k in columns)
+    cur.execute(f"INSERT INTO case_file ({', '.join(columns)}) VALUES ({values})", columns)
     write_events(cur, [event_row(event, owner_before=None, after=after)])
     write_steps(
         cur,
@@ -476,6 +468,19 @@ def intake_reports(
             ([k for k, _ in workers], [h for _, h in workers], [k for k, _ in firms], [u for _, u in firms]),
         )
     return [open_one(cur, r, rules=rules, actor=actor, at=when) for r in reports]
+
+
+def page_intake(source: str, rules: CaseRules | None = None) -> Callable[[Cursor, list[CaseReport]], int]:
+    """The sync's ``on_reports`` for a page of case reports from ``source`` (nightly sync and
+    reprocessing alike): reports open, or attach to, cases in the page's own transaction; returns
+    how many were new to the store."""
+    the_rules = rules or rules_from_settings()
+
+    def take(cur: Cursor, reports: list[CaseReport]) -> int:
+        results = intake_reports(cur, reports, rules=the_rules, actor=f"sync:{source}")
+        return sum(1 for r in results if not r.already_taken)
+
+    return take
 
 
 def open_case(

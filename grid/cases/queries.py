@@ -23,7 +23,7 @@ from grid.cases.states import (
     replay,
 )
 from grid.cases.store import CaseNotFound, Conn, Cursor, utc_now
-from grid.store.db import transaction
+from grid.store.db import fetch_named, transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,45 +84,45 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
                    c.channel, c.cell_code, c.cell_version_id, c.division_code, c.chain_code, c.level,
                    c.owner_code, c.state, c.version, c.dual_report, c.routing,
                    (SELECT w.id_masked FROM worker w WHERE w.id_hmac = c.worker_hmac
-                     ORDER BY w.updated_at DESC LIMIT 1),
-                   c.worker_hmac IS NOT NULL, c.enterprise_uscc, c.outcome, c.opened_at, c.respond_by,
-                   c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash
+                     ORDER BY w.updated_at DESC LIMIT 1) AS worker_masked,
+                   c.worker_hmac IS NOT NULL AS has_worker, c.enterprise_uscc, c.outcome, c.opened_at,
+                   c.respond_by, c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash
             FROM case_file c WHERE c.id = %s
             """,
             (case_id,),
         )
-        row = cur.fetchone()
-    if row is None or (scope is not None and not str(row[11]).startswith(scope_prefix(scope))):
+        row = fetch_named(cur)
+    if row is None or (scope is not None and not str(row["chain_code"]).startswith(scope_prefix(scope))):
         raise CaseNotFound(case_id)
     return CaseDetail(
-        id=int(row[0]),
-        kind=CaseKind(row[1]),
-        family=str(row[2]),
-        severity=Severity(row[3]),
-        hardship_grade=row[4],
-        workers_affected=int(row[5]),
-        amount=row[6],
-        channel=str(row[7]),
-        cell_code=row[8],
-        cell_version_id=row[9],
-        division_code=str(row[10]),
-        chain_code=str(row[11]),
-        level=Level(int(row[12])),
-        owner_code=str(row[13]),
-        state=State(row[14]),
-        version=int(row[15]),
-        dual_report=bool(row[16]),
-        routing=dict(row[17]),
-        worker_masked=row[18],
-        has_worker=bool(row[19]),
-        enterprise_uscc=row[20],
-        outcome=row[21],
-        opened_at=row[22],
-        respond_by=row[23],
-        resolve_by=row[24],
-        mediation_window_ends=row[25],
-        deadlines_provisional=bool(row[26]),
-        head_hash=str(row[27]),
+        id=int(row["id"]),
+        kind=CaseKind(row["kind"]),
+        family=str(row["family"]),
+        severity=Severity(row["severity"]),
+        hardship_grade=row["hardship_grade"],
+        workers_affected=int(row["workers_affected"]),
+        amount=row["amount"],
+        channel=str(row["channel"]),
+        cell_code=row["cell_code"],
+        cell_version_id=row["cell_version_id"],
+        division_code=str(row["division_code"]),
+        chain_code=str(row["chain_code"]),
+        level=Level(int(row["level"])),
+        owner_code=str(row["owner_code"]),
+        state=State(row["state"]),
+        version=int(row["version"]),
+        dual_report=bool(row["dual_report"]),
+        routing=dict(row["routing"]),
+        worker_masked=row["worker_masked"],
+        has_worker=bool(row["has_worker"]),
+        enterprise_uscc=row["enterprise_uscc"],
+        outcome=row["outcome"],
+        opened_at=row["opened_at"],
+        respond_by=row["respond_by"],
+        resolve_by=row["resolve_by"],
+        mediation_window_ends=row["mediation_window_ends"],
+        deadlines_provisional=bool(row["deadlines_provisional"]),
+        head_hash=str(row["head_hash"]),
     )
 
 

@@ -1,5 +1,8 @@
 """Grid cell versions in the store: dry run, commit, and reading the grid as of any date.
 
+(Over 500 lines on purpose: the dry run is the commit rolled back, so both paths and the lock
+they share stay in one file.)
+
 A committed import is one ``cell_version``. Committing it (:func:`commit_import`):
 
 * closes every current row of the versions it supersedes (``valid_to`` = the new version's

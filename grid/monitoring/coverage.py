@@ -1,5 +1,8 @@
 """Coverage snapshots: the four fulls, supervision rates and overdue counts of every division, per day.
 
+(Over 500 lines on purpose: the definitions, the one SQL statement that computes them and the
+rate table stay together, so a definition cannot change without its SQL in the same file.)
+
 This docstring is the definition of every number in ``coverage_snapshot`` (migration 0004); the
 SQL below implements it and the dashboard reads it.
 

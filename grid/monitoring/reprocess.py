@@ -300,3 +300,29 @@ def flow_run_state(flow_run_id: str) -> str | None:
     except Exception:
         return None
     return run.state.name if run.state else None
+
+
+def rows_to_retake(
+    group: Sequence[QuarantinedRow],
+    ids: Sequence[str],
+    fresh: Mapping[str, dict[str, Any]] | None,
+    vault: Vault,
+) -> tuple[list[dict[str, Any]], int]:
+    """The raw row to re-take for each record id: the source's current version when it answered by
+    id, else the stored raw record of the record's newest quarantine row (latest run, then id).
+    Returns the rows, in ``ids`` order, and how many came from the source."""
+    newest: dict[str, QuarantinedRow] = {}
+    for q in group:
+        if q.source_record_id is not None:
+            best = newest.get(q.source_record_id)
+            if best is None or (q.last_run_id, q.id) > (best.last_run_id, best.id):
+                newest[q.source_record_id] = q
+    rows: list[dict[str, Any]] = []
+    fetched = 0
+    for rid in ids:
+        if fresh is not None and rid in fresh:
+            rows.append(fresh[rid])
+            fetched += 1
+        else:
+            rows.append(raw_record(vault, newest[rid].raw_enc))
+    return rows, fetched

@@ -54,3 +54,12 @@ def fetch_one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
     if row is None:
         raise RuntimeError("expected one row, got none")
     return tuple(row)
+
+
+def fetch_named(cur: psycopg2.extensions.cursor) -> dict[str, Any] | None:
+    """The next row as a mapping of column name to value (None when there is none): read by
+    name, never by position."""
+    row = cur.fetchone()
+    if row is None or cur.description is None:
+        return None
+    return dict(zip([d.name for d in cur.description], row, strict=True))

@@ -1,5 +1,9 @@
 """Store side of the nightly sync: sources, cursors, run records and one-transaction pages.
 
+(Over 500 lines on purpose: everything one page's transaction touches — staging, upsert,
+quarantine, cursor, run counters, the version map — is here, so its lock and write order read
+in one file.)
+
 A page is written in ONE transaction together with the advance of its source cursor: COPY into
 a staging table, a version-guarded upsert keyed on (source, source_record_id) — an older
 version never overwrites a newer one and a replay changes nothing — the page's rejects into
@@ -10,7 +14,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -181,6 +186,33 @@ class StreamPosition:
     full_run_id: int | None = None
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """How a run reads one stream: from ``cursor`` (None: the first page), records changed since
+    ``since`` (None: all of them), as part of the full snapshot of run ``snapshot`` (or none)."""
+
+    cursor: str | None
+    since: datetime | None
+    snapshot: int | None
+
+    @property
+    def whole(self) -> bool:
+        """The run fetches the whole stream (no watermark yet, or a full snapshot): every stored
+        record comes back, so their versions are worth reading once."""
+        return self.since is None or self.snapshot is not None
+
+
+def plan_stream(pos: StreamPosition, *, full: bool, run_id: int) -> StreamPlan:
+    """Resume, full or incremental — the one rule: a full snapshot in progress is resumed where it
+    stopped (keeping its snapshot run); else ``full`` starts one from the top; else the stream
+    continues from its cursor and watermark."""
+    if pos.cursor is not None and pos.full_run_id is not None:
+        return StreamPlan(pos.cursor, pos.since, pos.full_run_id)
+    if full:
+        return StreamPlan(None, None, run_id)
+    return StreamPlan(pos.cursor, pos.since, None)
+
+
 def get_position(cur: psycopg2.extensions.cursor, *, source: str, entity: str) -> StreamPosition:
     cur.execute(
         "SELECT cursor, since, full_run_id FROM source_cursor WHERE source = %s AND entity = %s",
@@ -259,6 +291,42 @@ def start_run(
             (source, mode, flow_run_id, parent_flow_run_id, json.dumps(cursors)),
         )
         return int(fetch_one(cur)[0])
+
+
+@dataclass
+class Run:
+    """A ``sync_run`` in progress: its id, its counters, the error that ended it (if one did)."""
+
+    id: int
+    totals: RunTotals = field(default_factory=RunTotals)
+    error: str | None = None
+
+
+@contextmanager
+def run(
+    conn: psycopg2.extensions.connection,
+    *,
+    source: str,
+    mode: str,
+    flow_run_id: str | None,
+    parent_flow_run_id: str | None = None,
+    on_finish: Callable[[Run], None] | None = None,
+) -> Iterator[Run]:
+    """One run's life, for the nightly sync and reprocessing alike: started on entry; on exit —
+    whatever happened — what an error left open is rolled back, the run is finished with its
+    counters and the first line of that error, and ``on_finish`` sees it (artifacts)."""
+    the_run = Run(start_run(conn, source=source, mode=mode, flow_run_id=flow_run_id,
+                            parent_flow_run_id=parent_flow_run_id))  # fmt: skip
+    try:
+        yield the_run
+    except Exception as exc:
+        the_run.error = error_line(exc)
+        raise
+    finally:
+        conn.rollback()
+        finish_run(conn, run_id=the_run.id, totals=the_run.totals, error=the_run.error)
+        if on_finish is not None:
+            on_finish(the_run)
 
 
 def error_line(exc: BaseException) -> str:

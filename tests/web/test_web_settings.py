@@ -37,6 +37,7 @@ def test_an_insecure_cookie_is_refused_in_production(
     monkeypatch.setenv("GRIDFLOW_ENV", "production")
     monkeypatch.setenv("GRIDFLOW_HMAC_KEY", key)
     monkeypatch.setenv("GRIDFLOW_ENCRYPTION_KEY", key)
+    monkeypatch.setenv("GRIDFLOW_PREFECT_AUTH_STRING", "gridflow:" + key)
     with pytest.raises(ValidationError, match="not allowed in production"):
         WebSettings(cookie_secure=False)
     assert WebSettings(cookie_secure=True).cookie_name == "__Host-gridflow"
