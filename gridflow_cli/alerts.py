@@ -33,22 +33,23 @@ def alerts_install(
     ui_url: Annotated[str, typer.Option(help="Prefect UI base URL for links in the payloads")] = "",
 ) -> None:
     """Create or update the webhook block and the automations of config/alerts.toml (idempotent)."""
-    from grid.monitoring import alerts
+    from flows import alerts
+    from grid.monitoring import alert_rules
     from grid.settings import get_settings
 
     configured = get_settings().alert_webhook
     url = webhook or ("" if configured is None else configured.get_secret_value())
     if not url:
-        _fail(f"give --webhook URL or set {alerts.WEBHOOK_ENV}")
+        _fail(f"give --webhook URL or set {alert_rules.WEBHOOK_ENV}")
     try:
-        config = alerts.load_alerts()
-        alerts.check_webhook_url(url)
-    except alerts.AlertsConfigError as exc:
+        config = alert_rules.load_alerts()
+        alert_rules.check_webhook_url(url)
+    except alert_rules.AlertsConfigError as exc:
         _fail(str(exc))
     _prefect_env()
     try:
         done = alerts.install(config, webhook_url=url, ui_url=ui_url or get_settings().prefect_ui)
-    except alerts.AlertsConfigError as exc:
+    except alert_rules.AlertsConfigError as exc:
         _fail(str(exc))
     except Exception as exc:  # the Prefect API refused or is down: one sentence, no traceback wall
         _fail(f"the Prefect API at {os.environ.get('PREFECT_API_URL')} failed: {type(exc).__name__}: {exc}")
@@ -59,7 +60,7 @@ def alerts_install(
 @alerts_app.command("list")
 def alerts_list(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """The gridflow automations installed on the Prefect server."""
-    from grid.monitoring import alerts
+    from flows import alerts
 
     _prefect_env()
     rows = alerts.installed()
@@ -79,7 +80,7 @@ def alerts_list(as_json: Annotated[bool, typer.Option("--json", help="JSON outpu
 @alerts_app.command("remove")
 def alerts_remove() -> None:
     """Delete every gridflow automation from the Prefect server."""
-    from grid.monitoring import alerts
+    from flows import alerts
 
     _prefect_env()
     for name in alerts.remove():

@@ -304,7 +304,7 @@ def run(
 
 def _install_alerts_if_configured() -> None:
     """With GRIDFLOW_ALERT_WEBHOOK set, create/update the alert automations (idempotent)."""
-    from grid.monitoring.alerts import WEBHOOK_ENV
+    from grid.monitoring.alert_rules import WEBHOOK_ENV
     from gridflow_cli.alerts import alerts_install
     from gridflow_cli.services import prefect_env
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import psycopg2.extensions
 
-from grid.monitoring.alerts import Freshness
+from grid.monitoring.alert_rules import Freshness
 from grid.monitoring.reprocess import raw_record
 from grid.people import Vault, mask_id, mask_name, mask_phone
 

@@ -24,7 +24,7 @@ from grid.accounts import sessions
 from grid.accounts.access import Role, apply_scope
 from grid.monitoring import health as svc
 from grid.monitoring import reprocess as rp
-from grid.monitoring.alerts import AlertsConfigError, load_alerts
+from grid.monitoring.alert_rules import AlertsConfigError, load_alerts
 from grid.settings import get_settings
 from grid.store.db import transaction
 from grid.web.deps import lang_of, state_of

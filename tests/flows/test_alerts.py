@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from grid.monitoring import alerts
+from flows import alerts
+from grid.monitoring import alert_rules
 from tests.conftest import write_sources
 from tests.flows.helpers import env, query, sources_env
 
@@ -93,7 +94,7 @@ def _closed_port() -> int:
 def test_alerts_config_declares_failure_and_stale_automations_without_personal_data() -> None:
     """Rule: the automations are declared in the repository; payload templates name only the
     source, flow run id, state and UI link."""
-    config = alerts.load_alerts()
+    config = alert_rules.load_alerts()
     specs = alerts.automation_specs(
         config, webhook_block_id="00000000-0000-0000-0000-000000000001", ui_url="http://ui"
     )
@@ -101,7 +102,9 @@ def test_alerts_config_declares_failure_and_stale_automations_without_personal_d
     failed, stale = by_kind["Reactive"], by_kind["Proactive"]
     assert set(failed["trigger"]["expect"]) == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
     assert "sync-source" in failed["trigger"]["match_related"]["prefect.resource.name"]
-    assert stale["trigger"]["expect"] == [alerts.SYNCED_EVENT] and stale["trigger"]["within"] == 48 * 3600
+    assert (
+        stale["trigger"]["expect"] == [alert_rules.SYNCED_EVENT] and stale["trigger"]["within"] == 48 * 3600
+    )
     for spec in specs:
         payload = spec["actions"][0]["payload"]
         assert 'parameters.get("source_name")' in payload or "labels" in payload
@@ -113,11 +116,11 @@ def test_bad_alerts_file_is_a_clear_error(tmp_path: Path) -> None:
     """Rule: bad configuration gives one clear sentence naming the file and the field."""
     bad = tmp_path / "alerts.toml"
     bad.write_text("[freshness]\nwarn_hours = 50\nalarm_hours = 48\n", encoding="utf-8")
-    with pytest.raises(alerts.AlertsConfigError, match="alarm_hours must not be below warn_hours"):
-        alerts.load_alerts(bad)
+    with pytest.raises(alert_rules.AlertsConfigError, match="alarm_hours must not be below warn_hours"):
+        alert_rules.load_alerts(bad)
     bad.write_text('[[automations]]\nname = "x"\nkind = "flow-run-failed"\n', encoding="utf-8")
-    with pytest.raises(alerts.AlertsConfigError, match="needs flows"):
-        alerts.load_alerts(bad)
+    with pytest.raises(alert_rules.AlertsConfigError, match="needs flows"):
+        alert_rules.load_alerts(bad)
 
 
 def test_failing_sync_run_posts_to_the_webhook_within_a_minute(
@@ -185,11 +188,11 @@ def test_stale_source_posts_to_the_webhook(prefect_api: str, receiver: Receiver,
         encoding="utf-8",
     )
     with env(GRIDFLOW_ALERTS_FILE=str(short)):
-        done = alerts.install(alerts.load_alerts(), webhook_url=receiver.url, ui_url="http://ui.test")
+        done = alerts.install(alert_rules.load_alerts(), webhook_url=receiver.url, ui_url="http://ui.test")
     assert done["gridflow-source-stale"] in ("created", "updated")
     time.sleep(2)
     emit_event(
-        event=alerts.SYNCED_EVENT,
+        event=alert_rules.SYNCED_EVENT,
         resource={"prefect.resource.id": "gridflow.source.stale_city", "prefect.resource.name": "stale_city"},
     )
     body = receiver.wait_for(lambda b: b.get("alert") == "gridflow-source-stale", timeout=75)

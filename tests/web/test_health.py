@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from connectors.reasons import Reason
-from grid.monitoring.alerts import Freshness, load_alerts
+from grid.monitoring.alert_rules import Freshness, load_alerts
 from grid.monitoring.health import freshness, quarantine_trend, sources_health
 from grid.people import vault_from_settings
 from grid.web.i18n_health import STRINGS
