@@ -236,7 +236,11 @@ def list_cases(
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
+    """One unit's month of the supervision ledger: the row of the service query, the ledger page
+    and the API alike."""
+
     unit_code: str
+    name: str | None
     period: str
     received: int
     responded: int
@@ -251,14 +255,30 @@ def ledger(conn: Conn, *, scope: str, period: str | None = None) -> list[LedgerR
     """The supervision ledger (received, responded, resolved, on time, escalated, reminded,
     criticised) per unit within ``scope`` and month ``YYYY-MM`` (local time)."""
     with transaction(conn) as cur:
-        cur.execute(
-            """
-            SELECT unit_code, period, received, responded, resolved, on_time, escalated, reminded, criticised
-            FROM supervision_ledger
-            WHERE unit_code LIKE %s AND (%s::text IS NULL OR period = %s)
-            ORDER BY unit_code, period
-            """,
-            (scope_prefix(scope) + "%", period, period),
+        return read_ledger(
+            cur,
+            where="l.unit_code LIKE %s",
+            args=[scope_prefix(scope) + "%"],
+            period=period,
+            order="l.unit_code, l.period",
         )
-        rows = cur.fetchall()
-    return [LedgerRow(str(r[0]), str(r[1]), *(int(x) for x in r[2:])) for r in rows]
+
+
+def read_ledger(
+    cur: Cursor, *, where: str, args: Sequence[Any], period: str | None, order: str, limit: int | None = None
+) -> list[LedgerRow]:
+    """Ledger rows (with each unit's name) matching ``where`` over ``supervision_ledger l``."""
+    cur.execute(
+        f"""
+        SELECT l.unit_code, u.name, l.period, l.received, l.responded, l.resolved, l.on_time,
+               l.escalated, l.reminded, l.criticised
+        FROM supervision_ledger l LEFT JOIN unit u ON u.code = l.unit_code
+        WHERE {where} AND (%s::text IS NULL OR l.period = %s)
+        ORDER BY {order}{"" if limit is None else f" LIMIT {int(limit)}"}
+        """,
+        [*args, period, period],
+    )
+    return [
+        LedgerRow(str(r[0]), None if r[1] is None else str(r[1]), str(r[2]), *(int(x) for x in r[3:]))
+        for r in cur.fetchall()
+    ]

@@ -467,35 +467,13 @@ def reveal(conn: Conn, p: Principal, case_id: int, field_name: str, reason: str,
     return value or ""
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerLine:
-    unit_code: str
-    name: str | None
-    period: str
-    received: int
-    responded: int
-    resolved: int
-    on_time: int
-    escalated: int
-    reminded: int
-    criticised: int
-
-
-def child_ledger(conn: Conn, p: Principal, *, period: str | None = None) -> list[LedgerLine]:
+def child_ledger(conn: Conn, p: Principal, *, period: str | None = None) -> list[queries.LedgerRow]:
     """The supervision ledger of the principal's unit and each unit below it, by month."""
     if not p.is_supervisor and p.role is not Role.GRID_OFFICER:
         raise Forbidden("no ledger for this role")
     where, args = _filter(p, unscoped=False, column="l.unit_code")
     apply_scope(conn, p)
     with transaction(conn) as cur:
-        cur.execute(
-            f"""
-            SELECT l.unit_code, u.name, l.period, l.received, l.responded, l.resolved, l.on_time,
-                   l.escalated, l.reminded, l.criticised
-            FROM supervision_ledger l LEFT JOIN unit u ON u.code = l.unit_code
-            WHERE {where} AND (%s::text IS NULL OR l.period = %s)
-            ORDER BY l.period DESC, l.unit_code LIMIT 500
-            """,
-            [*args, period, period],
+        return queries.read_ledger(
+            cur, where=where, args=args, period=period, order="l.period DESC, l.unit_code", limit=500
         )
-        return [LedgerLine(*r) for r in cur.fetchall()]
