@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 import pytest
+from stdnum.cn import uscc as _uscc
 
 from connectors.reasons import Reason
 from connectors.validate import CHINA_TZ
@@ -143,3 +144,38 @@ def test_yichang_source_never_places_a_worker_outside_yichang(
     else:
         assert (chunk.n_rows, dict(chunk.by_reason)) == (0, {"address_outside_region": 1})
         assert chunk.skipped == 0
+
+
+def test_a_case_report_addressed_outside_the_region_is_quarantined(loaded_world, sandbox_dataset) -> None:  # type: ignore[no-untyped-def]
+    """Rule: a case report from Yichang's source whose address names only another city is not
+    routed there: it is quarantined with ``address_outside_region``."""
+    from connectors.config import load_source_config
+    from flows.pipeline import current_cell_version, prepare_chunk
+    from grid.settings import PROJECT_ROOT
+
+    config = load_source_config(PROJECT_ROOT / "config" / "sources" / "yichang.toml")
+    mapping = dict(config.mapping["cases"])  # type: ignore[index]
+    worker = next(r for r in sandbox_dataset.rows("workers") if r.label == "ok")
+    when = worker.row[mapping["source_updated_at"]]
+    body = "91420500MA4K0000A"
+    row = {
+        mapping["source_record_id"]: "case-beijing-road",
+        mapping["source_updated_at"]: when,
+        mapping["reported_at"]: when,
+        mapping["kind"]: "拖欠工资",
+        mapping["enterprise_uscc"]: body + _uscc.calc_check_digit(body),
+        mapping["workers_affected"]: "3",
+        mapping["address"]: "北京路88号",
+    }
+    spec = ChunkSpec(
+        source="city",
+        entity="cases",
+        city_code=config.city_code,
+        cell_version=current_cell_version(loaded_world.city_code),
+        mapping=mapping,
+        default_crs="gcj02",
+        full=False,
+    )
+    chunk = prepare_chunk(spec, [row], {}, date(2026, 11, 21))
+    assert chunk.reports == []
+    assert dict(chunk.by_reason) == {"address_outside_region": 1}
