@@ -401,6 +401,11 @@ from gridflow_cli.cases import sweep_command  # noqa: E402
 app.add_typer(cases_app, name="cases")
 app.command("sweep")(sweep_command)
 
+# -- working-day calendar (gridflow_cli/calendar_cli.py) ------------------------------------------
+from gridflow_cli.calendar_cli import app as calendar_app  # noqa: E402
+
+app.add_typer(calendar_app, name="calendar")
+
 # -- web accounts (gridflow_cli/users.py) --------------------------------------------------------
 from gridflow_cli.users import app as users_app  # noqa: E402
 

@@ -32,7 +32,7 @@ import psycopg2.extensions
 
 from geodata.codes import CodeError, Level, ancestor, division_level, is_cell_code, is_division_code, parent
 from grid.cases.deadlines import Deadlines, deadlines_for, escalation_steps
-from grid.cases.intake import CaseReport, attach_summary, dedupe_lock_keys
+from grid.cases.intake import CaseReport, dedupe_lock_keys
 from grid.cases.kinds import CaseKind, Outcome, Severity
 from grid.cases.outbox import Notice, copy_csv, enqueue, notice
 from grid.cases.policy import ProvincePolicy, build_calendar, load_policy
@@ -505,19 +505,10 @@ def _open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, 
 
     existing = _find_open(cur, report)
     if existing is not None:
+        from grid.cases.collective import attach_report  # counts workers, re-checks Art. 7
+
         head = _lock_case(cur, existing, None)
-        res = _append(
-            cur,
-            head,
-            action=Action.NOTE,
-            actor=actor,
-            at=at,
-            payload={
-                "text": "同一当事人同类诉求再次反映，已并入本案 / a repeat report was attached to this case",
-                "attached_report": attach_summary(report, reported_at=at),
-            },
-            rules=rules,
-        )
+        res = attach_report(cur, head, report, rules=rules, actor=actor, at=at)
         if report.source_ref is not None:
             cur.execute(
                 "INSERT INTO case_intake (source_ref, case_id, attached) VALUES (%s, %s, true)",

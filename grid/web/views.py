@@ -28,6 +28,7 @@ from grid.web.deps import (
     state_of,
 )
 from grid.web.i18n import label, translator
+from grid.web.i18n_deadlines import AWAITING_STATES, time_left
 from grid.web.scope import Role
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -41,6 +42,8 @@ def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) 
         "lang": lang,
         "t": translator(lang),
         "label": lambda v: label(lang, v),
+        "left": lambda at: time_left(lang, at),
+        "awaiting": AWAITING_STATES,
         "kinds": list(CaseKind),
         "states": list(State),
         "outcomes": list(Outcome),
