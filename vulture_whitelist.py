@@ -78,3 +78,6 @@ _.known_years  # unused property (grid/workdays.py:184)
 _.add_workdays_many  # unused method (grid/workdays.py:259)
 _.workdays_between  # unused method (grid/workdays.py:278)
 fold  # grid/cases/queries.py: the replay check of tests and bench_sweep
+committed  # grid/cases/recompute.py: a result field read by the CLI and tests
+resolve_seconds_left  # grid/web/api.py: JSON fields of the case list and case
+respond_seconds_left

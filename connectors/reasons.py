@@ -25,6 +25,7 @@ shown in run summaries, so never rename one; add a new member instead.
 | ``unknown_case_kind`` | 案件类别未知 | a report's kind, severity or hardship grade is not in ``connectors.kinds`` |
 | ``bad_amount`` | 金额错误 | a case report's amount is unreadable, negative, not finite or has more than two decimals |
 | ``missing_party`` | 缺少当事人 | a dispute names neither worker nor enterprise; a hardship report no worker |
+| ``address_outside_region`` | 地址不在本数据源辖区 | the only place the address names is outside the source's city |
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Reason(StrEnum):
     UNKNOWN_CASE_KIND = "unknown_case_kind"
     BAD_AMOUNT = "bad_amount"
     MISSING_PARTY = "missing_party"
+    ADDRESS_OUTSIDE_REGION = "address_outside_region"
 
     @property
     def label_zh(self) -> str:
@@ -92,5 +94,9 @@ _DESCRIPTIONS: dict[Reason, tuple[str, str]] = {
     Reason.MISSING_PARTY: (
         "缺少当事人",
         "the report names no worker (hardship) or neither worker nor enterprise",
+    ),
+    Reason.ADDRESS_OUTSIDE_REGION: (
+        "地址不在本数据源辖区",
+        "the address names only a place outside the source's city (a street named after another city)",
     ),
 }

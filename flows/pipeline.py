@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from connectors.reasons import Reason
 from connectors.records import Reject
@@ -179,6 +179,7 @@ def _prepare_cases(
         [r.address for r in records],
         index=ctx.index,
         locator=ctx.locator,
+        region=spec.city_code,  # the source's region: an address never places a record elsewhere
     )
     reports: list[CaseReport] = []
     located: list[Reject] = list(rejects)
@@ -188,6 +189,9 @@ def _prepare_cases(
         cell, division = placed.cell_code[i], placed.division_code[i]
         if cell is None and division is None:
             raw = by_id.get(r.source_record_id, {})
+            if placed.reason[i] == OUTSIDE_REGION:
+                located.append(_outside_region(r.source_record_id, raw))
+                continue
             detail = "the report has no usable point or address to locate it"
             located.append(
                 Reject(r.source_record_id, Reason.MISSING_COORDINATES, "lon", detail, raw=dict(raw))
@@ -226,6 +230,14 @@ def _prepare_cases(
     )
 
 
+OUTSIDE_REGION: Final = str(Reason.ADDRESS_OUTSIDE_REGION)
+
+
+def _outside_region(record_id: str, raw: Mapping[str, Any]) -> Reject:
+    detail = "the address names a place outside the source's region and nothing inside it"
+    return Reject(record_id, Reason.ADDRESS_OUTSIDE_REGION, "address", detail, raw=dict(raw))
+
+
 def prepare_chunk(
     spec: ChunkSpec,
     raw_rows: Sequence[Mapping[str, Any]],
@@ -240,6 +252,7 @@ def prepare_chunk(
     validate = validate_workers if spec.entity == "workers" else validate_enterprises
     records, rejects = validate(todo, mapping=spec.mapping, default_crs=spec.default_crs, today=today)
     fresh = [r for r in records if known.get(r.source_record_id) != r.source_updated_at]
+    n_fresh = len(fresh)
     placed = place_batch(
         [r.lon for r in fresh],
         [r.lat for r in fresh],
@@ -247,7 +260,22 @@ def prepare_chunk(
         [r.address for r in fresh],
         index=ctx.index,
         locator=ctx.locator,
+        region=spec.city_code,
     )
+    outside = [i for i, why in enumerate(placed.reason) if why == OUTSIDE_REGION]
+    if outside:  # placed by address outside the source's city: quarantined, never loaded elsewhere
+        id_field = spec.mapping["source_record_id"]
+        by_id = {str(row.get(id_field, "")).strip(): row for row in todo}
+        rejects = [
+            *rejects,
+            *(
+                _outside_region(fresh[i].source_record_id, by_id.get(fresh[i].source_record_id, {}))
+                for i in outside
+            ),
+        ]
+        dropped = set(outside)
+        keep = [i for i in range(len(fresh)) if i not in dropped]
+        fresh, placed = [fresh[i] for i in keep], placed.take(keep)
     build = worker_copy if spec.entity == "workers" else enterprise_copy
     rows_text = build(fresh, placed, ctx.vault)  # type: ignore[arg-type]
     rejects_text = reject_copy(rejects, ctx.vault)  # type: ignore[arg-type]
@@ -262,7 +290,7 @@ def prepare_chunk(
         rows_text=rows_text,
         n_rows=len(fresh),
         rejects_text=rejects_text,
-        skipped=len(records) - len(fresh) + len(unchanged),
+        skipped=len(records) - n_fresh + len(unchanged),
         unmapped=sum(1 for c in placed.cell_code if c is None),
         high_water=max([*(r.source_updated_at for r in records), *(t for _, t in unchanged)], default=None),
         by_method=Counter(placed.method),

@@ -20,6 +20,14 @@ Rules, most specific first, and which one matched is recorded in ``AddressMatch.
    the loaded towns (within the city/province cnloc did find, if any) is accepted, with
    method ``address_town_no_county`` (or ``address_community_no_county`` below it).
 
+5. **Bounded by the source's region.** ``locate(..., region=CODE)`` (a source declares the city it
+   covers) keeps a match inside the region. A match outside it — "北京路88号" from Yichang's
+   source names 北京, a street named after another city — is not trusted: the region's own towns
+   and communities are searched by full name (method ``address_town_no_county``/…), and if none is
+   named the address is unmatched with reason ``address_outside_region`` (quarantined by the sync),
+   never placed in another city. A match on the region's own province (an ancestor) is kept when
+   the region names nothing finer. An address that names nothing stays ``no_division_name``.
+
 Matching never guesses. Overlapping name matches are resolved by the longest one (a full
 name beats its own stem or a shorter name inside it). If two different units are still
 named, the match stops one level higher with reason ``ambiguous_town`` or
@@ -43,7 +51,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from geodata.codes import Level
+from geodata.codes import CodeError, Level, own_prefix
 from geodata.divisions import Division
 
 __all__ = [
@@ -82,8 +90,10 @@ REASON_COUNTY_NOT_LOADED = "county_not_loaded"
 REASON_CITY_NOT_LOADED = "city_not_loaded"
 REASON_AMBIGUOUS_TOWN = "ambiguous_town"
 REASON_AMBIGUOUS_COMMUNITY = "ambiguous_community"
+REASON_OUTSIDE_REGION = "address_outside_region"
 REASONS = frozenset(
     {
+        REASON_OUTSIDE_REGION,
         REASON_EMPTY,
         REASON_NO_NAME,
         REASON_NOT_LOADED,
@@ -277,13 +287,49 @@ class AddressLocator:
 
     # -- public -----------------------------------------------------------------------------
 
-    def locate(self, addresses: Sequence[str], *, year: int | None = None) -> list[AddressMatch]:
+    def locate(
+        self, addresses: Sequence[str], *, year: int | None = None, region: str | None = None
+    ) -> list[AddressMatch]:
         """One :class:`AddressMatch` per address, in order.
 
         ``year`` selects the division names valid that year (cnloc's table); None means the
         latest year cnloc knows, and later years use that latest year too. A year before
-        cnloc's first year raises ValueError.
+        cnloc's first year raises ValueError. ``region`` (a 12-digit division code, the city a
+        source covers) bounds every match to that region (rule 5 of the module docstring).
         """
+        matches = self._locate(addresses, year=year)
+        if region is None:
+            return matches
+        try:
+            prefix = own_prefix(region)
+        except CodeError as exc:
+            raise ValueError(f"region must be a 12-digit division code: {exc}") from None
+        out: list[AddressMatch] = []
+        for raw, m in zip(addresses, matches, strict=True):
+            if m.code is None and m.reason != REASON_NOT_LOADED:
+                out.append(m)  # names nothing (or nothing unambiguous): nothing to bound
+            elif m.code is not None and m.code.startswith(prefix):
+                out.append(m)
+            else:
+                text = raw.strip() if isinstance(raw, str) else ""
+                found = self._inside_region(region, prefix, text)
+                if found is not None:
+                    out.append(found)
+                elif m.code is not None and prefix.startswith(own_prefix(m.code)):
+                    out.append(m)  # the region's own province (or an ancestor): true, and not elsewhere
+                else:
+                    out.append(AddressMatch(None, None, METHOD_UNMATCHED, REASON_OUTSIDE_REGION))
+        return out
+
+    def _inside_region(self, region: str, prefix: str, text: str) -> AddressMatch | None:
+        """A town or community of the region named in full in ``text``, or None."""
+        base = AddressMatch(region, None, METHOD_UNMATCHED, REASON_OUTSIDE_REGION)
+        found = self._town_without_county(base, prefix, text)
+        if found.code is not None and found.code != region and found.code.startswith(prefix):
+            return found
+        return None
+
+    def _locate(self, addresses: Sequence[str], *, year: int | None = None) -> list[AddressMatch]:
         y = self._year(year)
         automaton = self._parser.year_automatons[y]
         cache = self._cache

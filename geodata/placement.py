@@ -31,6 +31,18 @@ class PlacedBatch:
     method: list[str]
     reason: list[str | None]
 
+    def take(self, rows: Sequence[int]) -> PlacedBatch:
+        """The placement of the chosen rows only, in the given order."""
+        idx = np.asarray(rows, dtype=np.intp)
+        return PlacedBatch(
+            lon=self.lon[idx],
+            lat=self.lat[idx],
+            cell_code=[self.cell_code[i] for i in rows],
+            division_code=[self.division_code[i] for i in rows],
+            method=[self.method[i] for i in rows],
+            reason=[self.reason[i] for i in rows],
+        )
+
 
 def place_batch(
     lon: Sequence[float | None],
@@ -40,8 +52,12 @@ def place_batch(
     *,
     index: CellIndex,
     locator: AddressLocator | None,
+    region: str | None = None,
 ) -> PlacedBatch:
-    """Place each row; rows with a point must carry a known CRS (validation guarantees it)."""
+    """Place each row; rows with a point must carry a known CRS (validation guarantees it).
+
+    ``region`` (the city a source covers) bounds address matches: see :class:`AddressLocator`.
+    """
     n = len(lon)
     x = np.array([np.nan if v is None else v for v in lon], dtype=np.float64)
     y = np.array([np.nan if v is None else v for v in lat], dtype=np.float64)
@@ -73,7 +89,7 @@ def place_batch(
 
     todo = [i for i in range(n) if cell_code[i] is None and addresses[i]]
     if todo and locator is not None:
-        matches = locator.locate([addresses[i] or "" for i in todo])
+        matches = locator.locate([addresses[i] or "" for i in todo], region=region)
         for i, m in zip(todo, matches, strict=True):
             if m.code is not None:
                 division_code[i] = m.code

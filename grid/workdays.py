@@ -11,9 +11,14 @@ it from a file (:meth:`WorkCalendar.add_file`) without waiting for a library rel
     holidays = [2027-01-01, ...]      # days off (放假), weekend days inside the break included
     workdays = [2027-02-20, ...]      # make-up working weekend days (调休上班)
 
-A year the calendar does not know is never an error: its Monday–Friday count as working days and
-every result that depended on it says ``provisional=True``, so the deadline can be recomputed once
-the official list arrives.
+A year the calendar does not know is never an error. Its working days are Monday–Friday less the
+statutory days off the law fixes for every year (:func:`statutory_days_off`: 《全国年节及纪念日放假办法》,
+as amended in 2024 and in force from 2025 — 元旦 1 day, 春节 4 days from 除夕 to 初三, 清明 1, 劳动节
+May 1–2, 端午 1, 中秋 1, 国庆 Oct 1–3; the lunar dates and 清明 computed by the ``holidays``
+package). Only the make-up working weekends (调休) and bridging days stay unknown, so every result
+that depended on such a year says ``provisional=True`` and is recomputed once the official list
+arrives (``gridflow calendar load``). The official list (``chinese-calendar`` or a holiday file)
+always wins over the derived days.
 
 Counting convention (Civil Code Art. 201: the day a period starts is not counted): the n-th working
 day *after* ``start``. A deadline "n working days" from a submitted datetime ends at the end of that
@@ -44,6 +49,42 @@ END_OF_DAY = time(23, 59, 59)
 
 # Years of margin built around the known years; later dates extend the table on demand.
 _MARGIN_YEARS = 2
+
+
+# Names (zh_CN, as the ``holidays`` package spells them) of the statutory festivals; every other
+# entry of its China calendar (调休 "休息日（由 … 调休）" days) is a schedule decision, not the law.
+STATUTORY_FESTIVALS: dict[str, str] = {
+    "元旦": "new_year",
+    "农历除夕": "spring_festival_eve",
+    "春节": "spring_festival",
+    "清明节": "qingming",
+    "劳动节": "labour_day",
+    "端午节": "dragon_boat",
+    "中秋节": "mid_autumn",
+    "国庆节": "national_day",
+}
+
+
+def statutory_days_off(year: int) -> dict[date, str]:
+    """The statutory days off of ``year`` under the national rules in force that year: date -> festival.
+
+    Derived, not published: the ``holidays`` package applies each revision of
+    《全国年节及纪念日放假办法》 (1999, 2007, 2013, and 2024 in force from 2025) and computes the
+    lunar festivals and 清明 (reliable 1901–2099). Days it moves by observance or 调休 are left
+    out: which weekdays are bridged and which weekends are worked is announced each year by the
+    State Council and cannot be derived. Festival names are the keys of
+    :data:`STATUTORY_FESTIVALS`' values (``spring_festival_eve``, ``national_day``, ...).
+    """
+    from holidays.countries.china import China  # imported here: only unlisted years need it
+
+    out: dict[date, str] = {}
+    calendar = China(years=year, observed=False, language="zh_CN")  # type: ignore[no-untyped-call]
+    for d, names in calendar.items():
+        for name in str(names).split("; "):
+            festival = STATUTORY_FESTIVALS.get(name.strip())
+            if festival is not None:
+                out[d] = festival
+    return out
 
 
 class CalendarError(ValueError):
@@ -96,16 +137,20 @@ def _as_date(value: object, *, where: str) -> date:
 
 
 class WorkCalendar:
-    """Working days on the official calendar, with provisional weekday counting for unknown years.
+    """Working days on the official calendar, with provisional counting for unknown years.
 
     ``WorkCalendar()`` knows what ``chinese-calendar`` ships; ``include_library=False`` starts empty
-    (every year provisional) for deployments that load all years from files.
+    (every year provisional) for deployments that load all years from files. In a year without an
+    official list the statutory days off are derived (:func:`statutory_days_off`) unless
+    ``derive_statutory=False``, which counts plain Monday–Friday there.
     """
 
-    def __init__(self, *, include_library: bool = True) -> None:
+    def __init__(self, *, include_library: bool = True, derive_statutory: bool = True) -> None:
         self._years: dict[int, tuple[frozenset[date], frozenset[date]]] = (
             _library_schedule() if include_library else {}
         )
+        self._derive = derive_statutory
+        self._derived: dict[int, frozenset[date]] = {}
         self._lo_year = 0
         self._hi_year = -1
         self._ords: list[int] = []
@@ -115,9 +160,11 @@ class WorkCalendar:
     # ----------------------------------------------------------------- loading official years
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | Path], *, include_library: bool = True) -> WorkCalendar:
+    def from_files(
+        cls, paths: Iterable[str | Path], *, include_library: bool = True, derive_statutory: bool = True
+    ) -> WorkCalendar:
         """A calendar with the library's years plus one official holiday file per extra year."""
-        cal = cls(include_library=include_library)
+        cal = cls(include_library=include_library, derive_statutory=derive_statutory)
         for path in paths:
             cal.add_file(path)
         return cal
@@ -189,6 +236,16 @@ class WorkCalendar:
     def is_known(self, d: date) -> bool:
         return d.year in self._years
 
+    def derived_days_off(self, year: int) -> frozenset[date]:
+        """The statutory days off assumed for a year without an official list (empty if known)."""
+        if year in self._years or not self._derive:
+            return frozenset()
+        got = self._derived.get(year)
+        if got is None:
+            got = frozenset(statutory_days_off(year))
+            self._derived[year] = got
+        return got
+
     # ----------------------------------------------------------------- the ordinal table
 
     def _rebuild(self, lo: int | None = None, hi: int | None = None) -> None:
@@ -202,6 +259,9 @@ class WorkCalendar:
         last = date(hi_year, 12, 31).toordinal()
         ords = np.arange(first, last + 1, dtype=np.int64)
         working = (ords - 1) % 7 < 5  # date.fromordinal(1) is a Monday
+        for year in range(lo_year, hi_year + 1):
+            for d in self.derived_days_off(year):
+                working[d.toordinal() - first] = False
         for hs, ws in self._years.values():
             for d in hs:
                 if first <= d.toordinal() <= last:
@@ -225,10 +285,10 @@ class WorkCalendar:
     # ----------------------------------------------------------------- queries
 
     def is_workday(self, d: date) -> bool:
-        """A working day: official schedule for known years, Monday–Friday otherwise."""
+        """A working day: official schedule for known years, else Monday–Friday less derived days off."""
         sched = self._years.get(d.year)
         if sched is None:
-            return d.weekday() < 5
+            return d.weekday() < 5 and d not in self.derived_days_off(d.year)
         holidays, workdays = sched
         if d in workdays:
             return True

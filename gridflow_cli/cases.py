@@ -215,22 +215,62 @@ def sweep_command(
     scope: Annotated[str, typer.Option(help="only cases within this division code")] = "",
     batch: Annotated[int, typer.Option(help="due steps per transaction")] = 1000,
     deliver: Annotated[bool, typer.Option(help="also deliver the outbox to GRIDFLOW_WEBHOOKS")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="list what would be reminded, criticised, escalated; write nothing"),
+    ] = False,
+    commit: Annotated[
+        bool,
+        typer.Option(
+            "--commit",
+            help="write even when --now is after the database clock (a drill: events marked replayed)",
+        ),
+    ] = False,
 ) -> None:
-    """Run the escalation sweep once, in this process (``--now`` replays a past or future time)."""
+    """Run the escalation sweep once, in this process (``--now`` replays a past or future time).
+
+    A ``--now`` after the database clock is refused unless ``--dry-run`` (preview, writes nothing)
+    or ``--commit`` (a drill: its events are marked replayed).
+    """
     from datetime import UTC
 
     from grid.cases.store import rules_from_settings
-    from grid.cases.sweep import sweep
+    from grid.cases.sweep import FutureSweep, sweep
 
+    if dry_run and commit:
+        _fail("--dry-run and --commit exclude each other")
+    if dry_run and deliver:
+        _fail("--dry-run delivers nothing: drop --deliver")
     at = _when(now, "--now") or datetime.now(UTC)
     conn = _connect()
     try:
-        report = sweep(conn, now=at, rules=rules_from_settings(), batch=batch, scope=scope or None)
+        try:
+            report = sweep(
+                conn,
+                now=at,
+                rules=rules_from_settings(),
+                batch=batch,
+                scope=scope or None,
+                dry_run=dry_run,
+                drill=commit,
+            )
+        except FutureSweep as exc:
+            _fail(str(exc))
+        if dry_run:
+            for p in report.planned:
+                extra = f" -> {p['to_level']} {p['to_owner']}" if "to_owner" in p else ""
+                typer.echo(
+                    f"  case {p['case_id']}: {p['step']} due {_fmt(p['due_at'])}: would {p['did']} "
+                    f"{p['unit']}{extra}"
+                )
+        head = "dry run (nothing written) at" if dry_run else "sweep at"
         typer.echo(
-            f"sweep at {at.isoformat()}: {report.steps} due step(s) in {report.batches} batch(es): "
+            f"{head} {at.isoformat()}: {report.steps} due step(s) in {report.batches} batch(es): "
             f"{report.reminded} reminded, {report.criticised} criticised, {report.escalated} escalated, "
-            f"{report.cancelled} cancelled, {report.superseded} superseded; {report.notices} notice(s) queued "
-            f"[{report.seconds:.2f} s]"
+            f"{report.cancelled} cancelled, {report.superseded} superseded; {report.notices} notice(s) "
+            f"{'would be ' if dry_run else ''}queued"
+            + (" [replayed: events marked as a drill]" if report.replayed and not dry_run else "")
+            + f" [{report.seconds:.2f} s]"
         )
         if deliver:
             import httpx

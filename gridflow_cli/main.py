@@ -112,11 +112,12 @@ def world_load(
         fail(str(exc))
     finally:
         conn.close()
+    from geodata.codes import Level, ancestor
     from grid.cases.owners import ensure_units
 
     conn = connect()
     try:  # a union unit for every division of the city and for its province: cases route to them
-        units = ensure_units(conn, scope=city) + ensure_units(conn, scope=city[:2] + "0" * 10)
+        units = ensure_units(conn, scope=city) + ensure_units(conn, scope=ancestor(city, Level.PROVINCE))
     finally:
         conn.close()
     typer.echo(
@@ -400,6 +401,11 @@ from gridflow_cli.cases import sweep_command  # noqa: E402
 
 app.add_typer(cases_app, name="cases")
 app.command("sweep")(sweep_command)
+
+# -- working-day calendar (gridflow_cli/calendar_cli.py) ------------------------------------------
+from gridflow_cli.calendar_cli import app as calendar_app  # noqa: E402
+
+app.add_typer(calendar_app, name="calendar")
 
 # -- web accounts (gridflow_cli/users.py) --------------------------------------------------------
 from gridflow_cli.users import app as users_app  # noqa: E402

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import typer
 
 from grid.settings import get_settings
 from grid.store.db import connect, fetch_one, transaction
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def print_run_report(flow_run_id: str) -> None:
@@ -59,7 +63,17 @@ def print_recent_runs(limit: int = 10) -> None:
                 " FROM sync_run ORDER BY id DESC LIMIT %s",
                 (limit,),
             )
-            for row in cur.fetchall():
-                typer.echo("  ".join(str(v) for v in row))
+            rows = cur.fetchall()
     finally:
         conn.close()
+    typer.echo(
+        f"{'run':>5} {'source':12} {'status':10} {'started (Asia/Shanghai)':23} {'received':>9} "
+        f"{'loaded':>8} {'quarantined':>11} {'unmapped':>8}"
+    )
+    if not rows:
+        typer.echo("  (no sync run yet)")
+    for rid, source, st, started, rec, loaded, quar, unm in rows:
+        when = started.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S") if started else "-"
+        typer.echo(
+            f"{rid:>5} {source:12} {st:10} {when:23} {rec or 0:>9} {loaded or 0:>8} {quar or 0:>11} {unm or 0:>8}"
+        )

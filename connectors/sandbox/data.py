@@ -32,6 +32,7 @@ from shapely.geometry import Polygon
 
 from connectors.reasons import Reason
 from connectors.validate import CHINA_TZ, resolve_crs
+from geodata.codes import chain_codes
 
 __all__ = [
     "CASE_BAD_KINDS",
@@ -337,13 +338,7 @@ class SandboxDataset:
 
     def _address_prefix(self, cell_code: str) -> str:
         parts: list[str] = []
-        for code in (
-            cell_code[:2] + "0" * 10,
-            cell_code[:4] + "0" * 8,
-            cell_code[:6] + "0" * 6,
-            cell_code[:9] + "000",
-            cell_code[:12],
-        ):
+        for code in chain_codes(cell_code)[:-1]:  # province .. community (the cell has no name here)
             name = self._names.get(code)
             if name and (not parts or parts[-1] != name):
                 parts.append(name)

@@ -50,7 +50,6 @@ from grid.cases.store import (
     CaseRules,
     Conn,
     Cursor,
-    append_event,
     assigned_notices,
     current_cell_version,
     deadlines_at,
@@ -239,19 +238,10 @@ def open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, a
 
     existing = find_open(cur, report)
     if existing is not None:
+        from grid.cases.collective import attach_report  # counts workers, re-checks Art. 7
+
         head = lock_case(cur, existing, None)
-        res = append_event(
-            cur,
-            head,
-            action=Action.NOTE,
-            actor=actor,
-            at=at,
-            payload={
-                "text": "同一当事人同类诉求再次反映，已并入本案 / a repeat report was attached to this case",
-                "attached_report": attach_summary(report, reported_at=at),
-            },
-            rules=rules,
-        )
+        res = attach_report(cur, head, report, rules=rules, actor=actor, at=at)
         if report.source_ref is not None:
             cur.execute(
                 "INSERT INTO case_intake (source_ref, case_id, attached) VALUES (%s, %s, true)",

@@ -156,6 +156,9 @@ class RoutingPolicy(_Model):
 
     max_level: LevelName = Level.PROVINCE
     dual_report_severities: tuple[Severity, ...] = (Severity.EARLY_SIGN, Severity.COLLECTIVE_INCIDENT)
+    # A collective labour dispute (Art. 7: workers at collective.threshold_workers or more) is
+    # dual-reported like early signs: the same-level party committee/government and the union above.
+    dual_report_collective: bool = True
     rules: tuple[Rule, ...] = Field(default_factory=lambda: DEFAULT_RULES)
 
     @model_validator(mode="after")

@@ -116,6 +116,13 @@ def rule_matches(rule: Rule, facts: CaseFacts, *, collective_threshold: int) -> 
     )
 
 
+def is_collective(facts: CaseFacts, policy: ProvincePolicy) -> bool:
+    """A collective labour dispute: a dispute with ``collective.threshold_workers`` or more (Art. 7)."""
+    return (
+        facts.family is CaseFamily.DISPUTE and facts.workers_affected >= policy.collective.threshold_workers
+    )
+
+
 def match_rule(facts: CaseFacts, policy: ProvincePolicy) -> Rule:
     """The most specific rule that matches; :class:`RoutingError` if none does."""
     threshold = policy.collective.threshold_workers
@@ -269,7 +276,9 @@ def route(
         )
 
     level = owner_level(owner)
-    dual = case.severity in policy.routing.dual_report_severities
+    dual_severity = case.severity in policy.routing.dual_report_severities
+    dual_collective = is_collective(case, policy) and policy.routing.dual_report_collective
+    dual = dual_severity or dual_collective
     fallback = address_only or any(a.code == "unit_missing" for a in alerts)
 
     cond_zh, cond_en = _conditions(rule, case, threshold)
@@ -279,11 +288,17 @@ def route(
     if fallback:
         zh += "因" + "；".join(a.message_zh for a in alerts if a.code != "division_mismatch") + "。"
         en += " Fallback: " + "; ".join(a.message_en for a in alerts if a.code != "division_mismatch") + "."
-    if dual:
+    if dual_severity:
         zh += f"属{case.severity.label_zh}，须同时报告同级党委政府并报上一级工会。"
         en += (
             f" Severity {case.severity.value}: report at once to the same-level party committee/government "
             "and to the union one level up."
+        )
+    elif dual_collective:
+        zh += "属集体劳动争议（《劳动争议调解仲裁法》第七条），须同时报告同级党委政府并报上一级工会。"
+        en += (
+            " Collective labour dispute (Mediation and Arbitration Law, Art. 7): report at once to the "
+            "same-level party committee/government and to the union one level up."
         )
     return RoutingDecision(
         level=level,

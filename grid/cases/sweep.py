@@ -22,6 +22,13 @@ Per due step:
   ``criticise`` steps, the criticism is recorded without escalation.
 
 Running the sweep again at the same ``now`` finds nothing due: every step it took is done.
+
+Replays and drills: ``sweep(..., dry_run=True)`` does every batch in ONE transaction and rolls it
+back, so "what would be reminded, criticised and escalated at T" is answered (``report.planned``
+lists each step) and nothing is written. A sweep never writes events dated after the database clock
+(``now`` later than ``SELECT now()`` by more than :data:`CLOCK_TOLERANCE`) unless asked with
+``drill=True`` (``gridflow sweep --now T --commit``); those events carry ``"replayed": true`` in
+their payload, so the ledger and the audit can tell a drill from a real reminder.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import psycopg2.extensions
@@ -57,6 +64,14 @@ SWEEP_ACTOR: Final = "system:sweep"
 CRITICISE_REASON: Final = "逾期未办结，书面通报并提级办理 / overdue: written criticism, escalated one level"
 
 
+#: How far ``now`` may run ahead of the database clock before a sweep counts as future-dated.
+CLOCK_TOLERANCE: Final = timedelta(minutes=1)
+
+
+class FutureSweep(ValueError):
+    """A sweep at a time after the database clock without ``drill=True``; nothing was written."""
+
+
 class SweepConflict(RuntimeError):
     """A locked case changed under the sweep (cannot happen under the row lock); batch rolled back."""
 
@@ -77,6 +92,10 @@ class SweepReport:
     notices: int = 0
     events: int = 0
     seconds: float = 0.0
+    dry_run: bool = False
+    replayed: bool = False
+    #: Dry runs only: one entry per step taken — case, step kind, what it did, the unit.
+    planned: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +111,8 @@ class SweepReport:
             "notices": self.notices,
             "events": self.events,
             "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
+            "replayed": self.replayed,
         }
 
 
@@ -147,15 +168,32 @@ def plan_case(
     current = head.case_state()
     respond_by, resolve_by, provisional = head.respond_by, head.resolve_by, None
     escalated = False
+    mark: dict[str, Any] = {"replayed": True} if report.replayed else {}
+
+    def planned(step: DueStep, did: str, unit: str, **more: Any) -> None:
+        if report.dry_run:  # listed for previews only: a real sweep may take a million steps
+            report.planned.append(
+                {
+                    "case_id": head.id,
+                    "step": step.kind,
+                    "due_at": step.due_at,
+                    "did": did,
+                    "unit": unit,
+                    **more,
+                }
+            )
+
     for step in steps:
         report.steps += 1
         if current.state in DONE_STATES:
             plan.step_done.append((step.id, "cancelled"))
             report.cancelled += 1
+            planned(step, "cancelled", current.owner_code)
             continue
         if step.owner_code != current.owner_code:
             plan.step_done.append((step.id, "superseded"))
             report.superseded += 1
+            planned(step, "superseded", step.owner_code)
             continue
         failing = current.owner_code
         supervisor = supervisor_of(failing)
@@ -170,8 +208,10 @@ def plan_case(
                     "reminded_unit": failing,
                     "step_id": step.id,
                     "due_at": step.due_at,
+                    **mark,
                 },
             )
+            planned(step, "remind", failing)
             plan.events.append(event_row(ev, owner_before=current.owner_code, after=after))
             recipients = [failing] + ([supervisor] if supervisor else [])
             plan.notices.extend(
@@ -198,8 +238,9 @@ def plan_case(
                 action=Action.URGE,
                 actor=SWEEP_ACTOR,
                 at=now,
-                payload={"kind": "criticise", "criticised_unit": failing, "step_id": step.id},
+                payload={"kind": "criticise", "criticised_unit": failing, "step_id": step.id, **mark},
             )
+            planned(step, "criticise", failing)
         else:
             to_level, owner, alerts = target
             payload: dict[str, Any] = {
@@ -209,7 +250,9 @@ def plan_case(
                 "to_level": int(to_level),
                 "criticised_unit": failing,
                 "step_id": step.id,
+                **mark,
             }
+            planned(step, "criticise_and_escalate", failing, to_owner=owner, to_level=to_level.name.lower())
             if alerts:
                 payload["alerts"] = alerts
             ev, after = record(current, action=Action.ESCALATE, actor=SWEEP_ACTOR, at=now, payload=payload)
@@ -391,15 +434,41 @@ def sweep(
     batch: int = 1000,
     scope: str | None = None,
     max_batches: int | None = None,
+    dry_run: bool = False,
+    drill: bool = False,
 ) -> SweepReport:
     """Fire every step due at ``now`` (optionally within ``scope``), one transaction per batch.
 
     Stops when a batch finds nothing it can take (what other sessions hold is left for the next run).
+    ``dry_run``: every batch in one transaction, rolled back — the report says what would happen.
+    A ``now`` after the database clock raises :class:`FutureSweep` unless ``dry_run`` or ``drill``;
+    a drill's events are marked ``"replayed": true``.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("sweep needs an aware 'now' (e.g. 2026-10-09T09:00:00+08:00)")
-    report = SweepReport(now=now)
+    report = SweepReport(now=now, dry_run=dry_run)
+    with transaction(conn) as cur:
+        cur.execute("SELECT now()")
+        db_now = cur.fetchone()[0]  # type: ignore[index]
+    if now > db_now + CLOCK_TOLERANCE:
+        if not (dry_run or drill):
+            raise FutureSweep(
+                f"sweep time {now.isoformat()} is after the database clock ({db_now.isoformat()}): nothing "
+                "written; preview it with --dry-run, or write a drill with --commit (events marked replayed)"
+            )
+        report.replayed = True
     t0 = time.perf_counter()
+    if dry_run:
+        try:
+            with conn.cursor() as cur:
+                while max_batches is None or report.batches < max_batches:
+                    if sweep_batch(cur, now=now, rules=rules, batch=batch, scope=scope, report=report) == 0:
+                        break
+                    report.batches += 1
+        finally:
+            conn.rollback()
+        report.seconds = time.perf_counter() - t0
+        return report
     while max_batches is None or report.batches < max_batches:
         with transaction(conn) as cur:
             taken = sweep_batch(cur, now=now, rules=rules, batch=batch, scope=scope, report=report)

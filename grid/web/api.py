@@ -17,6 +17,7 @@ from grid.cases.queries import LedgerRow
 from grid.cases.store import ActionResult
 from grid.web import casework
 from grid.web.deps import client_of, session_of, set_session_cookie, state_of
+from grid.web.i18n_deadlines import AWAITING_STATES, seconds_left
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 
@@ -46,6 +47,14 @@ class CaseRow(BaseModel):
     opened_at: datetime
     resolve_by: datetime
     overdue: bool
+    respond_by: datetime
+    deadlines_provisional: bool = Field(description="暂定: counted on a year without the official list")
+    resolve_seconds_left: int = Field(
+        description="seconds to resolve_by at the time of the request; < 0 overdue"
+    )
+    respond_seconds_left: int | None = Field(
+        description="seconds to respond_by while the case waits to be accepted (new/returned), else null"
+    )
 
 
 class InboxOut(BaseModel):
@@ -97,6 +106,8 @@ class CaseOut(BaseModel):
     respond_by: datetime
     resolve_by: datetime
     deadlines_provisional: bool
+    resolve_seconds_left: int
+    respond_seconds_left: int | None
     overdue: bool
     workers_affected: int
     enterprise_uscc: str | None
@@ -222,7 +233,14 @@ def list_cases(
     except _ERRORS as exc:
         raise _http(exc) from None
     return InboxOut(
-        cases=[CaseRow(**_slots(r)) for r in box.rows],
+        cases=[
+            CaseRow(
+                **_slots(r),
+                resolve_seconds_left=seconds_left(r.resolve_by),
+                respond_seconds_left=seconds_left(r.respond_by) if r.state in AWAITING_STATES else None,
+            )
+            for r in box.rows
+        ],
         counts=box.counts,
         overdue=box.overdue,
         total=box.total,
@@ -259,6 +277,8 @@ def get_case(request: Request, case_id: int, session: sessions.Session = Depends
         respond_by=c.respond_by,
         resolve_by=c.resolve_by,
         deadlines_provisional=c.deadlines_provisional,
+        resolve_seconds_left=seconds_left(c.resolve_by),
+        respond_seconds_left=seconds_left(c.respond_by) if c.state.value in AWAITING_STATES else None,
         overdue=page.overdue,
         workers_affected=c.workers_affected,
         enterprise_uscc=c.enterprise_uscc,

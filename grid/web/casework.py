@@ -98,6 +98,8 @@ class InboxRow:
     opened_at: datetime
     resolve_by: datetime
     overdue: bool
+    respond_by: datetime
+    deadlines_provisional: bool
 
 
 #: Rows per page of a case list on the web pages; the API takes a ``limit`` of up to ``MAX_PAGE``.
@@ -173,7 +175,7 @@ def inbox(
         cur.execute(
             f"""
             SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by,
-                   {SQL_OPEN} AND resolve_by < now()
+                   {SQL_OPEN} AND resolve_by < now(), respond_by, deadlines_provisional
             FROM case_file WHERE {base} AND {state_clause}
             ORDER BY NOT ({SQL_OPEN}), resolve_by, id LIMIT %s OFFSET %s
             """,

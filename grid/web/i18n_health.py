@@ -106,4 +106,5 @@ STRINGS: dict[str, tuple[str, str]] = {
     "reason_unknown_case_kind": ("案件类别未知", "unknown case kind"),
     "reason_bad_amount": ("金额错误", "bad amount"),
     "reason_missing_party": ("缺少当事人", "missing party"),
+    "reason_address_outside_region": ("地址不在本数据源辖区", "address outside the source's region"),
 }

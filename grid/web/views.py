@@ -30,6 +30,7 @@ from grid.web.deps import (
     state_of,
 )
 from grid.web.i18n import label, translator
+from grid.web.i18n_deadlines import AWAITING_STATES, time_left
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 LOGIN_CSRF_COOKIE = "gridflow_login_csrf"
@@ -42,6 +43,8 @@ def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) 
         "lang": lang,
         "t": translator(lang),
         "label": lambda v: label(lang, v),
+        "left": lambda at: time_left(lang, at),
+        "awaiting": AWAITING_STATES,
         "kinds": list(CaseKind),
         "states": list(State),
         "outcomes": list(Outcome),

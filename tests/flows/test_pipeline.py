@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 import pytest
+from stdnum.cn import uscc as _uscc
 
 from connectors.reasons import Reason
 from connectors.validate import CHINA_TZ
@@ -102,3 +103,79 @@ def test_a_prepared_chunk_names_the_version_of_every_row_it_writes_and_no_other(
     assert written[ok[1].record_id] == ok[1].updated_at  # stored older: written, noted
     assert all(written[r.record_id] == r.updated_at for r in ok[1:])
     assert not {r.record_id for r in bad} & set(written)
+
+
+@pytest.mark.parametrize(
+    ("address", "loaded"),
+    [
+        pytest.param("北京路88号", False, id="北京路88号: quarantined address_outside_region, not Beijing"),
+        pytest.param("南京路3号", False, id="南京路: quarantined"),
+        pytest.param("中山路1号", False, id="中山路: quarantined"),
+        pytest.param("夷陵区北京路88号", True, id="a Yichang county named first: loaded in Yichang"),
+    ],
+)
+def test_yichang_source_never_places_a_worker_outside_yichang(
+    loaded_world, sandbox_dataset, address: str, loaded: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """Rule: the source's city bounds address placement; a record whose address names only another
+    city is quarantined with ``address_outside_region`` (and counted), never loaded in that city."""
+    from connectors.config import load_source_config
+    from flows.pipeline import current_cell_version, prepare_chunk
+    from grid.settings import PROJECT_ROOT
+
+    config = load_source_config(PROJECT_ROOT / "config" / "sources" / "yichang.toml")
+    mapping = dict(config.mapping["workers"])  # type: ignore[index]
+    row = dict(next(r for r in sandbox_dataset.rows("workers") if r.label == "ok").row)
+    row[mapping["lon"]] = row[mapping["lat"]] = ""
+    row[mapping["address"]] = address
+    spec = ChunkSpec(
+        source="city",
+        entity="workers",
+        city_code=config.city_code,
+        cell_version=current_cell_version(loaded_world.city_code),
+        mapping=mapping,
+        default_crs="gcj02",
+        full=False,
+    )
+    chunk = prepare_chunk(spec, [row], {}, date(2026, 11, 21))
+    if loaded:
+        assert (chunk.n_rows, dict(chunk.by_reason)) == (1, {})
+        assert dict(chunk.by_method) == {"address_county": 1}
+    else:
+        assert (chunk.n_rows, dict(chunk.by_reason)) == (0, {"address_outside_region": 1})
+        assert chunk.skipped == 0
+
+
+def test_a_case_report_addressed_outside_the_region_is_quarantined(loaded_world, sandbox_dataset) -> None:  # type: ignore[no-untyped-def]
+    """Rule: a case report from Yichang's source whose address names only another city is not
+    routed there: it is quarantined with ``address_outside_region``."""
+    from connectors.config import load_source_config
+    from flows.pipeline import current_cell_version, prepare_chunk
+    from grid.settings import PROJECT_ROOT
+
+    config = load_source_config(PROJECT_ROOT / "config" / "sources" / "yichang.toml")
+    mapping = dict(config.mapping["cases"])  # type: ignore[index]
+    worker = next(r for r in sandbox_dataset.rows("workers") if r.label == "ok")
+    when = worker.row[mapping["source_updated_at"]]
+    body = "91420500MA4K0000A"
+    row = {
+        mapping["source_record_id"]: "case-beijing-road",
+        mapping["source_updated_at"]: when,
+        mapping["reported_at"]: when,
+        mapping["kind"]: "拖欠工资",
+        mapping["enterprise_uscc"]: body + _uscc.calc_check_digit(body),
+        mapping["workers_affected"]: "3",
+        mapping["address"]: "北京路88号",
+    }
+    spec = ChunkSpec(
+        source="city",
+        entity="cases",
+        city_code=config.city_code,
+        cell_version=current_cell_version(loaded_world.city_code),
+        mapping=mapping,
+        default_crs="gcj02",
+        full=False,
+    )
+    chunk = prepare_chunk(spec, [row], {}, date(2026, 11, 21))
+    assert chunk.reports == []
+    assert dict(chunk.by_reason) == {"address_outside_region": 1}

@@ -356,3 +356,85 @@ def test_any_text_gives_a_closed_method_and_reason_and_a_loaded_code(
     else:
         levels = {d.code: d.level for d in world.divisions}
         assert levels[got.code] == got.level
+
+
+# ----------------------------------------------------------------------------- bounded by the source
+
+YICHANG = "420500000000"
+
+
+@pytest.fixture(scope="module")
+def as_synced(world: SampleWorld) -> AddressLocator:
+    """Divisions as the sync loads them for Yichang's source: every province and city of the
+    country (levels 1-2) plus Yichang's own subtree down to communities."""
+    national = [d for d in load_national_divisions() if d.level <= Level.CITY]
+    return AddressLocator([*national, *world.divisions])
+
+
+OUT = Case("", None, None, "unmatched", "address_outside_region")
+
+
+@pytest.mark.parametrize(
+    ("address", "unbounded", "bounded"),
+    [
+        pytest.param("北京路88号", "110000000000", OUT, id="北京路 names 北京: quarantined, never Beijing"),
+        pytest.param("上海路12号", "310000000000", OUT, id="上海路 names 上海: quarantined"),
+        pytest.param("南京路3号", "320100000000", OUT, id="南京路 names 南京: quarantined"),
+        pytest.param("中山路1号", "442000000000", OUT, id="中山路 names 中山市 (Guangdong): quarantined"),
+        pytest.param("深圳路5号", "440300000000", OUT, id="深圳路 names 深圳: quarantined"),
+        pytest.param(
+            "武汉路9号", "420100000000", OUT, id="武汉路 names 武汉, same province, other city: quarantined"
+        ),
+        pytest.param(
+            "解放路20号",
+            None,
+            Case("", None, None, "unmatched", "no_division_name"),
+            id="解放路 names nothing: unmatched as before",
+        ),
+        pytest.param(
+            "夷陵区北京路88号",
+            "420506000000",
+            Case("", "420506000000", Level.COUNTY, "address_county"),
+            id="a Yichang county before the street: placed there",
+        ),
+        pytest.param(
+            "宜昌市北京路88号",
+            "420500000000",
+            Case("", YICHANG, Level.CITY, "address_city"),
+            id="Yichang itself named: placed in the city",
+        ),
+        pytest.param(
+            "小溪塔街道北京路88号",
+            "110000000000",
+            Case("", XIAOXITA, Level.TOWN, "address_town_no_county"),
+            id="a Yichang town named in full: searched inside the region first",
+        ),
+        pytest.param(
+            "湖北省北京路88号",
+            "420000000000",
+            Case("", "420000000000", Level.PROVINCE, "address_province"),
+            id="only the region's own province named: kept, not another province",
+        ),
+        pytest.param(
+            "湖北省武汉市中山路1号", "420100000000", OUT, id="another city of Hubei named: quarantined"
+        ),
+    ],
+)
+def test_address_placement_is_bounded_by_the_sources_region(
+    as_synced: AddressLocator, address: str, unbounded: str | None, bounded: Case
+) -> None:
+    """Rule: a record from Yichang's source is placed inside Yichang (or only at its own province),
+    or is unmatched with ``address_outside_region`` — a street named after a place never moves it
+    to another city; without a region the old placement stands."""
+    [free] = as_synced.locate([address])
+    assert free.code == unbounded
+    [got] = as_synced.locate([address], region=YICHANG)
+    assert got == AddressMatch(bounded.code, bounded.level, bounded.method, bounded.reason)
+    assert got.code is None or got.code.startswith("4205") or YICHANG.startswith(got.code.rstrip("0"))
+    assert got.reason is None or got.reason in REASONS
+
+
+def test_a_region_must_be_a_division_code(as_synced: AddressLocator) -> None:
+    """Rule: a malformed region is a clear error, not a silent unbounded search."""
+    with pytest.raises(ValueError, match="12-digit division code"):
+        as_synced.locate(["北京路88号"], region="4205")

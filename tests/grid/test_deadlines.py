@@ -85,10 +85,10 @@ def cal() -> WorkCalendar:
             Level.COUNTY,
             sh(2026, 12, 21, 15, 0, 0),
             sh(2026, 12, 22),
-            sh(2027, 1, 4),
+            sh(2027, 1, 5),
             sh(2027, 1, 5),
             True,
-            id="county limit running into 2027 is weekday-based and provisional",
+            id="county limit running into 2027 skips the derived 元旦 and is provisional",
         ),
         pytest.param(
             CaseFacts(K.WAGE_ARREARS),
@@ -298,9 +298,9 @@ def nine(y: int, m: int, d: int) -> datetime:
             sh(2026, 12, 30),
             [
                 ("remind", nine(2026, 12, 31), None, False),
-                ("criticise_and_escalate", nine(2027, 1, 5), Level.TOWN, True),
+                ("criticise_and_escalate", nine(2027, 1, 6), Level.TOWN, True),
             ],
-            id="criticism in 2027 is weekday-based and provisional",
+            id="criticism in 2027 skips the derived 元旦 and is provisional",
         ),
     ],
 )

@@ -59,8 +59,8 @@ def test_default_file_equals_built_in_defaults(policy: ProvincePolicy) -> None:
             Level.COUNTY,
             COUNTY,
             "dispute_collective",
-            False,
-            id="10 workers with a common claim is collective -> county (Art. 7)",
+            True,
+            id="10 workers with a common claim is collective -> county (Art. 7), dual-reported",
         ),
         pytest.param(
             CaseFacts(K.WAGE_ARREARS, workers_affected=9),
@@ -291,6 +291,33 @@ def test_fallback_never_goes_above_max_level() -> None:
             policy=city_only,
             units={PROVINCE: True},
         )
+
+
+@pytest.mark.parametrize(
+    ("switch", "facts", "dual"),
+    [
+        pytest.param(
+            True, CaseFacts(K.WAGE_ARREARS, workers_affected=10), True, id="collective dispute: dual"
+        ),
+        pytest.param(False, CaseFacts(K.WAGE_ARREARS, workers_affected=10), False, id="switch off: not dual"),
+        pytest.param(
+            True, CaseFacts(K.WAGE_ARREARS, workers_affected=9), False, id="9 workers: not collective"
+        ),
+        pytest.param(
+            True,
+            CaseFacts(K.HARDSHIP, workers_affected=12),
+            False,
+            id="hardship is never a collective dispute",
+        ),
+    ],
+)
+def test_collective_disputes_are_dual_reported_by_policy(switch: bool, facts: CaseFacts, dual: bool) -> None:
+    """Rule: routing.dual_report_collective (on by default) dual-reports a collective labour dispute
+    (Art. 7: threshold_workers or more) to the same-level government and the union above."""
+    policy = ProvincePolicy.model_validate({"routing": {"dual_report_collective": switch}})
+    d = route(facts, cell_code=CELL, division_code=None, policy=policy, units=ALL_UNITS)
+    assert d.dual_report is dual
+    assert ("须同时报告同级党委政府" in d.explanation_zh) is dual
 
 
 def test_no_matching_rule_is_a_routing_error() -> None:

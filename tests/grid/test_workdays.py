@@ -60,12 +60,15 @@ def test_library_schedule_is_what_the_expectations_were_written_from() -> None:
         pytest.param(D(2026, 2, 28), True, id="Sat Feb 28 is a make-up working day after Spring Festival"),
         pytest.param(D(2026, 1, 4), True, id="Sun Jan 4 is a make-up working day for New Year"),
         pytest.param(D(2026, 3, 7), False, id="an ordinary Saturday is not a working day"),
-        pytest.param(D(2027, 1, 1), True, id="an unknown year's weekday counts as working"),
+        pytest.param(D(2027, 1, 1), False, id="an unknown year's 元旦 is a derived statutory day off"),
+        pytest.param(D(2027, 2, 5), False, id="an unknown year's 除夕 is a derived statutory day off"),
+        pytest.param(D(2027, 1, 4), True, id="an unknown year's ordinary weekday counts as working"),
         pytest.param(D(2027, 1, 2), False, id="an unknown year's Saturday does not"),
     ],
 )
 def test_is_workday(cal: WorkCalendar, day: date, working: bool) -> None:
-    """Rule: known years follow the official schedule; unknown years are Monday to Friday."""
+    """Rule: known years follow the official schedule; unknown years are Monday to Friday less the
+    statutory days off derived from the national rules."""
     assert cal.is_workday(day) is working
 
 
@@ -123,14 +126,17 @@ def test_add_calendar_days_ignores_holidays(cal: WorkCalendar) -> None:
     ("start", "n", "expected", "provisional"),
     [
         pytest.param(D(2026, 12, 30), 1, D(2026, 12, 31), False, id="stays in 2026: exact"),
-        pytest.param(D(2026, 12, 30), 3, D(2027, 1, 4), True, id="runs into 2027: weekdays, provisional"),
+        pytest.param(
+            D(2026, 12, 30), 3, D(2027, 1, 5), True, id="runs into 2027: 元旦 derived off, provisional"
+        ),
         pytest.param(D(2027, 3, 1), 5, D(2027, 3, 8), True, id="starts in 2027: weekdays, provisional"),
     ],
 )
 def test_unknown_year_is_provisional_not_an_error(
     cal: WorkCalendar, start: date, n: int, expected: date, provisional: bool
 ) -> None:
-    """Rule: a year the calendar does not know counts Mon-Fri and flags the result provisional."""
+    """Rule: a year the calendar does not know counts Mon-Fri less the derived statutory days off and
+    flags the result provisional."""
     assert cal.add_workdays(start, n) == WorkdayResult(expected, provisional)
 
 
@@ -207,10 +213,14 @@ def test_known_year_is_not_silently_overwritten() -> None:
 
 
 def test_file_only_calendar_starts_with_no_known_years() -> None:
-    """Rule: include_library=False knows nothing until files are loaded; everything is provisional."""
+    """Rule: include_library=False knows nothing until files are loaded; everything is provisional,
+    and the statutory days off are still derived (国庆 Oct 1-3 2026 off: the next working day is Mon
+    Oct 5); derive_statutory=False counts plain Monday-Friday."""
     cal = WorkCalendar(include_library=False)
     assert cal.known_years == frozenset()
-    assert cal.add_workdays(D(2026, 9, 30), 1) == WorkdayResult(D(2026, 10, 1), provisional=True)
+    assert cal.add_workdays(D(2026, 9, 30), 1) == WorkdayResult(D(2026, 10, 5), provisional=True)
+    plain = WorkCalendar(include_library=False, derive_statutory=False)
+    assert plain.add_workdays(D(2026, 9, 30), 1) == WorkdayResult(D(2026, 10, 1), provisional=True)
 
 
 @pytest.mark.parametrize(
