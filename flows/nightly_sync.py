@@ -35,10 +35,10 @@ from connectors.sources import open_source
 from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
 from grid.cases.intake import page_intake
 from grid.settings import get_settings
-from grid.store import sync
 from grid.store.db import connect, transaction
 from grid.store.failpoints import failpoint
-from grid.store.sync import PreparedChunk
+from grid.sync import store as sync
+from grid.sync.store import PreparedChunk
 
 
 class SyncFailed(RuntimeError):

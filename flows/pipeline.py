@@ -2,7 +2,7 @@
 
 Plain functions (no Prefect, no database writes): they run in the flow's task runner — a thread,
 or a Dask worker process on another machine — and return a picklable
-:class:`grid.store.sync.PreparedChunk`. Each process builds the grid context it needs once and
+:class:`grid.sync.store.PreparedChunk`. Each process builds the grid context it needs once and
 caches it by (city, cell version).
 """
 
@@ -33,7 +33,7 @@ from grid.ingest import enterprise_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
 from grid.store import geo
 from grid.store.db import connect, transaction
-from grid.store.sync import PreparedChunk
+from grid.sync.store import PreparedChunk
 
 T = TypeVar("T")
 

@@ -9,10 +9,10 @@ interleave):
    so the only task with retries); otherwise — a file drop, an API without that endpoint, or a
    record the source no longer has — the stored raw record (decrypted) is re-validated;
 2. the records go through the sync's own path: :func:`flows.pipeline.prepare_chunk` (validation,
-   placement, encryption, case-report preparation) and :func:`grid.store.sync.write_page`
+   placement, encryption, case-report preparation) and :func:`grid.sync.store.write_page`
    (version-guarded upsert, case intake) under a ``sync_run`` of mode ``reprocess`` — with the
    source cursor left exactly where it was;
-3. :func:`grid.monitoring.reprocess.settle` resolves the quarantine rows of records now stored
+3. :func:`grid.sync.reprocess.settle` resolves the quarantine rows of records now stored
    and updates those still invalid (new reason, seen count) — inside the write's own
    transaction (``write_page(after_write=…)``), so records and quarantine commit together.
 
@@ -34,11 +34,11 @@ from connectors.config import SourceConfig, load_all_sources
 from connectors.http import HttpSource
 from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
 from grid.cases.intake import page_intake
-from grid.monitoring import reprocess as rp
 from grid.people import vault_from_settings
 from grid.settings import get_settings
-from grid.store import sync
 from grid.store.db import connect, transaction
+from grid.sync import reprocess as rp
+from grid.sync import store as sync
 
 
 class ReprocessFailed(RuntimeError):

@@ -2,7 +2,7 @@
 
 Records are duck-typed (anything with the canonical attributes of
 ``connectors.records.WorkerRecord`` / ``EnterpriseRecord`` / ``Reject``) so that ``grid`` does not
-depend on ``connectors``. Column order is ``grid.store.sync.*_COLUMNS``. This is the hot path of
+depend on ``connectors``. Column order is ``grid.sync.store.*_COLUMNS``. This is the hot path of
 the nightly sync, so lines are formatted per column type instead of through a generic encoder.
 
 A worker's ID number, name, phone and home address are encrypted together in one AES-256-GCM

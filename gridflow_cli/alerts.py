@@ -127,7 +127,7 @@ def quarantine_reprocess(
     wait: Annotated[bool, typer.Option(help="wait for the flow run and print its outcome")] = True,
 ) -> None:
     """Re-take chosen quarantined records after the city fixed its data."""
-    from grid.monitoring import reprocess as rp
+    from grid.sync import reprocess as rp
 
     try:
         ids = rp.check_ids(quarantine_ids)

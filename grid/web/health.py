@@ -22,11 +22,11 @@ from starlette.concurrency import run_in_threadpool
 
 from grid.accounts import sessions
 from grid.accounts.access import Role, apply_scope
-from grid.monitoring import health as svc
-from grid.monitoring import reprocess as rp
 from grid.monitoring.alert_rules import AlertsConfigError, load_alerts
 from grid.settings import get_settings
 from grid.store.db import transaction
+from grid.sync import health as svc
+from grid.sync import reprocess as rp
 from grid.web.deps import lang_of, state_of
 from grid.web.i18n import translator
 from grid.web.views import gate, message, render

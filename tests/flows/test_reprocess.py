@@ -15,8 +15,8 @@ from connectors.sandbox.app import SandboxServer, correct_record, create_app
 from connectors.sandbox.fixes import fixed_row
 from connectors.validate import CHINA_TZ
 from grid.ingest import reject_copy
-from grid.monitoring import reprocess as rp
 from grid.people import vault_from_settings
+from grid.sync import reprocess as rp
 from tests.conftest import write_sources
 from tests.flows.helpers import fingerprint, query, sources_env
 

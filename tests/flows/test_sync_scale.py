@@ -154,7 +154,7 @@ def test_a_whole_stream_refetch_skips_the_same_records_with_or_without_the_versi
     every stored record at its version and writes nothing — whether it holds the stream's
     versions in memory or, past GRIDFLOW_VERSION_MAP_LIMIT, looks them up page by page."""
     from flows.nightly_sync import sync_source
-    from grid.store import sync
+    from grid.sync import store as sync
 
     lookups: list[str] = []
     real_lookup = sync.existing_versions

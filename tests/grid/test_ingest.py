@@ -11,7 +11,7 @@ from connectors.records import WorkerRecord
 from geodata.placement import PlacedBatch
 from grid.ingest import decrypt_worker_pii, worker_copy
 from grid.people import Vault, mask_id, mask_name, mask_phone
-from grid.store.sync import WORKER_COLUMNS
+from grid.sync.store import WORKER_COLUMNS
 
 CST = timezone(timedelta(hours=8))
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grid.store import sync
 from grid.store.copy import bytea_field, copy_text, parse_copy_text
 from grid.store.db import transaction
-from grid.store.sync import PreparedChunk
+from grid.sync import store as sync
+from grid.sync.store import PreparedChunk
 
 pytestmark = pytest.mark.db
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from grid.store.sync import StreamPlan, StreamPosition, plan_stream
+from grid.sync.store import StreamPlan, StreamPosition, plan_stream
 
 W = datetime(2026, 3, 1, tzinfo=UTC)
 

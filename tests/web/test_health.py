@@ -19,8 +19,8 @@ import pytest
 
 from connectors.reasons import Reason
 from grid.monitoring.alert_rules import Freshness, load_alerts
-from grid.monitoring.health import freshness, quarantine_trend, sources_health
 from grid.people import vault_from_settings
+from grid.sync.health import freshness, quarantine_trend, sources_health
 from grid.web.i18n_health import STRINGS
 from tests.conftest import write_sources
 from tests.flows.helpers import sources_env

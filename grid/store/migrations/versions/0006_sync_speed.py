@@ -5,7 +5,7 @@ foreign keys from ``worker`` to ``sync_run`` cost about 12 µs per row (two RI t
 each) and the two secondary indexes on ``cell_code`` / ``division_code`` about 9 µs — about as
 much as the rest of the upsert. No query reads workers by cell or division through an index (the
 coverage report aggregates the whole table), and the run ids are bookkeeping written only by
-``grid.store.sync.write_page`` inside the run that owns them (``sync_run`` rows are never
+``grid.sync.store.write_page`` inside the run that owns them (``sync_run`` rows are never
 deleted). Enterprises (a fifteenth of the rows) keep theirs.
 
 Revision ID: 0006

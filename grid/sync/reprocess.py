@@ -3,7 +3,7 @@ each row once the re-taken records went through the sync's page write.
 
 The flow (``flows/quarantine_reprocess.py``) fetches the current version of each record from its
 source (or falls back to the stored raw record), prepares it with the sync's own chunk pipeline
-and writes it with :func:`grid.store.sync.write_page`, leaving the source cursor where it was.
+and writes it with :func:`grid.sync.store.write_page`, leaving the source cursor where it was.
 Then :func:`settle` decides per quarantine row, in one transaction:
 
 ========================  =====================================================================
@@ -38,7 +38,7 @@ import psycopg2.extensions
 from grid.ingest import RAW_PURPOSE
 from grid.people import Vault
 from grid.store.copy import bytea_field, parse_copy_text
-from grid.store.sync import QUARANTINE_COLUMNS
+from grid.sync.store import QUARANTINE_COLUMNS
 
 MAX_IDS = 1000
 _TABLES = {"workers": "worker", "enterprises": "enterprise"}
@@ -121,7 +121,7 @@ def _bytea(field: str | None) -> bytes:
 
 
 def parse_rejects(text: str) -> list[RejectRow]:
-    """The rejects of a :class:`grid.store.sync.PreparedChunk` (``rejects_text``)."""
+    """The rejects of a :class:`grid.sync.store.PreparedChunk` (``rejects_text``)."""
     rows: list[RejectRow] = []
     for parts in parse_copy_text(text):
         if parts == [""]:

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import psycopg2.extensions
 
 from grid.monitoring.alert_rules import Freshness
-from grid.monitoring.reprocess import raw_record
 from grid.people import Vault, mask_id, mask_name, mask_phone
+from grid.sync.reprocess import raw_record
 
 Status = Literal["ok", "warn", "alarm", "never"]
 # Distinct colours for the trend's reasons (colour-blind-safe palette, cycled).
