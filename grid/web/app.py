@@ -1,6 +1,7 @@
 """gridflow web app (FastAPI + Jinja2, server-rendered, Simplified Chinese first).
 
-``/`` is the province staff's sync overview (aggregates only, no personal data). The officer
+``/`` is the sync overview (aggregates only, no personal data) for a signed-in user, of the sources
+in the user's scope, read as ``gridflow_app`` under row-level security. The officer
 workspace (``/login``, ``/inbox``, ``/subtree``, ``/cases/{id}``, ``/ledger``) and the JSON API
 (``/api/v1``, OpenAPI at ``/api/openapi.json``) work as the database role ``gridflow_app`` under
 row-level security, with the scope filter in every query as well.
@@ -13,8 +14,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,11 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from grid.cases.service import rules_from_settings
 from grid.people import vault_from_settings
 from grid.settings import get_settings
-from grid.store.db import DatabaseUnavailable, connect, transaction
+from grid.store.db import transaction
 from grid.web import api, dashboard, health, views
 from grid.web.config import WebSettings, get_web_settings
 from grid.web.db import WebDatabase
-from grid.web.deps import WebState
+from grid.web.deps import WebState, session_of
+from grid.web.scope import Principal, apply_scope
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 SECURITY_HEADERS = {
@@ -38,9 +41,11 @@ SECURITY_HEADERS = {
 }
 
 
-def _recent_runs(limit: int = 20) -> list[dict[str, Any]]:
-    conn = connect()
-    try:
+def _recent_runs(db: WebDatabase, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:
+    """The last sync runs of the sources the principal's scope covers (as ``gridflow_app``: row-level
+    security shows a scope the sources of its city only)."""
+    with db.connection() as conn:
+        apply_scope(conn, principal)
         with transaction(conn) as cur:
             cur.execute(
                 """
@@ -53,8 +58,6 @@ def _recent_runs(limit: int = 20) -> list[dict[str, Any]]:
             )
             cols = [d[0] for d in cur.description or ()]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        conn.close()
 
 
 class SecurityHeaders:
@@ -101,19 +104,23 @@ def create_app(web: WebSettings | None = None) -> FastAPI:
     def healthz() -> str:
         return "ok"
 
-    @app.get("/", response_class=HTMLResponse)
-    def index(request: Request, lang: str = "zh") -> HTMLResponse:
+    @app.get("/", response_model=None)
+    def index(request: Request, lang: str = "zh") -> Response:
+        session = session_of(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
         error = None
         try:
-            runs = _recent_runs()
-        except DatabaseUnavailable as exc:
-            runs, error = [], str(exc)
+            runs = _recent_runs(db, session.principal)
+        except psycopg2.OperationalError:
+            runs, error = [], "database unavailable"
         return TEMPLATES.TemplateResponse(
             request,
             "index.html",
             {
                 "runs": runs,
                 "error": error,
+                "session": session,
                 "lang": "en" if lang == "en" else "zh",
                 "prefect_ui": settings.prefect_ui,
             },

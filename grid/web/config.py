@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class WebSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDFLOW_WEB_", extra="ignore")
 
-    database_url: str | None = None  # defaults to the main database URL, as role gridflow_app
+    #: defaults to the main database as the login ``gridflow_web`` (``Settings.db_dsn``)
+    database_url: str | None = None
     db_role: str = "gridflow_app"
     pool_max: int = 16
     session_idle_minutes: int = 30
