@@ -99,7 +99,15 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from connectors.reasons import Reason
-from connectors.records import CANONICAL_FIELDS, CaseReportRecord, EnterpriseRecord, Reject, WorkerRecord
+from connectors.records import (
+    CANONICAL_FIELDS,
+    DAMAGE_DETAIL_KEY,
+    DAMAGE_KEY,
+    CaseReportRecord,
+    EnterpriseRecord,
+    Reject,
+    WorkerRecord,
+)
 from geodata.crs import CHINA_BBOX, UnknownCRSError, parse_crs
 from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
@@ -695,6 +703,13 @@ def _reject(row: Mapping[str, Any], rid: str | None, e: FieldError, common: _Com
     return Reject(rid, e.reason, e.field, detail, dict(row))
 
 
+def _damage_reject(row: Mapping[str, Any], common: _Common) -> Reject:
+    """A file line that is damage, not a row (``connectors.file``): quarantined with its reason."""
+    reason = Reason(row[DAMAGE_KEY])
+    rid = _text(row.get(common.rid)) if reason is Reason.RAGGED_ROW else None
+    return Reject(rid, reason, None, str(row.get(DAMAGE_DETAIL_KEY) or reason.description), dict(row))
+
+
 def _run(
     rows: Sequence[Mapping[str, Any]],
     common: _Common,
@@ -703,6 +718,11 @@ def _run(
     records: list[R] = []
     rejects: list[Reject] = []
     rid_field = common.rid
+    if any(DAMAGE_KEY in r for r in rows):
+        rejects.extend(_damage_reject(r, common) for r in rows if DAMAGE_KEY in r)
+        rows = [r for r in rows if DAMAGE_KEY not in r]
+        more, more_rejects = _run(rows, common, validate_row)
+        return more, rejects + more_rejects
     ids = [_text(r.get(rid_field)) for r in rows]
     if None not in ids and len(set(ids)) == len(ids):
         for row in rows:

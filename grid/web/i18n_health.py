@@ -106,4 +106,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "reason_unknown_case_kind": ("案件类别未知", "unknown case kind"),
     "reason_bad_amount": ("金额错误", "bad amount"),
     "reason_missing_party": ("缺少当事人", "missing party"),
+    "reason_malformed_row": ("行格式损坏", "malformed row"),
+    "reason_field_too_long": ("字段超长", "field too long"),
+    "reason_ragged_row": ("列数多于表头", "more values than columns"),
 }
