@@ -162,6 +162,11 @@ def require_csrf(request: Request, session: auth.Session = Depends(require_sessi
 
 
 def _http(exc: Exception) -> HTTPException:
+    if isinstance(exc, casework.Unprocessable):
+        # the shape FastAPI documents for 422 (HTTPValidationError), the message in Chinese first
+        return HTTPException(
+            422, [{"loc": ["body", exc.field], "msg": f"{exc.zh}（{exc}）", "type": "value_error"}]
+        )
     if isinstance(exc, casework.NotFound):
         return HTTPException(404, "no such case in your scope")
     if isinstance(exc, casework.Forbidden):

@@ -260,6 +260,9 @@ async def case_action(request: Request, case_id: int, action: str) -> Response:
                 if lang == "en":
                     msg += f" ({exc})"
             return _case(request, case_id, message=msg, status=409)
+        except casework.Unprocessable as exc:
+            text = exc.zh if lang_of(request) == "zh" else str(exc)
+            return _case(request, case_id, message=t("bad_request") + text, status=422)
         except casework.BadRequest as exc:
             return _case(request, case_id, message=t("bad_request") + str(exc), status=400)
         return RedirectResponse(f"/cases/{case_id}?done={action}", status_code=303)
