@@ -25,6 +25,10 @@ class WebSettings(BaseSettings):
     #: Days ended sessions and login attempts are kept for a security review, then purged (the
     #: throttle looks back only ``login_window_minutes``; a client address is personal data).
     login_history_days: int = 30
+    #: Addresses of reverse proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed
+    #: (comma-separated IPs or networks; default none: the peer address is the client). uvicorn is
+    #: started with ``--no-proxy-headers`` so only this list decides.
+    trusted_proxies: str = ""
 
     @model_validator(mode="after")
     def _refuse_insecure_cookie(self) -> WebSettings:
