@@ -4,9 +4,11 @@ types, bodies)."""
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from typing import Any
 
+import psycopg2
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +19,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.web.conftest import Tree, client, login
+from grid.web.auth import add_user
+from grid.web.scope import Role
+from tests.web.conftest import PASSWORD, client, login
 
 #: Where the fuzzer's requests say they come from (through a trusted proxy): its failed logins must
 #: not throttle the test client the other tests sign in from.
@@ -30,14 +34,27 @@ def fuzz_app(app_factory: Any) -> Any:
     return app_factory(trusted_proxies="testclient")
 
 
+#: A city far from every test's data (the sample world and the web tree are in Hubei).
+FUZZ_SCOPE = "650100000000"
+
+
 @pytest.fixture(scope="module")
-def signed_in(fuzz_app: Any, tree: Tree) -> dict[str, Any]:
-    """A user whose scope holds none of the seeded cases: fuzzed actions change nothing."""
+def signed_in(fuzz_app: Any, database_url: str) -> dict[str, Any]:
+    """A city user of its own whose scope holds no case at all: fuzzed actions can change nothing."""
+    name = f"fuzz{secrets.token_hex(4)}"
+    conn = psycopg2.connect(database_url)
+    try:
+        add_user(conn, login=name, password=PASSWORD, role=Role.CITY, scope_code=FUZZ_SCOPE)
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM case_file WHERE chain_code LIKE %s", (FUZZ_SCOPE[:4] + "%",))
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
     c = client(fuzz_app)
-    csrf = login(c, next(u for u in tree.users if u.startswith("other")))
-    name = fuzz_app.state.gridflow.web.cookie_name
+    csrf = login(c, name)
+    cookie = fuzz_app.state.gridflow.web.cookie_name
     return {
-        "cookies": {name: c.cookies.get(name)},
+        "cookies": {cookie: c.cookies.get(cookie)},
         "headers": {"X-CSRF-Token": csrf, "X-Forwarded-For": FUZZ_CLIENT},
     }
 

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -174,13 +175,20 @@ def test_every_relation_of_the_schema_is_classified(owner_conn: Any) -> None:
                 )
 
 
-def _seed_monitoring(owner_conn: Any, tree: Tree) -> None:
-    """Rows in the scoped tables the tree does not fill: runs, quarantine, reprocessing, coverage,
-    a reveal, events (for the ledger)."""
-    source = f"webtest{tree.city[2:4]}"
+@contextmanager
+def _seeded_monitoring(owner_conn: Any, tree: Tree) -> Iterator[None]:
+    """Rows in the scoped tables the tree does not fill (a source of its own with a run, quarantine
+    and a reprocessing request; a coverage snapshot; a reveal), removed afterwards so other tests'
+    counts are untouched."""
+    source = f"roles{secrets.token_hex(4)}"
     case_id = next(iter(tree.cases.values()))
     user_id = next(iter(tree.user_ids.values()))
     with owner_conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO source (name, display_name, city_code, kind, crs) VALUES (%s, 'roles test', %s, 'file', "
+            "'EPSG:4326')",
+            (source, tree.city),
+        )
         cur.execute("INSERT INTO sync_run (source, status) VALUES (%s, 'completed') RETURNING id", (source,))
         run = cur.fetchone()[0]
         cur.execute(
@@ -193,19 +201,27 @@ def _seed_monitoring(owner_conn: Any, tree: Tree) -> None:
             "INSERT INTO reprocess_request (source, quarantine_ids, requested_by) VALUES (%s, %s, 'test')",
             (source, [qid]),
         )
+        cur.execute("INSERT INTO coverage_run (snapshot_date, as_of) VALUES ('2001-01-01', now())")
         cur.execute(
-            "INSERT INTO coverage_run (snapshot_date, as_of) VALUES ('2001-01-01', now()) ON CONFLICT DO NOTHING"
-        )
-        cur.execute(
-            "INSERT INTO coverage_snapshot (snapshot_date, division_code, level) VALUES ('2001-01-01', %s, 2) "
-            "ON CONFLICT DO NOTHING",
+            "INSERT INTO coverage_snapshot (snapshot_date, division_code, level) VALUES ('2001-01-01', %s, 2)",
             (tree.city,),
         )
         cur.execute(
             "INSERT INTO reveal_audit (user_id, login, case_id, field, reason) "
-            "VALUES (%s, 'x', %s, 'worker_id', 'test reason')",
+            "VALUES (%s, 'x', %s, 'worker_id', 'test reason') RETURNING id",
             (user_id, case_id),
         )
+        audit = cur.fetchone()[0]
+    try:
+        yield
+    finally:
+        with owner_conn.cursor() as cur:
+            cur.execute("DELETE FROM reveal_audit WHERE id = %s", (audit,))
+            cur.execute("DELETE FROM coverage_run WHERE snapshot_date = '2001-01-01'")  # cascades
+            cur.execute("DELETE FROM reprocess_request WHERE source = %s", (source,))
+            cur.execute("DELETE FROM quarantine WHERE source = %s", (source,))
+            cur.execute("DELETE FROM sync_run WHERE source = %s", (source,))
+            cur.execute("DELETE FROM source WHERE name = %s", (source,))
 
 
 def test_every_scoped_relation_reads_nothing_without_a_stated_scope(
@@ -213,7 +229,11 @@ def test_every_scoped_relation_reads_nothing_without_a_stated_scope(
 ) -> None:
     c = client(web_app)
     login(c, next(iter(tree.users)))  # a session and a login attempt
-    _seed_monitoring(owner_conn, tree)
+    with _seeded_monitoring(owner_conn, tree):
+        _reads_nothing_unscoped(tree, owner_conn, web_login)
+
+
+def _reads_nothing_unscoped(tree: Tree, owner_conn: Any, web_login: psycopg2.extensions.connection) -> None:
     scoped = sorted(n for n, (a, _) in RELATIONS.items() if a is WebAccess.SCOPED)
     assert {"app_user", "web_session", "login_attempt", "notification_outbox", "coverage_snapshot"} <= set(
         scoped
