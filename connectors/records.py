@@ -130,6 +130,12 @@ class CaseReportRecord:
     crs: str | None
 
 
+#: Key of a file row that is damage, not data (value: a ``Reason`` code; ``connectors.file``).
+DAMAGE_KEY = "\x00damage"
+#: Key of the damage's one-line explanation (names the physical line, never its content).
+DAMAGE_DETAIL_KEY = "\x00damage_detail"
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A row that was not loaded, with the reason from the closed list.

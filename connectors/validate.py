@@ -94,13 +94,22 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from connectors.reasons import Reason
-from connectors.records import CANONICAL_FIELDS, CaseReportRecord, EnterpriseRecord, Reject, WorkerRecord
+from connectors.records import (
+    CANONICAL_FIELDS,
+    DAMAGE_DETAIL_KEY,
+    DAMAGE_KEY,
+    CaseReportRecord,
+    EnterpriseRecord,
+    Reject,
+    WorkerRecord,
+)
 from geodata.crs import CHINA_BBOX, UnknownCRSError, parse_crs
+from grid.cases.amounts import AmountError, parse_yuan
 from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
 __all__ = [
@@ -695,6 +704,13 @@ def _reject(row: Mapping[str, Any], rid: str | None, e: FieldError, common: _Com
     return Reject(rid, e.reason, e.field, detail, dict(row))
 
 
+def _damage_reject(row: Mapping[str, Any], common: _Common) -> Reject:
+    """A file line that is damage, not a row (``connectors.file``): quarantined with its reason."""
+    reason = Reason(row[DAMAGE_KEY])
+    rid = _text(row.get(common.rid)) if reason is Reason.RAGGED_ROW else None
+    return Reject(rid, reason, None, str(row.get(DAMAGE_DETAIL_KEY) or reason.description), dict(row))
+
+
 def _run(
     rows: Sequence[Mapping[str, Any]],
     common: _Common,
@@ -703,6 +719,11 @@ def _run(
     records: list[R] = []
     rejects: list[Reject] = []
     rid_field = common.rid
+    if any(DAMAGE_KEY in r for r in rows):
+        rejects.extend(_damage_reject(r, common) for r in rows if DAMAGE_KEY in r)
+        rows = [r for r in rows if DAMAGE_KEY not in r]
+        more, more_rejects = _run(rows, common, validate_row)
+        return more, rejects + more_rejects
     ids = [_text(r.get(rid_field)) for r in rows]
     if None not in ids and len(set(ids)) == len(ids):
         for row in rows:
@@ -900,44 +921,13 @@ def parse_case_kind(value: Any, *, field: str = "kind") -> CaseKind:
     return kind
 
 
-_AMOUNT_CENT = Decimal("0.01")
-
-
 def parse_amount(value: Any, *, field: str = "amount") -> Decimal | None:
-    """Yuan as a Decimal with at most two decimals; None if blank; raises otherwise.
-
-    Thousands separators and a trailing ``元`` are accepted. A JSON number is read through its
-    shortest decimal text, so ``12500.5`` is ``Decimal("12500.50")``.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount must be a number, not a boolean")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a finite number")
-        text = repr(value)
-    elif isinstance(value, int | Decimal):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value if value.isascii() else unicodedata.normalize("NFKC", value)
-        text = text.strip().removesuffix("元").replace(",", "").strip()
-        if not text:
-            return None
-    else:
-        raise FieldError(Reason.BAD_AMOUNT, field, f"amount must be a number, not {type(value).__name__}")
+    """Yuan as a Decimal with at most two decimals; None if blank; raises otherwise (the rules are
+    :func:`grid.cases.amounts.parse_yuan`, shared by every path that takes an amount)."""
     try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a number") from None
-    if not amount.is_finite():
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a finite number")
-    if amount < 0:
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount is negative")
-    quantized = amount.quantize(_AMOUNT_CENT)
-    if quantized != amount:
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount has more than two decimals")
-    return quantized
+        return parse_yuan(value)
+    except AmountError as exc:
+        raise FieldError(Reason.BAD_AMOUNT, field, exc.detail) from None
 
 
 def _case_validator(

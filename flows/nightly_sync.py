@@ -33,7 +33,7 @@ from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, l
 from connectors.source import Page
 from connectors.sources import open_source
 from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
-from grid.settings import get_settings
+from grid.settings import FLOWS_ROLE, get_settings
 from grid.store import sync
 from grid.store.db import connect, transaction
 from grid.store.failpoints import failpoint
@@ -296,7 +296,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
     if source_name not in configs:
         raise SyncFailed(f"unknown source {source_name!r}; known: {', '.join(sorted(configs)) or 'none'}")
     config = configs[source_name]
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         if not sync.try_lock_source(conn, source_name):
             _logger().info("%s: another run holds this source; nothing to do", source_name)

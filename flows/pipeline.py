@@ -31,6 +31,7 @@ from geodata.placement import place_batch
 from grid.cases.intake import CaseReport, IntakeError, worker_key
 from grid.ingest import enterprise_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
+from grid.settings import FLOWS_ROLE
 from grid.store import geo
 from grid.store.db import connect, transaction
 from grid.store.sync import PreparedChunk
@@ -80,7 +81,7 @@ _lock = threading.Lock()
 
 def current_cell_version(city_code: str) -> int:
     """The newest committed grid version under a city (keys the per-process context cache)."""
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         with transaction(conn) as cur:
             cur.execute(
@@ -100,7 +101,7 @@ def grid_context(city_code: str, cell_version: int) -> GridContext:
         ctx = _contexts.get(key)
         if ctx is not None:
             return ctx
-        conn = connect()
+        conn = connect(role=FLOWS_ROLE)
         try:
             with transaction(conn) as cur:
                 cells = geo.load_cells(cur, scope_code=city_code)

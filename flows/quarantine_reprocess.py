@@ -36,7 +36,7 @@ from flows.nightly_sync import _intake
 from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
 from grid.monitoring import reprocess as rp
 from grid.people import vault_from_settings
-from grid.settings import get_settings
+from grid.settings import FLOWS_ROLE, get_settings
 from grid.store import sync
 from grid.store.db import connect, transaction
 
@@ -78,7 +78,7 @@ def _reprocess_source(
 ) -> None:
     log = get_run_logger()
     vault = vault_from_settings()
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         if not sync.try_lock_source(conn, source):
             raise ReprocessFailed(
@@ -180,7 +180,7 @@ def _reprocess_source(
 def quarantine_reprocess(quarantine_ids: list[int], request_id: int = 0) -> dict[str, int]:
     """Re-take the open quarantine rows among ``quarantine_ids``; returns counts by outcome."""
     ids = rp.check_ids(quarantine_ids)
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         with transaction(conn) as cur:
             rows = rp.load_open(cur, ids=ids)
@@ -203,7 +203,7 @@ def quarantine_reprocess(quarantine_ids: list[int], request_id: int = 0) -> dict
     counts = {k: v for k, v in sorted(outcome.items()) if v}
     error = "; ".join(failed) or None
     if request_id:
-        conn = connect()
+        conn = connect(role=FLOWS_ROLE)
         try:
             with transaction(conn) as cur:
                 rp.request_finished(

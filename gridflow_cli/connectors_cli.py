@@ -258,8 +258,13 @@ def validate(
     encoding: Annotated[str | None, typer.Option(help="CSV encoding (default: detected)")] = None,
 ) -> None:
     """Validate an export without loading it: accepted.csv (masked) and quarantined.csv (reasons)."""
-    from connectors.file import read_rows
+    from connectors.file import FileDamaged, read_rows
+    from connectors.records import DAMAGE_KEY
     from connectors.validate import VALIDATORS, resolve_crs
+    from grid.monitoring.exports import spreadsheet_safe
+
+    def cells(values: Sequence[Any]) -> list[Any]:
+        return [spreadsheet_safe(v) if isinstance(v, str) else v for v in values]
 
     entity = KINDS.get(kind.strip().lower())
     if entity is None:
@@ -273,6 +278,8 @@ def validate(
     default_crs = crs or (config.crs if config else None)
     if crs and resolve_crs(crs) is None:
         _fail(f"unknown coordinate system {crs!r} (use cgcs2000, wgs84, gcj02 or bd09)")
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(f"--out-dir {out_dir} exists and is not a directory")
 
     def read(offset: int) -> tuple[list[dict[str, Any]], int, bool]:
         try:
@@ -285,6 +292,9 @@ def validate(
                 limit=_CHUNK,
                 number_key=_ROW_KEY,
             )
+        except FileDamaged as exc:
+            _fail(str(exc))
+            raise  # unreachable
         except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
             _fail(f"{input_file.name} cannot be read ({type(exc).__name__})")
             raise  # unreachable
@@ -295,12 +305,17 @@ def validate(
         if not mapping:
             _fail(f"source {config.name} has no mapping for {entity}")
             return
+    elif not first and done:
+        mapping = {}  # no data rows: nothing to map, two header-only outputs
     else:
-        header = list(first[0]) if first else []
+        header = next((list(r) for r in first if DAMAGE_KEY not in r), [])
         mapping = _identity_mapping(entity, [h for h in header if h != _ROW_KEY])
     validator = VALIDATORS[entity]
     columns = _columns(entity)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot create --out-dir {out_dir}: {exc.strerror or type(exc).__name__}")
     reasons: Counter[str] = Counter()
     n_rows = n_ok = 0
     today = date.today()
@@ -315,20 +330,24 @@ def validate(
         rows, offset = first, consumed
         while True:
             n_rows += len(rows)
-            records, rejects = validator(rows, mapping=mapping, default_crs=default_crs, today=today)
+            records, rejects = (
+                validator(rows, mapping=mapping, default_crs=default_crs, today=today) if rows else ([], [])
+            )
             for rec in records:
-                accepted.writerow([render(getattr(rec, c)) for c, render in columns])
+                accepted.writerow(cells([render(getattr(rec, c)) for c, render in columns]))
             n_ok += len(records)
             for rej in sorted(rejects, key=lambda r: int(r.raw.get(_ROW_KEY, 0))):
                 reasons[str(rej.reason)] += 1
                 quarantined.writerow(
-                    [
-                        rej.raw.get(_ROW_KEY, ""),
-                        rej.source_record_id or "",
-                        str(rej.reason),
-                        rej.field or "",
-                        rej.detail,
-                    ]
+                    cells(
+                        [
+                            rej.raw.get(_ROW_KEY, ""),
+                            rej.source_record_id or "",
+                            str(rej.reason),
+                            rej.field or "",
+                            rej.detail,
+                        ]
+                    )
                 )
             if done:
                 break

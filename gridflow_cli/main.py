@@ -68,9 +68,16 @@ def db_down() -> None:
 
 
 @db_app.command("url")
-def db_url() -> None:
-    """Print the database URL gridflow uses."""
-    typer.echo(get_settings().dsn)
+def db_url(
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the owner's password too (for psql).")
+    ] = False,
+) -> None:
+    """Print the database URL gridflow uses (as the owner; password hidden unless asked)."""
+    from grid.store.db import redact_dsn
+
+    dsn = get_settings().dsn
+    typer.echo(dsn if show_password else redact_dsn(dsn))
 
 
 # -- world ------------------------------------------------------------------------------------

@@ -18,12 +18,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 from stdnum.cn import uscc as _uscc
 
 from geodata.codes import is_cell_code, is_division_code
+from grid.cases.amounts import AmountError, parse_yuan
 from grid.cases.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
 from grid.cases.routing import CaseFacts
 from grid.people import Vault
@@ -45,18 +46,14 @@ def worker_key(vault: Vault, id_number: str) -> bytes:
 
 
 def parse_amount(value: str | int | Decimal | None) -> Decimal | None:
-    """Yuan as a Decimal with at most two decimals; floats are refused (they do not hash stably)."""
-    if value is None or value == "":
-        return None
+    """Yuan as a Decimal with at most two decimals (:func:`grid.cases.amounts.parse_yuan`); floats
+    are refused here (they do not hash stably)."""
     if isinstance(value, float):
         raise IntakeError("amount must be given as a decimal string or integer, not a float")
     try:
-        amount = Decimal(str(value)).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        raise IntakeError("amount is not a number") from None
-    if amount < 0:
-        raise IntakeError("amount cannot be negative")
-    return amount
+        return parse_yuan(value)
+    except AmountError as exc:
+        raise IntakeError(exc.detail) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from typing import Any, Final
 import psycopg2.extensions
 
 from geodata.codes import CodeError, Level, ancestor, division_level, is_cell_code, is_division_code, parent
+from grid.cases.amounts import parse_yuan
 from grid.cases.deadlines import Deadlines, deadlines_for, escalation_steps
 from grid.cases.intake import CaseReport, dedupe_lock_keys
 from grid.cases.kinds import CaseKind, Outcome, Severity
@@ -824,9 +825,11 @@ def resolve(
     assistance: str | None = None,
     at: datetime | None = None,
 ) -> ActionResult:
-    """Resolve with an outcome (amount recovered, assistance given); cancels the queued steps."""
+    """Resolve with an outcome (amount recovered, assistance given); cancels the queued steps. An
+    amount that is no amount raises :class:`grid.cases.amounts.AmountError` before anything is written."""
     when = at or _now()
     oc = Outcome(outcome)
+    amount_recovered = parse_yuan(amount_recovered)
     payload: dict[str, Any] = {"outcome": oc.value}
     with transaction(conn) as cur:
         head = _lock_case(cur, case_id, expected_version)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import psycopg2.extensions
 
 from geodata.codes import Level, ancestor, division_level, is_cell_code
 from grid.cases import service
+from grid.cases.amounts import AmountError, parse_yuan
 from grid.cases.kinds import CaseKind, Outcome
 from grid.cases.routing import RoutingError
 from grid.cases.service import CaseDetail, CaseRules
@@ -68,6 +68,16 @@ class Conflict(RuntimeError):
 
 class BadRequest(ValueError):
     """Missing or malformed input."""
+
+
+class Unprocessable(BadRequest):
+    """Input of the right shape that is no acceptable value (an amount that is no amount): 422,
+    with a sentence in Chinese for the officer (``zh``) and one in English (the message)."""
+
+    def __init__(self, message: str, *, zh: str, field: str) -> None:
+        super().__init__(message)
+        self.zh = zh
+        self.field = field
 
 
 def _filter(p: Principal, *, unscoped: bool, column: str = "chain_code") -> tuple[str, list[Any]]:
@@ -409,10 +419,12 @@ def act(
             case Action.RESOLVE:
                 try:
                     outcome = Outcome(form.get("outcome", ""))
-                    raw = (form.get("amount_recovered") or "").strip()
-                    amount = Decimal(raw) if raw else None
-                except (ValueError, InvalidOperation):
-                    raise BadRequest("outcome or amount is invalid") from None
+                except ValueError:
+                    raise BadRequest("outcome is invalid") from None
+                try:
+                    amount = parse_yuan(form.get("amount_recovered"))
+                except AmountError as exc:
+                    raise Unprocessable(exc.detail, zh=exc.zh, field="amount_recovered") from None
                 return service.resolve(
                     conn,
                     outcome=outcome,

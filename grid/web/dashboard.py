@@ -57,7 +57,7 @@ def pct(v: float | None) -> str:
 
 
 def scope_prefix(p: Principal) -> str:
-    return "" if p.role is Role.ADMIN else p.prefix
+    return p.prefix
 
 
 @dataclass(frozen=True, slots=True)

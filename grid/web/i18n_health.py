@@ -107,4 +107,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "reason_bad_amount": ("金额错误", "bad amount"),
     "reason_missing_party": ("缺少当事人", "missing party"),
     "reason_address_outside_region": ("地址不在本数据源辖区", "address outside the source's region"),
+    "reason_malformed_row": ("行格式损坏", "malformed row"),
+    "reason_field_too_long": ("字段超长", "field too long"),
+    "reason_ragged_row": ("列数多于表头", "more values than columns"),
 }

@@ -16,7 +16,7 @@ from shapely.geometry import box
 from connectors.config import SourceConfig, SourceConfigError, SourceRejected, load_source_config
 from connectors.file import FileSource, detect_encoding, read_rows
 from connectors.reasons import Reason
-from connectors.records import Reject
+from connectors.records import DAMAGE_DETAIL_KEY, DAMAGE_KEY, Reject
 from connectors.sandbox.data import YICHANG_MAPPING, SandboxDataset
 from connectors.sandbox.faults import write_drop_file
 from connectors.source import Page, Source
@@ -232,7 +232,17 @@ def write_manifest(path: Path) -> None:
         ),
         pytest.param("ywid,xm\n1\n", [{"ywid": "1", "xm": None}], id="a short row is padded"),
         pytest.param(
-            "ywid,xm\n1,张三,多余\n", [{"ywid": "1", "xm": "张三", "_col3": "多余"}], id="extra cells kept"
+            "ywid,xm\n1,张三,多余\n",
+            [
+                {
+                    "ywid": "1",
+                    "xm": "张三",
+                    "_col3": "多余",
+                    DAMAGE_KEY: "ragged_row",
+                    DAMAGE_DETAIL_KEY: "line 2: 3 values for 2 columns",
+                }
+            ],
+            id="extra cells kept, the row marked ragged for quarantine",
         ),
         pytest.param(
             ' ywid ,"xm"\n"1","张,三"\n', [{"ywid": "1", "xm": "张,三"}], id="quoted header and comma"

@@ -470,9 +470,24 @@ def test_town_union_staff_see_their_own_dashboard_and_the_link_to_it_but_officer
     assert 'href="/dashboard"' in county and 'href="/health"' in county
 
 
-def test_an_administrator_sees_divisions_outside_their_scope_code(as_user: Any, dash: DashWorld) -> None:
-    assert as_user("admin").get(f"/dashboard/{OTHER_CITY}?{ON}").status_code == 200
-    assert as_user("admin").get(f"/dashboard/{PROVINCE}?{ON}").status_code == 200
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/dashboard/{city}", 200, id="own scope"),
+        pytest.param("/dashboard/{city}/export.csv", 200, id="own scope csv"),
+        pytest.param("/dashboard/{other}", 404, id="another city"),
+        pytest.param("/dashboard/{other}/ranking", 404, id="another city ranking"),
+        pytest.param("/dashboard/{other}/export.csv", 404, id="another city csv"),
+        pytest.param("/dashboard/{other}/export.xlsx", 404, id="another city xlsx"),
+        pytest.param("/dashboard/{province}", 404, id="above its scope"),
+    ],
+)
+def test_an_administrators_scope_applies_to_dashboards_and_exports(
+    path: str, status: int, as_user: Any, dash: DashWorld
+) -> None:
+    """Rule: an admin scoped to a city sees that city's dashboards and exports and nothing else."""
+    url = path.format(city=CITY, other=OTHER_CITY, province=PROVINCE)
+    assert as_user("admin").get(f"{url}?{ON}").status_code == status
 
 
 def test_no_personal_data_on_any_dashboard_page_or_export(as_user: Any, dash: DashWorld) -> None:
