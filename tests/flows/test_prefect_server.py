@@ -423,6 +423,33 @@ def test_server_problems_are_read_from_the_log(log: str, expected: list[tuple[st
     assert [(p.where, p.error, p.count) for p in prefect_status.server_problems(log)] == expected
 
 
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        pytest.param(None, "GRIDFLOW_PREFECT_AUTH_STRING must be set", id="missing"),
+        pytest.param("changeme", "GRIDFLOW_PREFECT_AUTH_STRING must be set", id="placeholder"),
+        pytest.param("just-a-password", "must have the form user:password", id="no user"),
+    ],
+)
+def test_production_refuses_a_prefect_api_without_a_real_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str | None, message: str
+) -> None:
+    """Rule: outside development the Prefect API's password comes from the environment; without a
+    real one gridflow refuses to start (no development file is made up in production)."""
+    from grid.settings import ConfigError
+
+    monkeypatch.delenv("GRIDFLOW_PREFECT_AUTH_STRING", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        Settings(
+            env="production",
+            state_dir=tmp_path,
+            hmac_key="a" * 44,
+            encryption_key="b" * 44,
+            prefect_auth_string=auth,
+        ).prefect_auth()
+    assert not (tmp_path / "keys").exists()
+
+
 def test_lock_pins_sqlalchemy_below_2_1() -> None:
     """Rule: the lock installs an SQLAlchemy that Prefect 3.8.8's scheduler works with (< 2.1)."""
     lock = (PROJECT_ROOT / "requirements.lock").read_text(encoding="utf-8")

@@ -360,7 +360,11 @@ def test_role_passwords_come_from_the_environment_in_production_and_a_0600_file_
     assert dev.db_dsn(WEB_ROLE) == f"postgresql://gridflow_web:{first}@127.0.0.1:5999/gridflow"
     assert dev.db_dsn("prefect", "prefect").endswith("@127.0.0.1:5999/prefect")
 
-    keys = {"GRIDFLOW_HMAC_KEY": "a" * 44, "GRIDFLOW_ENCRYPTION_KEY": "b" * 44}
+    keys = {
+        "GRIDFLOW_HMAC_KEY": "a" * 44,
+        "GRIDFLOW_ENCRYPTION_KEY": "b" * 44,
+        "GRIDFLOW_PREFECT_AUTH_STRING": "gridflow:" + "c" * 24,
+    }
     for k, v in keys.items():
         monkeypatch.setenv(k, v)
     prod = Settings(
