@@ -29,7 +29,7 @@ from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
 from grid.cases.intake import CaseReport, IntakeError, worker_key
-from grid.ingest import enterprise_copy, reject_copy, worker_copy
+from grid.ingest import enterprise_copy, field_problem_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
 from grid.store import geo
 from grid.store.db import connect, transaction
@@ -231,6 +231,25 @@ def _prepare_cases(
     )
 
 
+_LOCATION_FIELDS = frozenset({"lon", "lat", "crs", "address"})
+
+
+def _unmapped_reasons(
+    records: Sequence[Any],
+    reasons: list[str | None],
+    cells: Sequence[str | None],
+    divisions: Sequence[str | None],
+) -> None:
+    """A record whose location was dropped as a field problem and that could not be placed by
+    address either is stored unmapped with that problem's reason code (``out_of_china``,
+    ``unknown_crs`` ...), not the generic ``no_location``."""
+    for i, r in enumerate(records):
+        if r.problems and cells[i] is None and divisions[i] is None:
+            reason = next((str(p.reason) for p in r.problems if p.field in _LOCATION_FIELDS), None)
+            if reason is not None:
+                reasons[i] = reason
+
+
 def prepare_chunk(
     spec: ChunkSpec,
     raw_rows: Sequence[Mapping[str, Any]],
@@ -253,9 +272,11 @@ def prepare_chunk(
         index=ctx.index,
         locator=ctx.locator,
     )
+    _unmapped_reasons(fresh, placed.reason, placed.cell_code, placed.division_code)
     build = worker_copy if spec.entity == "workers" else enterprise_copy
     rows_text = build(fresh, placed, ctx.vault)  # type: ignore[arg-type]
     rejects_text = reject_copy(rejects, ctx.vault)  # type: ignore[arg-type]
+    problems_text = field_problem_copy(fresh, ctx.vault)  # type: ignore[arg-type]
     seen: list[str] = []
     if spec.full:
         seen = [r.source_record_id for r in records] + [
@@ -267,11 +288,13 @@ def prepare_chunk(
         rows_text=rows_text,
         n_rows=len(fresh),
         rejects_text=rejects_text,
+        problems_text=problems_text,
         skipped=len(records) - len(fresh) + len(unchanged),
         unmapped=sum(1 for c in placed.cell_code if c is None),
         high_water=max([*(r.source_updated_at for r in records), *(t for _, t in unchanged)], default=None),
         by_method=Counter(placed.method),
         by_reason=Counter(str(j.reason) for j in rejects),
+        by_problem=Counter(str(p.reason) for r in fresh for p in r.problems),
         seen=seen,
         versions=[(r.source_record_id, r.source_updated_at) for r in fresh],
     )
