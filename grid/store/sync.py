@@ -480,8 +480,9 @@ def _field_problems(
     chunk: PreparedChunk,
 ) -> None:
     """After a chunk's upsert (``stage_<table>`` still holds its rows): record the field problems of
-    the versions the store now holds — once per record and field; a problem seen again takes the
-    new reason, detail and raw value — and settle as ``fixed`` the open problems of records whose
+    the versions the store now holds — once per record and field; a problem seen again by another
+    run takes the new reason, detail and raw value and counts one more sighting (a replay in the
+    same run changes nothing) — and settle as ``fixed`` the open problems of records whose
     newly stored version no longer has them. A staged version the guard did not store (an older
     one, or the same content) changes nothing here."""
     args = {"source": source, "entity": entity, "run": run_id}
@@ -501,6 +502,8 @@ def _field_problems(
             ON CONFLICT (source, entity, source_record_id, field) WHERE settled_at IS NULL
             DO UPDATE SET reason_code = EXCLUDED.reason_code, detail = EXCLUDED.detail,
                 raw_enc = EXCLUDED.raw_enc, last_run_id = EXCLUDED.last_run_id, seen_count = f.seen_count + 1
+            WHERE f.last_run_id <> EXCLUDED.last_run_id
+               OR (f.reason_code, f.detail) IS DISTINCT FROM (EXCLUDED.reason_code, EXCLUDED.detail)
             """,
             args,
         )
