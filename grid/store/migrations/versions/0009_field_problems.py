@@ -7,6 +7,9 @@
   ``settled_at`` / ``resolution`` (``fixed``: a newer version of the record carries a valid value,
   written by a nightly sync or by reprocessing), and reprocessing bookkeeping as in quarantine.
 * The web role reads it under row-level security by the source's ``city_code``, as quarantine.
+* ``coverage_note``: per snapshot date and division, the records beside the registry rates —
+  quarantined whole (not counted: "另有 N 条待核实") and counted with a field problem
+  (``grid/monitoring/pending.py``). Counts only; the web role may SELECT it.
 
 Revision ID: 0009
 Revises: 0006
@@ -53,6 +56,17 @@ CREATE POLICY field_problem_via_source ON field_problem FOR SELECT TO gridflow_a
     USING (EXISTS (SELECT 1 FROM source s WHERE s.name = field_problem.source
                    AND gridflow_chain_visible(s.city_code)));
 GRANT SELECT ON field_problem TO gridflow_app;
+
+CREATE TABLE coverage_note (
+    snapshot_date              date     NOT NULL REFERENCES coverage_run (snapshot_date) ON DELETE CASCADE,
+    division_code              char(12) NOT NULL,
+    workers_pending            integer  NOT NULL DEFAULT 0,
+    enterprises_pending        integer  NOT NULL DEFAULT 0,
+    workers_field_problems     integer  NOT NULL DEFAULT 0,
+    enterprises_field_problems integer  NOT NULL DEFAULT 0,
+    PRIMARY KEY (snapshot_date, division_code)
+);
+GRANT SELECT ON coverage_note TO gridflow_app;
 """
     )
 
@@ -60,6 +74,7 @@ GRANT SELECT ON field_problem TO gridflow_app;
 def downgrade() -> None:
     op.execute(
         """
+DROP TABLE IF EXISTS coverage_note;
 DROP POLICY IF EXISTS field_problem_via_source ON field_problem;
 REVOKE ALL ON field_problem FROM gridflow_app;
 DROP TABLE IF EXISTS field_problem;
