@@ -214,3 +214,14 @@ def test_a_city_sending_bad_phones_gets_the_same_rate_and_a_note_of_its_field_pr
     line = next(ln for ln in shown.output.splitlines() if "Workers mapped" in ln)
     assert "180 / 200" in line and "90.0%" in line
     assert f"另有 {BAD_IDS} 条待核实" in line and f"{10 + N // 10} 条字段待核实" in line
+
+    # `gridflow quarantine list` shows the two kinds apart
+    listed = CliRunner().invoke(app, ["quarantine", "list", "--source", b])
+    assert listed.exit_code == 0, listed.output
+    record_part, field_part = listed.output.split("field problems (record loaded")
+    assert f"{b} workers bad_id_checksum: {BAD_IDS}" in record_part
+    assert f"{b} workers bad_phone [phone]: {N // 10}" in field_part
+    assert f"{b} workers missing_coordinates [lon]: 10" in field_part
+    assert "bad_phone" not in record_part and "12345" not in listed.output
+    refused = CliRunner().invoke(app, ["quarantine", "reprocess", "--local"])
+    assert refused.exit_code == 1 and "choose at least one" in refused.output
