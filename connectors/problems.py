@@ -98,10 +98,11 @@ class FieldProblem:
     ``field`` is the canonical field the rule named (``phone``, ``lon``, ``crs`` ...), ``detail``
     names the rule and the city's field, never the value. ``raw`` holds the city's raw values of
     the fields involved (city field name -> value), kept only to be stored encrypted; it is
-    excluded from ``repr``.
+    excluded from ``repr`` and from comparison (two spellings of one bad value, e.g. an empty
+    cell read as ``None`` from XLSX and ``""`` from CSV, are the same problem).
     """
 
     field: str
     reason: Reason
     detail: str
-    raw: dict[str, Any] = dc_field(repr=False)
+    raw: dict[str, Any] = dc_field(repr=False, compare=False)

@@ -13,7 +13,6 @@ import pytest
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from connectors.reasons import Reason
 from connectors.records import CANONICAL_FIELDS
 from connectors.sandbox.app import SandboxServer, create_app
 from connectors.sandbox.data import YICHANG_MAPPING, SandboxDataset
@@ -22,6 +21,7 @@ from connectors.validate import CHINA_TZ
 from grid.settings import PROJECT_ROOT, get_settings
 from gridflow_cli.main import app
 from tests.pii_scan import find_pii
+from tests.sandbox_labels import split_labels
 
 AS_OF = datetime(2026, 3, 1, 2, 0, tzinfo=CHINA_TZ)
 CELLS = [("420502001001001", box(111.28, 30.68, 111.30, 30.70))]
@@ -168,19 +168,6 @@ def test_sources_check_a_file_drop_shows_waiting_files_and_writes_nothing(
 
 
 # --- validate ---------------------------------------------------------------------------------
-
-
-# Issue #21: of the sandbox's bad rows, these keep the record out (record problems); the others
-# only empty one field of an accepted record (field problems). Every case-report defect is a record
-# problem. The counts of quarantined.csv changed with that rule.
-RECORD_LABELS = {"workers": {"bad_id_checksum"}, "enterprises": {"bad_uscc_checksum"}}
-
-
-def split_labels(entity: str, labels: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(record id -> label of rows quarantined whole, of rows accepted with a field problem)."""
-    bad = {k: v for k, v in labels.items() if v in set(Reason)}
-    whole = {k: v for k, v in bad.items() if entity == "cases" or v in RECORD_LABELS[entity]}
-    return whole, {k: v for k, v in bad.items() if k not in whole}
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ import pytest
 from grid.settings import get_settings
 from grid.store.db import connect, transaction
 from tests.conftest import write_sources
+from tests.sandbox_labels import split_labels
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
 
@@ -52,23 +53,6 @@ def _fingerprint(source: str) -> tuple:
     )
 
 
-# Issue #21: which sandbox defects keep a record out (record problems: what identifies it) and
-# which only empty one field (field problems). The numbers of the night changed with the rule:
-# before, every labelled row was quarantined; now only these are.
-RECORD_LABELS = {"workers": {"bad_id_checksum"}, "enterprises": {"bad_uscc_checksum"}}
-FIELD_LABELS = {
-    "workers": {
-        "bad_uscc_checksum",
-        "missing_coordinates",
-        "out_of_china",
-        "unknown_crs",
-        "bad_phone",
-        "bad_date",
-    },
-    "enterprises": {"missing_coordinates", "out_of_china", "unknown_crs", "bad_phone"},
-}
-
-
 def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database(
     prefect_harness, loaded_world, sandbox_url, sandbox_dataset, sources_dir
 ) -> None:
@@ -90,12 +74,11 @@ def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database
     for entity in ("enterprises", "workers"):
         labels = sandbox_dataset.labels(entity)
         expected_total += len(labels)
-        expected_bad.update(
-            {(entity, rid): lab for rid, lab in labels.items() if lab in RECORD_LABELS[entity]}
-        )
-        expected_problems.update(
-            {(entity, rid): lab for rid, lab in labels.items() if lab in FIELD_LABELS[entity]}
-        )
+        # Issue #21: the numbers of the night changed with the rule — before, every labelled row
+        # was quarantined; now only those whose defect is in an identifying field are.
+        whole, kept = split_labels(entity, labels)
+        expected_bad.update({(entity, rid): lab for rid, lab in whole.items()})
+        expected_problems.update({(entity, rid): lab for rid, lab in kept.items()})
     quarantined = {
         (entity, rid): reason
         for entity, rid, reason in _query(
@@ -133,6 +116,42 @@ def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database
         if e == "workers" and lab == "missing_coordinates"
     }  # fmt: skip
     assert run["field_problems"] == len(expected_problems)
+    # ... and 职工信息掌握率's denominator includes them: the city's snapshot counts every stored
+    # worker attributed to it (placed or not), the ones with field problems among them.
+    from datetime import date, datetime
+
+    from grid.monitoring.coverage import compute_snapshot, division_coverage
+    from grid.monitoring.pending import notes
+    from grid.workdays import SHANGHAI
+
+    city = loaded_world.city_code
+    day = date(2026, 8, 30)  # a date no other test snapshots
+    conn = connect()
+    try:
+        compute_snapshot(conn, snapshot_date=day, as_of=datetime(2026, 8, 30, 20, tzinfo=SHANGHAI))
+        row = division_coverage(conn, snapshot_date=day, code=city)
+        noted = notes(conn, codes=[city], snapshot_date=day)[city]
+        with transaction(conn) as cur:
+            cur.execute("DELETE FROM coverage_run WHERE snapshot_date = %s", (day,))
+    finally:
+        conn.close()
+    live = _query(
+        "SELECT count(*), count(*) FILTER (WHERE w.cell_code IS NOT NULL)"
+        " FROM worker w JOIN source s ON s.name = w.source"
+        " WHERE w.deleted_at IS NULL AND left(coalesce(w.division_code, s.city_code), 4) = %s",
+        city[:4],
+    )[0]
+    assert row is not None and (row.counts.workers, row.counts.workers_mapped) == live
+    problem_workers = _query(
+        "SELECT count(DISTINCT w.id), count(DISTINCT w.id) FILTER (WHERE left(coalesce(w.division_code, %s), 4) = %s)"
+        " FROM field_problem f JOIN worker w ON w.source = f.source AND w.source_record_id = f.source_record_id"
+        " WHERE f.source = %s AND f.settled_at IS NULL",
+        city,
+        city[:4],
+        "city_a",
+    )[0]
+    assert problem_workers[0] == problem_workers[1] > 0  # every one of them counted in the city
+    assert noted.workers_field_problems >= problem_workers[0]
 
     (workers, enterprises, unmapped) = _query(
         "SELECT (SELECT count(*) FROM worker WHERE source = %s), (SELECT count(*) FROM enterprise WHERE source = %s),"
