@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from grid.store.copy import copy_from_text, copy_text
+from grid.store.copy import copy_from_text, copy_text, parse_copy_text
 from grid.store.db import fetch_one, transaction
 from grid.store.failpoints import failpoint
 
@@ -484,31 +484,13 @@ def _field_problems(
     run takes the new reason, detail and raw value and counts one more sighting (a replay in the
     same run changes nothing) — and settle as ``fixed`` the open problems of records whose
     newly stored version no longer has them. A staged version the guard did not store (an older
-    one, or the same content) changes nothing here."""
-    args = {"source": source, "entity": entity, "run": run_id}
-    stored = f"""
-        SELECT s.source_record_id FROM stage_{table} s
-        JOIN {table} t ON t.source = %(source)s AND t.source_record_id = s.source_record_id
-                     AND t.source_updated_at = s.source_updated_at AND t.deleted_at IS NULL"""
-    cur.execute("TRUNCATE stage_field_problem")
-    if chunk.problems_text:
-        copy_from_text(cur, "stage_field_problem", FIELD_PROBLEM_COLUMNS, chunk.problems_text)
-        cols = ", ".join(FIELD_PROBLEM_COLUMNS)
-        cur.execute(
-            f"""
-            INSERT INTO field_problem AS f (source, entity, run_id, last_run_id, {cols})
-            SELECT %(source)s, %(entity)s, %(run)s, %(run)s, {", ".join("p." + c for c in FIELD_PROBLEM_COLUMNS)}
-            FROM stage_field_problem p WHERE p.source_record_id IN ({stored})
-            ON CONFLICT (source, entity, source_record_id, field) WHERE settled_at IS NULL
-            DO UPDATE SET reason_code = EXCLUDED.reason_code, detail = EXCLUDED.detail,
-                raw_enc = EXCLUDED.raw_enc, last_run_id = EXCLUDED.last_run_id, seen_count = f.seen_count + 1
-            WHERE f.last_run_id <> EXCLUDED.last_run_id
-               OR (f.reason_code, f.detail) IS DISTINCT FROM (EXCLUDED.reason_code, EXCLUDED.detail)
-            """,
-            args,
-        )
-    # Open problems of the staged records first (a hash semi-join of two small sets), so that the
-    # common case — none — costs no lookup of the stored rows.
+    one, or the same content) changes nothing here.
+
+    Only the few records concerned (those with a problem now, and those with an open one) are
+    looked up in the store, by their key: joining the whole staged chunk with the table let the
+    planner scan the table once per chunk."""
+    args: dict[str, Any] = {"source": source, "entity": entity, "run": run_id}
+    problems = [parts for parts in parse_copy_text(chunk.problems_text) if parts != [""]]
     cur.execute(
         f"""
         SELECT DISTINCT f.source_record_id FROM field_problem f
@@ -517,19 +499,54 @@ def _field_problems(
         """,
         args,
     )
-    open_ids = [r[0] for r in cur.fetchall()]
-    if not open_ids:
+    open_ids = {r[0] for r in cur.fetchall()}
+    candidates = sorted(open_ids | {p[0] for p in problems if p[0] is not None})
+    if not candidates:
         return
     cur.execute(
-        f"""
-        UPDATE field_problem f SET settled_at = now(), resolution = 'fixed', last_run_id = %(run)s
-        WHERE f.source = %(source)s AND f.entity = %(entity)s AND f.settled_at IS NULL
-          AND f.source_record_id = ANY(%(ids)s) AND f.source_record_id IN ({stored})
-          AND NOT EXISTS (SELECT 1 FROM stage_field_problem p
-                          WHERE p.source_record_id = f.source_record_id AND p.field = f.field)
-        """,
-        {**args, "ids": open_ids},
+        f"SELECT source_record_id, source_updated_at FROM stage_{table} WHERE source_record_id = ANY(%s)",
+        (candidates,),
     )
+    staged = cur.fetchall()
+    cur.execute(
+        f"""
+        SELECT x.rid FROM unnest(%(ids)s::text[], %(versions)s::timestamptz[]) AS x(rid, version)
+        JOIN {table} t ON t.source = %(source)s AND t.source_record_id = x.rid
+                     AND t.source_updated_at = x.version AND t.deleted_at IS NULL
+        """,
+        {**args, "ids": [r[0] for r in staged], "versions": [r[1] for r in staged]},
+    )
+    stored = sorted({r[0] for r in cur.fetchall()})
+    if not stored:
+        return
+    if problems:
+        cur.execute("TRUNCATE stage_field_problem")
+        copy_from_text(cur, "stage_field_problem", FIELD_PROBLEM_COLUMNS, chunk.problems_text)
+        cols = ", ".join(FIELD_PROBLEM_COLUMNS)
+        cur.execute(
+            f"""
+            INSERT INTO field_problem AS f (source, entity, run_id, last_run_id, {cols})
+            SELECT %(source)s, %(entity)s, %(run)s, %(run)s, {", ".join("p." + c for c in FIELD_PROBLEM_COLUMNS)}
+            FROM stage_field_problem p WHERE p.source_record_id = ANY(%(stored)s)
+            ON CONFLICT (source, entity, source_record_id, field) WHERE settled_at IS NULL
+            DO UPDATE SET reason_code = EXCLUDED.reason_code, detail = EXCLUDED.detail,
+                raw_enc = EXCLUDED.raw_enc, last_run_id = EXCLUDED.last_run_id, seen_count = f.seen_count + 1
+            WHERE f.last_run_id <> EXCLUDED.last_run_id
+               OR (f.reason_code, f.detail) IS DISTINCT FROM (EXCLUDED.reason_code, EXCLUDED.detail)
+            """,
+            {**args, "stored": stored},
+        )
+    settle = sorted(open_ids.intersection(stored))
+    if settle:
+        cur.execute(
+            """
+            UPDATE field_problem f SET settled_at = now(), resolution = 'fixed', last_run_id = %(run)s
+            WHERE f.source = %(source)s AND f.entity = %(entity)s AND f.settled_at IS NULL
+              AND f.source_record_id = ANY(%(ids)s)
+              AND NOT (f.source_record_id || E'\\x1f' || f.field = ANY(%(still)s))
+            """,
+            {**args, "ids": settle, "still": [f"{p[0]}\x1f{p[1]}" for p in problems]},
+        )
 
 
 def write_page(
