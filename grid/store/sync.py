@@ -486,37 +486,30 @@ def _field_problems(
     newly stored version no longer has them. A staged version the guard did not store (an older
     one, or the same content) changes nothing here.
 
-    Only the few records concerned (those with a problem now, and those with an open one) are
-    looked up in the store, by their key: joining the whole staged chunk with the table let the
-    planner scan the table once per chunk."""
+    Every lookup is by key (``= ANY`` of the chunk's record ids on a unique index), never a join
+    of the staged chunk with a table: without fresh statistics the planner scanned the growing
+    table once per chunk (a first night went from ~30 to ~140 µs of database CPU per record)."""
     args: dict[str, Any] = {"source": source, "entity": entity, "run": run_id}
     problems = [parts for parts in parse_copy_text(chunk.problems_text) if parts != [""]]
+    versions = dict(chunk.versions)
+    if len(versions) < chunk.n_rows:  # a chunk built without its versions: read them from the stage
+        cur.execute(f"SELECT source_record_id, source_updated_at FROM stage_{table}")
+        versions = dict(cur.fetchall())
     cur.execute(
-        f"""
-        SELECT DISTINCT f.source_record_id FROM field_problem f
-        WHERE f.source = %(source)s AND f.entity = %(entity)s AND f.settled_at IS NULL
-          AND f.source_record_id IN (SELECT source_record_id FROM stage_{table})
-        """,
-        args,
+        "SELECT DISTINCT source_record_id FROM field_problem WHERE source = %(source)s AND entity = %(entity)s"
+        " AND settled_at IS NULL AND source_record_id = ANY(%(ids)s)",
+        {**args, "ids": list(versions)},
     )
     open_ids = {r[0] for r in cur.fetchall()}
-    candidates = sorted(open_ids | {p[0] for p in problems if p[0] is not None})
+    candidates = sorted((open_ids | {str(p[0]) for p in problems}) & versions.keys())
     if not candidates:
         return
     cur.execute(
-        f"SELECT source_record_id, source_updated_at FROM stage_{table} WHERE source_record_id = ANY(%s)",
-        (candidates,),
+        f"SELECT source_record_id, source_updated_at FROM {table}"
+        " WHERE source = %(source)s AND source_record_id = ANY(%(ids)s) AND deleted_at IS NULL",
+        {**args, "ids": candidates},
     )
-    staged = cur.fetchall()
-    cur.execute(
-        f"""
-        SELECT x.rid FROM unnest(%(ids)s::text[], %(versions)s::timestamptz[]) AS x(rid, version)
-        JOIN {table} t ON t.source = %(source)s AND t.source_record_id = x.rid
-                     AND t.source_updated_at = x.version AND t.deleted_at IS NULL
-        """,
-        {**args, "ids": [r[0] for r in staged], "versions": [r[1] for r in staged]},
-    )
-    stored = sorted({r[0] for r in cur.fetchall()})
+    stored = sorted(rid for rid, version in cur.fetchall() if versions.get(rid) == version)
     if not stored:
         return
     if problems:
