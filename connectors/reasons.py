@@ -1,9 +1,11 @@
-"""The closed list of reasons a source record is quarantined instead of loaded.
+"""The closed list of reasons a source record, or one field of it, fails validation.
 
 Every record that is not loaded carries exactly one of these codes (skip reasons as data): it is
 counted per run, stored in quarantine with the raw row (encrypted), and can be reprocessed once the
-source or the rule is fixed. The codes are stable strings: they are stored in the database and
-shown in run summaries, so never rename one; add a new member instead.
+source or the rule is fixed. A record loaded with one field left empty (a field problem, decided
+per field in :mod:`connectors.problems`) keeps the same code on a ``field_problem`` row. The
+codes are stable strings: they are stored in the database and shown in run summaries, so never
+rename one; add a new member instead.
 
 | code | 中文 | meaning |
 |---|---|---|

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from connectors.problems import FieldProblem
 from connectors.reasons import Reason
 from grid.cases.kinds import CaseKind, HardshipGrade, Severity
 
@@ -79,6 +80,8 @@ class WorkerRecord:
     lon: float | None = dc_field(repr=False)
     lat: float | None = dc_field(repr=False)
     crs: str | None
+    #: Fields that failed their rule and are empty above (:mod:`connectors.problems`).
+    problems: tuple[FieldProblem, ...] = dc_field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,8 @@ class EnterpriseRecord:
     lat: float | None
     crs: str | None
     legal_rep_phone: str | None = dc_field(repr=False)
+    #: Fields that failed their rule and are empty above (:mod:`connectors.problems`).
+    problems: tuple[FieldProblem, ...] = dc_field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)

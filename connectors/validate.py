@@ -5,6 +5,15 @@ realistic worker rows per second on one core (sandbox data, pages of 500).
 
 Rules, and the decisions behind them
 ------------------------------------
+A failed rule names one canonical field. For workers and enterprises, :mod:`connectors.problems`
+decides per field whether that is a **record problem** (the record is a :class:`Reject`, quarantined
+whole: record id, update time, resident ID, name, credit code, union flag) or a **field problem**
+(the record is loaded with that field empty and carries a :class:`connectors.problems.FieldProblem`
+with the same reason code in ``record.problems``: phone, birth date, employer credit code, employee
+count, and the location — a point that is missing, unreadable, in an unknown CRS or outside China
+is dropped and the record placed by its address, or stored unmapped with that reason code). Case
+reports have record problems only. The reason codes below are the same either way.
+
 Normalisation (before any check) of ID, credit-code, phone and number fields: Unicode NFKC
 (full-width ``４２０５`` -> ``4205``, ideographic space -> space), surrounding whitespace
 stripped, inner spaces/hyphens removed from ID and credit codes, lowercase ``x`` -> ``X``.
@@ -98,6 +107,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from connectors.problems import FieldProblem, ProblemKind, kind_of
 from connectors.reasons import Reason
 from connectors.records import (
     CANONICAL_FIELDS,
@@ -477,7 +487,10 @@ def _check_mapping(entity: str, mapping: Mapping[str, str]) -> None:
 class _Common:
     """Field names and per-call state shared by the worker and enterprise row validators."""
 
-    def __init__(self, mapping: Mapping[str, str], default_crs: str | None, today: date) -> None:
+    def __init__(
+        self, mapping: Mapping[str, str], default_crs: str | None, today: date, entity: str = "cases"
+    ) -> None:
+        self.entity = entity
         self.rid = mapping["source_record_id"]
         self.ts = mapping["source_updated_at"]
         self.lon = mapping.get("lon") or None
@@ -489,6 +502,7 @@ class _Common:
         self.default_crs_declared = bool(default_crs and str(default_crs).strip())
         self.ts_limit = datetime.combine(today + timedelta(days=2), time(), CHINA_TZ)
         self.city_field = dict(mapping)
+        self.location_fields = tuple(mapping[k] for k in ("lon", "lat", "crs", "address") if mapping.get(k))
         self._crs_cache: dict[str, str | None] = {}
         # Many workers share an employer: each distinct credit code is checked once per page.
         self._uscc_cache: dict[tuple[str, str], str | FieldError | None] = {}
@@ -508,6 +522,28 @@ class _Common:
         if isinstance(hit, FieldError):
             raise FieldError(hit.reason, hit.field, hit.detail)
         return hit
+
+    def field_problem(
+        self, e: FieldError, row: Mapping[str, Any], city_fields: Sequence[str]
+    ) -> FieldProblem:
+        """``e`` as a field problem of the record (see :mod:`connectors.problems`), or ``e``
+        raised again when its field is one that keeps the record out."""
+        if kind_of(self.entity, e.field) is not ProblemKind.FIELD:
+            raise e
+        city = self.city_field.get(e.field or "")
+        detail = f"{e.detail} (field {city})" if city else e.detail
+        return FieldProblem(e.field or "", e.reason, detail, {f: row.get(f) for f in city_fields})
+
+    def located(
+        self, row: Mapping[str, Any], address: str | None, problems: list[FieldProblem]
+    ) -> tuple[float | None, float | None, str | None]:
+        """:meth:`point`, with a location that fails its rule dropped (the record is then placed
+        by its address, or stored unmapped with the problem's reason code)."""
+        try:
+            return self.point(row, address)
+        except FieldError as e:
+            problems.append(self.field_problem(e, row, self.location_fields))
+            return None, None, None
 
     def record_id(self, row: Mapping[str, Any]) -> str:
         v = row.get(self.rid)
@@ -579,7 +615,7 @@ def _worker_validator(
     mapping: Mapping[str, str], default_crs: str | None, today: date
 ) -> tuple[_Common, Callable[[Mapping[str, Any]], WorkerRecord]]:
     _check_mapping("workers", mapping)
-    c = _Common(mapping, default_crs, today)
+    c = _Common(mapping, default_crs, today, "workers")
     f_id = mapping["id_number"]
     f_name = mapping["name"]
     f_gender = mapping.get("gender") or None
@@ -594,8 +630,12 @@ def _worker_validator(
         updated = c.updated_at(row)
         id_number, birth = normalise_id_number(row.get(f_id), today=today)
         name = _name(row.get(f_name), "name")
+        problems: list[FieldProblem] = []
         if f_birth is not None:
-            parse_date(row.get(f_birth), field="birth_date")
+            try:
+                parse_date(row.get(f_birth), field="birth_date")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_birth,)))
         gender = None
         if f_gender is not None:
             g = row.get(f_gender)
@@ -603,11 +643,22 @@ def _worker_validator(
                 gender = gender_map.get(str(g).strip().lower())
         if gender is None:
             gender = "M" if int(id_number[16]) % 2 else "F"
-        phone = normalise_phone(row.get(f_phone)) if f_phone else None
-        uscc = c.uscc(row.get(f_uscc), "enterprise_uscc") if f_uscc else None
+        phone = uscc = None
+        if f_phone:
+            try:
+                phone = normalise_phone(row.get(f_phone))
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_phone,)))
+        if f_uscc:
+            try:
+                uscc = c.uscc(row.get(f_uscc), "enterprise_uscc")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_uscc,)))
         address = _text(row.get(f_addr)) if f_addr else None
-        lon, lat, crs = c.point(row, address)
-        return WorkerRecord(rid, updated, id_number, name, gender, birth, phone, uscc, address, lon, lat, crs)
+        lon, lat, crs = c.located(row, address, problems)
+        return WorkerRecord(
+            rid, updated, id_number, name, gender, birth, phone, uscc, address, lon, lat, crs, tuple(problems)
+        )
 
     return c, validate_row
 
@@ -666,7 +717,7 @@ def _enterprise_validator(
     mapping: Mapping[str, str], default_crs: str | None, today: date
 ) -> tuple[_Common, Callable[[Mapping[str, Any]], EnterpriseRecord]]:
     _check_mapping("enterprises", mapping)
-    c = _Common(mapping, default_crs, today)
+    c = _Common(mapping, default_crs, today, "enterprises")
     f_uscc = mapping["uscc"]
     f_name = mapping["name"]
     f_union = mapping["union_established"]
@@ -684,11 +735,23 @@ def _enterprise_validator(
         if name is None:
             raise FieldError(Reason.MISSING_FIELD, "name", "enterprise name is blank")
         union = _flag(row.get(f_union), "union_established")
-        count = _count(row.get(f_count), "employee_count") if f_count else None
-        phone = normalise_phone(row.get(f_phone), field="legal_rep_phone") if f_phone else None
+        problems: list[FieldProblem] = []
+        count = phone = None
+        if f_count:
+            try:
+                count = _count(row.get(f_count), "employee_count")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_count,)))
+        if f_phone:
+            try:
+                phone = normalise_phone(row.get(f_phone), field="legal_rep_phone")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_phone,)))
         address = _text(row.get(f_addr)) if f_addr else None
-        lon, lat, crs = c.point(row, address)
-        return EnterpriseRecord(rid, updated, uscc, name, union, count, address, lon, lat, crs, phone)
+        lon, lat, crs = c.located(row, address, problems)
+        return EnterpriseRecord(
+            rid, updated, uscc, name, union, count, address, lon, lat, crs, phone, tuple(problems)
+        )
 
     return c, validate_row
 

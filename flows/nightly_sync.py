@@ -127,6 +127,7 @@ def _summary(name: str, run_id: int | None, totals: sync.RunTotals, status: str)
         "unchanged": totals.unchanged,
         "quarantined": totals.quarantined,
         "unmapped": totals.unmapped,
+        "field_problems": totals.field_problems,
         "missing": totals.missing,
         "soft_deleted": totals.soft_deleted,
     }
@@ -274,6 +275,7 @@ def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, 
     )
     reasons = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_reason.items())) or "| — | 0 |"
     methods = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_method.items())) or "| — | 0 |"
+    problems = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_problem.items())) or "| — | 0 |"
     create_markdown_artifact(
         key=f"sync-{key}-detail",
         markdown=(
@@ -281,8 +283,10 @@ def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, 
             f"Status: **{row['status']}**{' — ' + error if error else ''}\n\n"
             f"Received {row['received']}, loaded {row['loaded']}, unchanged {row['unchanged']}, "
             f"quarantined {row['quarantined']}, unmapped {row['unmapped']}, "
+            f"loaded with a field problem {row['field_problems']}, "
             f"missing from snapshot {row['missing']}, soft-deleted {row['soft_deleted']}.\n\n"
-            "| quarantine reason | records |\n|---|---|\n" + reasons + "\n\n"
+            "| quarantine reason (record problems) | records |\n|---|---|\n" + reasons + "\n\n"
+            "| field problem (record loaded, field empty) | fields |\n|---|---|\n" + problems + "\n\n"
             "| placement method | records |\n|---|---|\n" + methods + "\n"
         ),
     )

@@ -56,6 +56,8 @@ RELATIONS: Final[dict[str, tuple[WebAccess, str]]] = {
     "quarantine": (S, "rejected records (encrypted); via a source in scope"),
     "reprocess_request": (S, "who asked to reprocess; via a source in scope"),
     "coverage_snapshot": (S, "the four fulls per division; by the division code"),
+    "coverage_note": (S, "records pending verification per division; by the division code"),
+    "field_problem": (S, "fields left empty (raw values encrypted); via a source in scope"),
     "coverage_run": (R, "dates and times a snapshot was computed; no division, no person"),
     "grid_officer": (S, "officer accounts per cell; by the cell code"),
     # reference
