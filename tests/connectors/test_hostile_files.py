@@ -43,7 +43,10 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
             "quoted_field_over_limit.csv", 4, {"field_too_long": 1}, id="quoted field over the limit"
         ),
         pytest.param(
-            "ragged_rows.csv", 10, {"ragged_row": 1, "missing_coordinates": 1}, id="more and fewer values"
+            "ragged_rows.csv",
+            10,
+            {"ragged_row": 1},
+            id="more values quarantined; fewer values: the record kept, missing coordinates a field problem",
         ),
         pytest.param("text_after_quote.csv", 8, {"malformed_row": 1}, id="text after a closing quote"),
         pytest.param("formula_ids.csv", 6, {}, id="formula-leading ids"),
@@ -69,6 +72,8 @@ def test_validate_accounts_for_every_line_of_a_damaged_file(
         got[q["reason_code"]] = got.get(q["reason_code"], 0) + 1
         assert q["detail"] and "x" * 50 not in q["detail"]  # a reason, never the value
     assert got == reasons
+    problems = [p["reason_code"] for p in _read_csv(out / "field_problems.csv")]
+    assert problems == (["missing_coordinates"] if name == "ragged_rows.csv" else [])
 
 
 def test_the_unclosed_quote_is_named_by_its_line(tmp_path: Path) -> None:

@@ -177,9 +177,9 @@ def test_every_relation_of_the_schema_is_classified(owner_conn: Any) -> None:
 
 @contextmanager
 def _seeded_monitoring(owner_conn: Any, tree: Tree) -> Iterator[None]:
-    """Rows in the scoped tables the tree does not fill (a source of its own with a run, quarantine
-    and a reprocessing request; a coverage snapshot; a reveal), removed afterwards so other tests'
-    counts are untouched."""
+    """Rows in the scoped tables the tree does not fill (a source of its own with a run,
+    quarantine, a field problem and a reprocessing request; a coverage snapshot and note; a
+    reveal), removed afterwards so other tests' counts are untouched."""
     source = f"roles{secrets.token_hex(4)}"
     case_id = next(iter(tree.cases.values()))
     user_id = next(iter(tree.user_ids.values()))
@@ -207,6 +207,15 @@ def _seeded_monitoring(owner_conn: Any, tree: Tree) -> Iterator[None]:
             (tree.city,),
         )
         cur.execute(
+            "INSERT INTO coverage_note (snapshot_date, division_code, workers_pending) VALUES ('2001-01-01', %s, 1)",
+            (tree.city,),
+        )
+        cur.execute(
+            "INSERT INTO field_problem (source, entity, source_record_id, field, reason_code, raw_enc, run_id,"
+            " last_run_id) VALUES (%s, 'workers', 'r1', 'phone', 'bad_phone', '\\x00', %s, %s)",
+            (source, run, run),
+        )
+        cur.execute(
             "INSERT INTO reveal_audit (user_id, login, case_id, field, reason) "
             "VALUES (%s, 'x', %s, 'worker_id', 'test reason') RETURNING id",
             (user_id, case_id),
@@ -220,6 +229,7 @@ def _seeded_monitoring(owner_conn: Any, tree: Tree) -> Iterator[None]:
             cur.execute("DELETE FROM coverage_run WHERE snapshot_date = '2001-01-01'")  # cascades
             cur.execute("DELETE FROM reprocess_request WHERE source = %s", (source,))
             cur.execute("DELETE FROM quarantine WHERE source = %s", (source,))
+            cur.execute("DELETE FROM field_problem WHERE source = %s", (source,))
             cur.execute("DELETE FROM sync_run WHERE source = %s", (source,))
             cur.execute("DELETE FROM source WHERE name = %s", (source,))
 
