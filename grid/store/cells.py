@@ -15,8 +15,9 @@ A committed import is one ``cell_version``. Committing it (:func:`commit_import`
   with a reason naming the import: moved cases get an event carrying the reason and the move,
   cases whose cell keeps its code are relabelled to the new version. (With several superseded
   versions, each further re-route is its own transaction after the first.) Where to each case
-  goes is decided by :func:`grid.cases.service.plan_reroute` — its point, else the same code,
-  else the new cell over the old cell's interior, else the old cell's community.
+  goes is decided by :func:`grid.cases.reroute_plan.plan` — cases of cells the import did not
+  change stay; the others go by their point, else the same code, else the new cell over the old
+  cell's interior, else the old cell's community.
 * Re-importing the same grid is a no-op (:attr:`geodata.diff.GridDiff.is_noop`): no version.
 
 The dry run (:func:`plan_import`) is the same commit **rehearsed** in a transaction that is then
@@ -83,7 +84,7 @@ class CaseMove:
     case_id: int
     from_chain: str
     to_chain: str
-    how: str  # point | same_code | overlap | community (grid.cases.service.plan_reroute)
+    how: str  # point | same_code | overlap | community (grid.cases.reroute_plan)
     old_version: int
 
 
@@ -375,16 +376,14 @@ def _moves(cur: Cursor, superseded: Sequence[int], new_version: int) -> tuple[li
     """(open cases that would move, open cases that stay, whether there is a case table)."""
     if not _case_table(cur):
         return [], 0, False
-    from grid.cases.service import plan_reroute
+    from grid.cases import reroute_plan
 
     moves: list[CaseMove] = []
     staying = 0
     for old in superseded:
-        for m in plan_reroute(cur, old_version=old, new_version=new_version):
-            if m.to_chain == m.from_chain:
-                staying += 1
-            else:
-                moves.append(CaseMove(m.case_id, m.from_chain, m.to_chain, m.how, old))
+        planned = reroute_plan.plan(cur, old_version=old, new_version=new_version)
+        staying += planned.staying
+        moves.extend(CaseMove(m.case_id, m.from_chain, m.to_chain, m.how, old) for m in planned.moves)
     return moves, staying, True
 
 
