@@ -369,6 +369,10 @@ def _write_version(
         (version_id, valid_from),
     )
     cur.execute("DROP TABLE stage_cell")
+    # The re-route plan joins the new rows at once: without fresh statistics the planner takes the
+    # new version for one row and nests a whole-version scan inside every spatial probe (~200 s
+    # instead of ~4 s for 50,000 cells, bench_reroute). ANALYZE sees this transaction's rows.
+    cur.execute("ANALYZE grid_cell")
     return _Written(version_id, superseded, carried, version_scope)
 
 
