@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import psycopg2.extensions
 import shapely
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import MultiPolygon
 from shapely.geometry.base import BaseGeometry
 
 from geodata.codes import Level, division_level, is_division_code
@@ -277,11 +278,19 @@ def names_of(cur: Cursor, codes: Sequence[str]) -> dict[str, str]:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _ewkb(geom: BaseGeometry) -> str:
-    multi = (
-        geom if isinstance(geom, MultiPolygon) else MultiPolygon([geom] if isinstance(geom, Polygon) else [])
-    )
-    return str(shapely.to_wkb(shapely.set_srid(multi, 4326), hex=True, include_srid=True))
+def _ewkb_all(geoms: Sequence[BaseGeometry]) -> list[str]:
+    """Hex EWKB (SRID 4326, MultiPolygon) of every geometry, in one vectorised call."""
+    if not geoms:
+        return []
+    array = np.empty(len(geoms), dtype=object)
+    array[:] = list(geoms)
+    kind = shapely.get_type_id(array)
+    polygons = kind == shapely.GeometryType.POLYGON
+    if polygons.any():
+        array[polygons] = shapely.multipolygons(array[polygons], indices=np.arange(int(polygons.sum())))
+    other = ~polygons & (kind != shapely.GeometryType.MULTIPOLYGON)
+    array[other] = [MultiPolygon() for _ in range(int(other.sum()))]
+    return [str(h) for h in shapely.to_wkb(shapely.set_srid(array, 4326), hex=True, include_srid=True)]
 
 
 def _case_table(cur: Cursor) -> bool:
@@ -349,7 +358,10 @@ def _write_version(
         cur,
         "stage_cell",
         ["code", "community_code", "name", "geom", "generated"],
-        ((c.code, c.community_code, c.name, _ewkb(c.geometry), c.generated) for c in cells),
+        (
+            (c.code, c.community_code, c.name, hexwkb, c.generated)
+            for c, hexwkb in zip(cells, _ewkb_all([c.geometry for c in cells]), strict=True)
+        ),
     )
     carried = 0
     if superseded:
