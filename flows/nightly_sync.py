@@ -348,6 +348,14 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
         conn.close()
 
 
+@flow(name="sync-city", flow_run_name="sync-city-{source_name}")
+def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
+    """One city on demand (deployment ``sync-city/one-city``, taken by any worker of the pool):
+    ``sync-source`` with the chunk task runner the settings ask for, as the nightly run uses."""
+    result: dict[str, Any] = configured(sync_source)(source_name, full=full)
+    return result
+
+
 # -- all sources ------------------------------------------------------------------------------
 
 

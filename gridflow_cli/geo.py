@@ -64,7 +64,9 @@ def _db() -> Iterator[psycopg2.extensions.connection]:
 
 def _parse_date(text: str | None) -> date:
     if not text:
-        return date.today()
+        from grid.workdays import today_local
+
+        return today_local()
     try:
         return date.fromisoformat(text)
     except ValueError:

@@ -53,6 +53,7 @@ def _scheduled_deployments() -> set[str]:
         "flows/escalation_sweep.py:escalation_sweep": "escalation-sweep",
         "flows/coverage_report.py:coverage_report": "coverage-report",
         "flows/quarantine_reprocess.py:quarantine_reprocess": "quarantine-reprocess",
+        "flows/nightly_sync.py:sync_city": "sync-city",
     }
     return {
         f"{flow_names[d['entrypoint']]}/{d['name']}"
