@@ -31,7 +31,7 @@ import psycopg2
 import pytest
 import yaml
 
-from grid.settings import PROJECT_ROOT, Settings, get_settings
+from grid.settings import PROJECT_ROOT, SERVICE_ROLES, Settings, db_password_env, get_settings
 from gridflow_cli import prefect_status, services
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -99,7 +99,11 @@ def deployed(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     # The same function `gridflow db up` uses for the private cluster's `prefect` database.
     ensure_prefect_database(admin, name=name, password=password)
     host = f"{parts.hostname}:{parts.port or 5432}"
+    # The worker's own state folder would make up other database passwords: hand it the session's,
+    # through the environment, as a worker on another host gets them.
+    session = get_settings()
     values = {
+        **{db_password_env(role): session.db_password(role) for role in SERVICE_ROLES},
         "GRIDFLOW_STATE_DIR": str(state),
         "GRIDFLOW_PREFECT_PORT": str(_free_port()),
         "GRIDFLOW_PREFECT_DATABASE_URL": f"postgresql+asyncpg://{name}:{password}@{host}/{name}",

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 
-from grid.settings import PROJECT_ROOT, Settings, get_settings
+from grid.settings import PROJECT_ROOT, SERVICE_ROLES, Settings, db_password_env, get_settings
 from gridflow_cli import services
 from tests.conftest import write_sources
 from tests.flows.helpers import fingerprint, query
@@ -81,7 +81,11 @@ def hosts(
     admin = urlunsplit(parts._replace(path="/postgres"))
     ensure_prefect_database(admin, name=name, password=password)
     dask_port = _free_port()
+    # Every host gets the database roles' passwords from the environment (README "Running on
+    # several machines"), as the keys: a host's own state folder would make up different ones.
+    session = get_settings()
     shared = {
+        **{db_password_env(role): session.db_password(role) for role in SERVICE_ROLES},
         "GRIDFLOW_DATABASE_URL": database_url,
         "GRIDFLOW_SOURCES_DIR": str(sources),
         "GRIDFLOW_HMAC_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
