@@ -81,3 +81,5 @@ fold  # grid/cases/queries.py: the replay check of tests and bench_sweep
 committed  # grid/cases/recompute.py: a result field read by the CLI and tests
 resolve_seconds_left  # grid/web/api.py: JSON fields of the case list and case
 respond_seconds_left
+plan_reroute  # grid/cases/reroute.py: the dry-run plan of every open case, read by tests
+RELATIONS  # grid/store/access.py: the classification the database-roles test walks

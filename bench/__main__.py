@@ -1,8 +1,9 @@
 """Run the benchmarks: `python -m bench` (spatial core, quick) or `python -m bench all`.
 
 Each benchmark prints its figures next to a baseline measured in the same run, and whether the
-issue's target is met. The sweep, web, coverage, dashboard and sync benchmarks build large datasets in a throwaway
-database and take minutes; they run only with `all` (or one by one: `python -m bench.bench_sync`).
+issue's target is met. The sweep, re-route, web, coverage, dashboard and sync benchmarks build large
+datasets in a throwaway database and take minutes; they run only with `all` (or one by one:
+`python -m bench.bench_sync`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 QUICK = ["bench.bench_placement", "bench.bench_crs", "bench.bench_address", "bench.bench_validate"]
 SLOW = [
     "bench.bench_sweep",
+    "bench.bench_reroute",
     "bench.bench_web",
     "bench.bench_coverage",
     "bench.bench_dashboard",

@@ -283,6 +283,15 @@ def _run(args: argparse.Namespace, url: str, tmp: Path) -> None:
             print(f"  CPU per record of the {label}: sync process {own:.1f} us, sandbox {served:.1f} us, "
                   f"database {db:.1f} us{where}, Prefect server {server:.1f} us, rest of the machine "
                   f"{machine - own - served - db - server:.1f} us (kernel networking, other load)")  # fmt: skip
+        import psycopg2
+
+        disk = psycopg2.connect(url)
+        with disk.cursor() as cur:
+            cur.execute("SELECT pg_total_relation_size('worker'), count(*) FROM worker")
+            worker_bytes, worker_rows = cur.fetchone()  # type: ignore[misc]
+        disk.close()
+        print(f"disk        : {worker_bytes / max(1, worker_rows):,.0f} bytes per stored worker record "
+              "(row, TOAST and indexes)")  # fmt: skip
         print(f"peak memory : {rss:,.0f} MiB (sync process)  target < {RSS_TARGET_MB:,} MiB: "
               f"{verdict(rss < RSS_TARGET_MB)}")  # fmt: skip
     finally:

@@ -59,6 +59,7 @@ import codecs
 import contextlib
 import csv
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -73,9 +74,11 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable
+from connectors.reasons import Reason
+from connectors.records import DAMAGE_DETAIL_KEY, DAMAGE_KEY
 from connectors.source import Page
 
-__all__ = ["DropFile", "FileSource", "Ledger", "Waiting", "detect_encoding", "read_rows"]
+__all__ = ["DropFile", "FileDamaged", "FileSource", "Ledger", "Waiting", "detect_encoding", "read_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,26 @@ _CURSOR_PREFIX = "file1."
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _CHUNK = 1 << 20
 _DELIMITERS = ",\t;|"
+#: Longest field read (characters): the csv module's own default limit.
+MAX_FIELD = 128 * 1024
+#: Most physical lines one quoted CSV record may span before its opening quote counts as never closed.
+MAX_RECORD_LINES = 64
+
+
+class FileDamaged(ValueError):
+    """A file that cannot be read at all (not a workbook, truncated, no header): one sentence
+    naming the file, and the row where reading stopped when there is one."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One record of a file: its values, or the reason its physical line is damage."""
+
+    values: Sequence[Any]
+    line: int
+    damage: Reason | None = None
+    detail: str = ""
+    lines: int = 1  # physical lines it spans (a quoted field may hold line breaks)
 
 
 @dataclass(frozen=True)
@@ -240,20 +263,106 @@ def _as_dict(header: list[str], values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
-@contextlib.contextmanager
-def _value_rows(
-    path: Path, *, encoding: str | None, delimiter: str | None, sheet: str | None
-) -> Iterator[Iterator[Sequence[Any]]]:
-    """The rows of a CSV or XLSX file as sequences of values, header first (streaming)."""
-    if path.suffix.lower() == ".xlsx":
-        from openpyxl import load_workbook
+def _csv_records(fh: Any, delimiter: str) -> Iterator[_Record]:
+    """Every physical line of a CSV text in exactly one record: a row, or damage with its reason.
 
+    Lines without a quote are split directly. A line with one is parsed strictly, joined with the
+    next lines while a quoted field is still open (a field may hold line breaks), at most
+    ``MAX_RECORD_LINES`` lines: a quote still open then (or at the end of the file) was never closed,
+    so its first line becomes ``malformed_row`` damage and the lines after it are read again."""
+    source = enumerate(fh, start=1)
+    pushed: list[tuple[int, str]] = []
+
+    def next_line() -> tuple[int, str] | None:
+        return pushed.pop() if pushed else next(source, None)
+
+    while (item := next_line()) is not None:
+        start, text = item
+        if '"' not in text:
+            values = text.rstrip("\r\n").split(delimiter) if text.strip("\r\n") else []
+            if any(len(v) > MAX_FIELD for v in values):
+                yield _Record(
+                    (), start, Reason.FIELD_TOO_LONG, f"line {start}: a field is over {MAX_FIELD} characters"
+                )
+            else:
+                yield _Record(values, start)
+            continue
+        buf = [item]
+        while True:
+            try:
+                rows = list(
+                    csv.reader(io.StringIO("".join(t for _, t in buf)), delimiter=delimiter, strict=True)
+                )
+            except csv.Error as exc:
+                message = str(exc)
+                if "unexpected end of data" in message:
+                    more = next_line() if len(buf) < MAX_RECORD_LINES else None
+                    if more is not None:
+                        buf.append(more)
+                        continue
+                    pushed.extend(reversed(buf[1:]))
+                    yield _Record(
+                        (), start, Reason.MALFORMED_ROW, f"line {start}: a quote opened here is never closed"
+                    )
+                elif "field larger than field limit" in message:
+                    pushed.extend(reversed(buf[1:]))
+                    yield _Record(
+                        (),
+                        start,
+                        Reason.FIELD_TOO_LONG,
+                        f"line {start}: a field is over {MAX_FIELD} characters",
+                    )
+                else:
+                    pushed.extend(reversed(buf[1:]))
+                    yield _Record(
+                        (),
+                        start,
+                        Reason.MALFORMED_ROW,
+                        f"line {start}: not a CSV row (text after a closing quote)",
+                    )
+                break
+            if len(rows) > 1:  # a line break the file iterator saw inside what csv reads as one line
+                for i, row in enumerate(rows):
+                    yield _Record(row, start, lines=len(buf) if i == 0 else 0)
+            else:
+                yield _Record(rows[0] if rows else [], start, lines=len(buf))
+            break
+
+
+def _xlsx_records(path: Path, sheet: str | None) -> Iterator[_Record]:
+    """The rows of a workbook; a file that is no workbook, or breaks off, raises FileDamaged."""
+    from openpyxl import load_workbook
+
+    try:
         wb = load_workbook(path, read_only=True, data_only=True)
-        try:
-            ws = wb[sheet] if sheet else wb.worksheets[0]
-            yield ws.iter_rows(values_only=True)
-        finally:
-            wb.close()
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException, XML errors...
+        raise FileDamaged(
+            f"{path.name} is not a readable XLSX workbook: damaged, truncated or another format ({type(exc).__name__})"
+        ) from None
+    line = 0
+    try:
+        if sheet and sheet not in wb.sheetnames:
+            raise FileDamaged(f"{path.name} has no sheet named {sheet!r}")
+        ws = wb[sheet] if sheet else wb.worksheets[0]
+        for line, values in enumerate(ws.iter_rows(values_only=True), start=1):
+            yield _Record(values, line)
+    except FileDamaged:
+        raise
+    except Exception as exc:  # a truncated or corrupt sheet breaks off mid-way
+        raise FileDamaged(
+            f"{path.name} is damaged: reading stopped after row {line} ({type(exc).__name__})"
+        ) from None
+    finally:
+        wb.close()
+
+
+@contextlib.contextmanager
+def _records(
+    path: Path, *, encoding: str | None, delimiter: str | None, sheet: str | None
+) -> Iterator[Iterator[_Record]]:
+    """The records of a CSV or XLSX file, header first (streaming)."""
+    if path.suffix.lower() == ".xlsx":
+        yield _xlsx_records(path, sheet)
         return
     with path.open("r", encoding=encoding or "utf-8", newline="") as fh:
         if delimiter is None:
@@ -263,7 +372,28 @@ def _value_rows(
                 delimiter = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
             except csv.Error:
                 delimiter = ","
-        yield csv.reader(fh, delimiter=delimiter)
+        yield _csv_records(fh, delimiter)
+
+
+def _row_of(header: list[str], rec: _Record) -> dict[str, Any]:
+    """The row of a record: its values by column, or damage (also a row with more values than the
+    header, whose extra values would otherwise be lost; it keeps its values for reprocessing)."""
+    if rec.damage is not None:
+        return {DAMAGE_KEY: str(rec.damage), DAMAGE_DETAIL_KEY: rec.detail}
+    values = rec.values
+    row = _as_dict(header, values)
+    if len(values) > len(header) and not _blank(values[len(header) :]):
+        row[DAMAGE_KEY] = str(Reason.RAGGED_ROW)
+        row[DAMAGE_DETAIL_KEY] = f"line {rec.line}: {len(values)} values for {len(header)} columns"
+    return row
+
+
+def _header_of(path: Path, rec: _Record | None) -> list[str] | None:
+    if rec is None:
+        return None
+    if rec.damage is not None:
+        raise FileDamaged(f"{path.name}: the header (line {rec.line}) cannot be read: {rec.detail}")
+    return _header(rec.values)
 
 
 def read_rows(
@@ -284,40 +414,48 @@ def read_rows(
     Returns ``(rows, rows consumed after the offset, file exhausted)``. For CSV, ``encoding``
     None runs the decode ladder on the file first. ``gridflow validate`` reads files through this
     function too.
+
+    Nothing is dropped: every physical line is in one record, and a record that is damage rather
+    than data (a quote never closed, a field over ``MAX_FIELD``, more values than the header has
+    columns) is a row carrying ``DAMAGE_KEY`` (a ``Reason`` code) for the validators to quarantine.
+    A file that cannot be read at all raises :class:`FileDamaged`.
     """
     if path.suffix.lower() == ".csv" and encoding is None:
         _, encoding, _ = _hash_file(path, sniff=True)
         if encoding is None:
-            raise ValueError(f"{path.name} is neither UTF-8 nor GB18030/GBK text")
-    with _value_rows(path, encoding=encoding, delimiter=delimiter, sheet=sheet) as rows:
-        first = next(rows, None)
-        if first is None:
+            raise FileDamaged(f"{path.name} is neither UTF-8 nor GB18030/GBK text")
+    with _records(path, encoding=encoding, delimiter=delimiter, sheet=sheet) as records:
+        header = _header_of(path, next(records, None))
+        if header is None:
             return [], 0, True
-        header = _header(first)
-        if sum(1 for _ in itertools.islice(rows, offset)) < offset:
+        if sum(1 for _ in itertools.islice(records, offset)) < offset:
             return [], 0, True
         consumed = 0
         out: list[dict[str, Any]] = []
-        for values in rows:
+        for rec in records:
             if limit is not None and len(out) >= limit:
                 # The page is full: the file is done only if nothing but blank rows is left.
-                if not _blank(values) or any(not _blank(more) for more in rows):
+                if not _is_blank(rec) or any(not _is_blank(more) for more in records):
                     return out, consumed, False
                 return out, consumed, True
             consumed += 1
-            if not _blank(values):
-                row = _as_dict(header, values)
+            if not _is_blank(rec):
+                row = _row_of(header, rec)
                 if number_key is not None:
                     row[number_key] = 1 + offset + consumed
                 out.append(row)
         return out, consumed, True
 
 
+def _is_blank(rec: _Record) -> bool:
+    return rec.damage is None and _blank(rec.values)
+
+
 def _count_rows(path: Path, *, encoding: str | None, delimiter: str | None, sheet: str | None) -> int:
-    with _value_rows(path, encoding=encoding, delimiter=delimiter, sheet=sheet) as rows:
-        if next(rows, None) is None:
+    with _records(path, encoding=encoding, delimiter=delimiter, sheet=sheet) as records:
+        if _header_of(path, next(records, None)) is None:
             return 0
-        return sum(1 for values in rows if not _blank(values))
+        return sum(1 for rec in records if not _is_blank(rec))
 
 
 # -- the ledger ----------------------------------------------------------------------------------
@@ -588,6 +726,8 @@ class FileSource:
                 offset=offset,
                 limit=self.config.page_size,
             )
+        except FileDamaged as e:
+            raise SourceRejected(f"source {self.name}: {entity} file {e}") from None
         except (OSError, UnicodeDecodeError, ValueError, KeyError) as e:
             raise SourceRejected(
                 f"source {self.name}: {entity} file {current.name} cannot be read ({type(e).__name__})"
@@ -629,6 +769,8 @@ class FileSource:
             return _count_rows(
                 f.path, encoding=f.encoding, delimiter=self.config.delimiter, sheet=self.config.sheet
             )
+        except FileDamaged as e:
+            raise SourceRejected(f"source {self.name}: file {e}") from None
         except (OSError, UnicodeDecodeError, ValueError, KeyError) as e:
             raise SourceRejected(
                 f"source {self.name}: file {f.name} cannot be read ({type(e).__name__})"

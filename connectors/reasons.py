@@ -1,9 +1,11 @@
-"""The closed list of reasons a source record is quarantined instead of loaded.
+"""The closed list of reasons a source record, or one field of it, fails validation.
 
 Every record that is not loaded carries exactly one of these codes (skip reasons as data): it is
 counted per run, stored in quarantine with the raw row (encrypted), and can be reprocessed once the
-source or the rule is fixed. The codes are stable strings: they are stored in the database and
-shown in run summaries, so never rename one; add a new member instead.
+source or the rule is fixed. A record loaded with one field left empty (a field problem, decided
+per field in :mod:`connectors.problems`) keeps the same code on a ``field_problem`` row. The
+codes are stable strings: they are stored in the database and shown in run summaries, so never
+rename one; add a new member instead.
 
 | code | 中文 | meaning |
 |---|---|---|
@@ -26,6 +28,9 @@ shown in run summaries, so never rename one; add a new member instead.
 | ``bad_amount`` | 金额错误 | a case report's amount is unreadable, negative, not finite or has more than two decimals |
 | ``missing_party`` | 缺少当事人 | a dispute names neither worker nor enterprise; a hardship report no worker |
 | ``address_outside_region`` | 地址不在本数据源辖区 | the only place the address names is outside the source's city |
+| ``malformed_row`` | 行格式损坏 | a file line that is no CSV row (a quote never closed, text after a closing quote) |
+| ``field_too_long`` | 字段超长 | a field longer than the reader's limit (128 KiB) |
+| ``ragged_row`` | 列数多于表头 | a file row with more values than the header has columns (a value would be lost) |
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class Reason(StrEnum):
     BAD_AMOUNT = "bad_amount"
     MISSING_PARTY = "missing_party"
     ADDRESS_OUTSIDE_REGION = "address_outside_region"
+    MALFORMED_ROW = "malformed_row"
+    FIELD_TOO_LONG = "field_too_long"
+    RAGGED_ROW = "ragged_row"
 
     @property
     def label_zh(self) -> str:
@@ -99,4 +107,7 @@ _DESCRIPTIONS: dict[Reason, tuple[str, str]] = {
         "地址不在本数据源辖区",
         "the address names only a place outside the source's city (a street named after another city)",
     ),
+    Reason.MALFORMED_ROW: ("行格式损坏", "a file line that is no CSV row (e.g. a quote never closed)"),
+    Reason.FIELD_TOO_LONG: ("字段超长", "a field longer than the file reader's limit"),
+    Reason.RAGGED_ROW: ("列数多于表头", "a file row with more values than the header has columns"),
 }

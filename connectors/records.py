@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.kinds import CaseKind, HardshipGrade, Severity
+from connectors.problems import FieldProblem
 from connectors.reasons import Reason
 
 #: Canonical field names per entity, split into required and optional. A source's mapping
@@ -79,6 +80,8 @@ class WorkerRecord:
     lon: float | None = dc_field(repr=False)
     lat: float | None = dc_field(repr=False)
     crs: str | None
+    #: Fields that failed their rule and are empty above (:mod:`connectors.problems`).
+    problems: tuple[FieldProblem, ...] = dc_field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,8 @@ class EnterpriseRecord:
     lat: float | None
     crs: str | None
     legal_rep_phone: str | None = dc_field(repr=False)
+    #: Fields that failed their rule and are empty above (:mod:`connectors.problems`).
+    problems: tuple[FieldProblem, ...] = dc_field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,12 @@ class CaseReportRecord:
     lon: float | None = dc_field(repr=False)
     lat: float | None = dc_field(repr=False)
     crs: str | None
+
+
+#: Key of a file row that is damage, not data (value: a ``Reason`` code; ``connectors.file``).
+DAMAGE_KEY = "\x00damage"
+#: Key of the damage's one-line explanation (names the physical line, never its content).
+DAMAGE_DETAIL_KEY = "\x00damage_detail"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,15 @@ realistic worker rows per second on one core (sandbox data, pages of 500).
 
 Rules, and the decisions behind them
 ------------------------------------
+A failed rule names one canonical field. For workers and enterprises, :mod:`connectors.problems`
+decides per field whether that is a **record problem** (the record is a :class:`Reject`, quarantined
+whole: record id, update time, resident ID, name, credit code, union flag) or a **field problem**
+(the record is loaded with that field empty and carries a :class:`connectors.problems.FieldProblem`
+with the same reason code in ``record.problems``: phone, birth date, employer credit code, employee
+count, and the location — a point that is missing, unreadable, in an unknown CRS or outside China
+is dropped and the record placed by its address, or stored unmapped with that reason code). Case
+reports have record problems only. The reason codes below are the same either way.
+
 Normalisation (before any check) of ID, credit-code, phone and number fields: Unicode NFKC
 (full-width ``４２０５`` -> ``4205``, ideographic space -> space), surrounding whitespace
 stripped, inner spaces/hyphens removed from ID and credit codes, lowercase ``x`` -> ``X``.
@@ -94,13 +103,23 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final, TypeVar
+from decimal import Decimal
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from connectors.amounts import AmountError, parse_yuan
 from connectors.kinds import CaseKind, HardshipGrade, Severity
+from connectors.problems import FieldProblem, ProblemKind, kind_of
 from connectors.reasons import Reason
-from connectors.records import CANONICAL_FIELDS, CaseReportRecord, EnterpriseRecord, Reject, WorkerRecord
+from connectors.records import (
+    CANONICAL_FIELDS,
+    DAMAGE_DETAIL_KEY,
+    DAMAGE_KEY,
+    CaseReportRecord,
+    EnterpriseRecord,
+    Reject,
+    WorkerRecord,
+)
 from geodata.crs import CHINA_BBOX, UnknownCRSError, parse_crs
 
 __all__ = [
@@ -468,7 +487,10 @@ def _check_mapping(entity: str, mapping: Mapping[str, str]) -> None:
 class _Common:
     """Field names and per-call state shared by the worker and enterprise row validators."""
 
-    def __init__(self, mapping: Mapping[str, str], default_crs: str | None, today: date) -> None:
+    def __init__(
+        self, mapping: Mapping[str, str], default_crs: str | None, today: date, entity: str = "cases"
+    ) -> None:
+        self.entity = entity
         self.rid = mapping["source_record_id"]
         self.ts = mapping["source_updated_at"]
         self.lon = mapping.get("lon") or None
@@ -480,6 +502,7 @@ class _Common:
         self.default_crs_declared = bool(default_crs and str(default_crs).strip())
         self.ts_limit = datetime.combine(today + timedelta(days=2), time(), CHINA_TZ)
         self.city_field = dict(mapping)
+        self.location_fields = tuple(mapping[k] for k in ("lon", "lat", "crs", "address") if mapping.get(k))
         self._crs_cache: dict[str, str | None] = {}
         # Many workers share an employer: each distinct credit code is checked once per page.
         self._uscc_cache: dict[tuple[str, str], str | FieldError | None] = {}
@@ -499,6 +522,28 @@ class _Common:
         if isinstance(hit, FieldError):
             raise FieldError(hit.reason, hit.field, hit.detail)
         return hit
+
+    def field_problem(
+        self, e: FieldError, row: Mapping[str, Any], city_fields: Sequence[str]
+    ) -> FieldProblem:
+        """``e`` as a field problem of the record (see :mod:`connectors.problems`), or ``e``
+        raised again when its field is one that keeps the record out."""
+        if kind_of(self.entity, e.field) is not ProblemKind.FIELD:
+            raise e
+        city = self.city_field.get(e.field or "")
+        detail = f"{e.detail} (field {city})" if city else e.detail
+        return FieldProblem(e.field or "", e.reason, detail, {f: row.get(f) for f in city_fields})
+
+    def located(
+        self, row: Mapping[str, Any], address: str | None, problems: list[FieldProblem]
+    ) -> tuple[float | None, float | None, str | None]:
+        """:meth:`point`, with a location that fails its rule dropped (the record is then placed
+        by its address, or stored unmapped with the problem's reason code)."""
+        try:
+            return self.point(row, address)
+        except FieldError as e:
+            problems.append(self.field_problem(e, row, self.location_fields))
+            return None, None, None
 
     def record_id(self, row: Mapping[str, Any]) -> str:
         v = row.get(self.rid)
@@ -570,7 +615,7 @@ def _worker_validator(
     mapping: Mapping[str, str], default_crs: str | None, today: date
 ) -> tuple[_Common, Callable[[Mapping[str, Any]], WorkerRecord]]:
     _check_mapping("workers", mapping)
-    c = _Common(mapping, default_crs, today)
+    c = _Common(mapping, default_crs, today, "workers")
     f_id = mapping["id_number"]
     f_name = mapping["name"]
     f_gender = mapping.get("gender") or None
@@ -585,8 +630,12 @@ def _worker_validator(
         updated = c.updated_at(row)
         id_number, birth = normalise_id_number(row.get(f_id), today=today)
         name = _name(row.get(f_name), "name")
+        problems: list[FieldProblem] = []
         if f_birth is not None:
-            parse_date(row.get(f_birth), field="birth_date")
+            try:
+                parse_date(row.get(f_birth), field="birth_date")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_birth,)))
         gender = None
         if f_gender is not None:
             g = row.get(f_gender)
@@ -594,11 +643,22 @@ def _worker_validator(
                 gender = gender_map.get(str(g).strip().lower())
         if gender is None:
             gender = "M" if int(id_number[16]) % 2 else "F"
-        phone = normalise_phone(row.get(f_phone)) if f_phone else None
-        uscc = c.uscc(row.get(f_uscc), "enterprise_uscc") if f_uscc else None
+        phone = uscc = None
+        if f_phone:
+            try:
+                phone = normalise_phone(row.get(f_phone))
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_phone,)))
+        if f_uscc:
+            try:
+                uscc = c.uscc(row.get(f_uscc), "enterprise_uscc")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_uscc,)))
         address = _text(row.get(f_addr)) if f_addr else None
-        lon, lat, crs = c.point(row, address)
-        return WorkerRecord(rid, updated, id_number, name, gender, birth, phone, uscc, address, lon, lat, crs)
+        lon, lat, crs = c.located(row, address, problems)
+        return WorkerRecord(
+            rid, updated, id_number, name, gender, birth, phone, uscc, address, lon, lat, crs, tuple(problems)
+        )
 
     return c, validate_row
 
@@ -657,7 +717,7 @@ def _enterprise_validator(
     mapping: Mapping[str, str], default_crs: str | None, today: date
 ) -> tuple[_Common, Callable[[Mapping[str, Any]], EnterpriseRecord]]:
     _check_mapping("enterprises", mapping)
-    c = _Common(mapping, default_crs, today)
+    c = _Common(mapping, default_crs, today, "enterprises")
     f_uscc = mapping["uscc"]
     f_name = mapping["name"]
     f_union = mapping["union_established"]
@@ -675,11 +735,23 @@ def _enterprise_validator(
         if name is None:
             raise FieldError(Reason.MISSING_FIELD, "name", "enterprise name is blank")
         union = _flag(row.get(f_union), "union_established")
-        count = _count(row.get(f_count), "employee_count") if f_count else None
-        phone = normalise_phone(row.get(f_phone), field="legal_rep_phone") if f_phone else None
+        problems: list[FieldProblem] = []
+        count = phone = None
+        if f_count:
+            try:
+                count = _count(row.get(f_count), "employee_count")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_count,)))
+        if f_phone:
+            try:
+                phone = normalise_phone(row.get(f_phone), field="legal_rep_phone")
+            except FieldError as e:
+                problems.append(c.field_problem(e, row, (f_phone,)))
         address = _text(row.get(f_addr)) if f_addr else None
-        lon, lat, crs = c.point(row, address)
-        return EnterpriseRecord(rid, updated, uscc, name, union, count, address, lon, lat, crs, phone)
+        lon, lat, crs = c.located(row, address, problems)
+        return EnterpriseRecord(
+            rid, updated, uscc, name, union, count, address, lon, lat, crs, phone, tuple(problems)
+        )
 
     return c, validate_row
 
@@ -695,6 +767,13 @@ def _reject(row: Mapping[str, Any], rid: str | None, e: FieldError, common: _Com
     return Reject(rid, e.reason, e.field, detail, dict(row))
 
 
+def _damage_reject(row: Mapping[str, Any], common: _Common) -> Reject:
+    """A file line that is damage, not a row (``connectors.file``): quarantined with its reason."""
+    reason = Reason(row[DAMAGE_KEY])
+    rid = _text(row.get(common.rid)) if reason is Reason.RAGGED_ROW else None
+    return Reject(rid, reason, None, str(row.get(DAMAGE_DETAIL_KEY) or reason.description), dict(row))
+
+
 def _run(
     rows: Sequence[Mapping[str, Any]],
     common: _Common,
@@ -703,6 +782,11 @@ def _run(
     records: list[R] = []
     rejects: list[Reject] = []
     rid_field = common.rid
+    if any(DAMAGE_KEY in r for r in rows):
+        rejects.extend(_damage_reject(r, common) for r in rows if DAMAGE_KEY in r)
+        rows = [r for r in rows if DAMAGE_KEY not in r]
+        more, more_rejects = _run(rows, common, validate_row)
+        return more, rejects + more_rejects
     ids = [_text(r.get(rid_field)) for r in rows]
     if None not in ids and len(set(ids)) == len(ids):
         for row in rows:
@@ -900,52 +984,13 @@ def parse_case_kind(value: Any, *, field: str = "kind") -> CaseKind:
     return kind
 
 
-_AMOUNT_CENT = Decimal("0.01")
-# The largest amount the store holds (the ``numeric(16, 2)`` columns ``amount`` and
-# ``amount_recovered``): anything larger is a typo or garbage, refused before it reaches SQL.
-MAX_AMOUNT: Final = Decimal("99999999999999.99")
-
-
 def parse_amount(value: Any, *, field: str = "amount") -> Decimal | None:
-    """Yuan as a Decimal with at most two decimals; None if blank; raises otherwise.
-
-    The one amount rule: the sync, ``gridflow cases open``, the web and the API all read amounts
-    here (finite, not negative, at most two decimals, at most :data:`MAX_AMOUNT`).
-
-    Thousands separators and a trailing ``元`` are accepted. A JSON number is read through its
-    shortest decimal text, so ``12500.5`` is ``Decimal("12500.50")``.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount must be a number, not a boolean")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a finite number")
-        text = repr(value)
-    elif isinstance(value, int | Decimal):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value if value.isascii() else unicodedata.normalize("NFKC", value)
-        text = text.strip().removesuffix("元").replace(",", "").strip()
-        if not text:
-            return None
-    else:
-        raise FieldError(Reason.BAD_AMOUNT, field, f"amount must be a number, not {type(value).__name__}")
+    """Yuan as a Decimal with at most two decimals; None if blank; raises otherwise (the rules are
+    :func:`connectors.amounts.parse_yuan`, shared by every path that takes an amount)."""
     try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a number") from None
-    if not amount.is_finite():
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount is not a finite number")
-    if amount < 0:
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount is negative")
-    if amount > MAX_AMOUNT:
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount is larger than any the store holds")
-    quantized = amount.quantize(_AMOUNT_CENT)
-    if quantized != amount:
-        raise FieldError(Reason.BAD_AMOUNT, field, "amount has more than two decimals")
-    return quantized
+        return parse_yuan(value)
+    except AmountError as exc:
+        raise FieldError(Reason.BAD_AMOUNT, field, exc.detail) from None
 
 
 def _case_validator(

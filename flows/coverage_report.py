@@ -32,6 +32,7 @@ from grid.monitoring.coverage import (
     percent,
     snapshot_is_current,
 )
+from grid.settings import FLOWS_ROLE
 from grid.store.db import connect
 
 ARTIFACT_KEY = "coverage-report"
@@ -45,7 +46,7 @@ def compute(
     """The snapshot of one date (None when ``skip_if_fresh`` and it is already current)."""
     day = parse_date(snapshot_date)
     assert day is not None
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         if skip_if_fresh and snapshot_is_current(conn, day):
             return None

@@ -22,6 +22,7 @@ from grid.accounts.config import get_web_settings
 from grid.cases.outbox import deliver, targets_from_env
 from grid.cases.store import rules_from_settings
 from grid.cases.sweep import sweep
+from grid.settings import FLOWS_ROLE
 from grid.store.db import connect
 
 
@@ -35,7 +36,7 @@ def parse_now(now: str | None, *, tz: Any) -> datetime:
 
 @task(cache_policy=NO_CACHE, task_run_name="sweep-due-steps")
 def sweep_due_steps(at: datetime, scope: str | None, batch: int) -> dict[str, Any]:
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         return sweep(conn, now=at, rules=rules_from_settings(), batch=batch, scope=scope).as_dict()
     finally:
@@ -47,7 +48,7 @@ def deliver_outbox(at: datetime) -> dict[str, int]:
     targets = targets_from_env()
     if not targets:
         return {"attempted": 0, "delivered": 0, "retrying": 0, "failed": 0}
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         with httpx.Client(timeout=httpx.Timeout(10.0)) as client:
             return deliver(conn, targets=targets, client=client, now=at).as_dict()
@@ -58,7 +59,7 @@ def deliver_outbox(at: datetime) -> dict[str, int]:
 @task(cache_policy=NO_CACHE, task_run_name="purge-login-history")
 def purge_login_history() -> dict[str, int]:
     """Ended sessions and old login attempts (see ``GRIDFLOW_WEB_LOGIN_HISTORY_DAYS``)."""
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         return sessions.purge_login_history(conn, web=get_web_settings())
     finally:

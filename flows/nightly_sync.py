@@ -34,7 +34,7 @@ from connectors.source import Page
 from connectors.sources import open_source
 from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
 from grid.cases.intake import page_intake
-from grid.settings import get_settings
+from grid.settings import FLOWS_ROLE, get_settings
 from grid.store.db import connect, transaction
 from grid.store.failpoints import failpoint
 from grid.sync import store as sync
@@ -128,6 +128,7 @@ def _summary(name: str, run_id: int | None, totals: sync.RunTotals, status: str)
         "unchanged": totals.unchanged,
         "quarantined": totals.quarantined,
         "unmapped": totals.unmapped,
+        "field_problems": totals.field_problems,
         "missing": totals.missing,
         "soft_deleted": totals.soft_deleted,
     }
@@ -256,6 +257,7 @@ def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, 
     )
     reasons = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_reason.items())) or "| — | 0 |"
     methods = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_method.items())) or "| — | 0 |"
+    problems = "\n".join(f"| {k} | {v} |" for k, v in sorted(totals.by_problem.items())) or "| — | 0 |"
     create_markdown_artifact(
         key=f"sync-{key}-detail",
         markdown=(
@@ -263,8 +265,10 @@ def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, 
             f"Status: **{row['status']}**{' — ' + error if error else ''}\n\n"
             f"Received {row['received']}, loaded {row['loaded']}, unchanged {row['unchanged']}, "
             f"quarantined {row['quarantined']}, unmapped {row['unmapped']}, "
+            f"loaded with a field problem {row['field_problems']}, "
             f"missing from snapshot {row['missing']}, soft-deleted {row['soft_deleted']}.\n\n"
-            "| quarantine reason | records |\n|---|---|\n" + reasons + "\n\n"
+            "| quarantine reason (record problems) | records |\n|---|---|\n" + reasons + "\n\n"
+            "| field problem (record loaded, field empty) | fields |\n|---|---|\n" + problems + "\n\n"
             "| placement method | records |\n|---|---|\n" + methods + "\n"
         ),
     )
@@ -278,7 +282,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
     if source_name not in configs:
         raise SyncFailed(f"unknown source {source_name!r}; known: {', '.join(sorted(configs)) or 'none'}")
     config = configs[source_name]
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         if not sync.try_lock_source(conn, source_name):
             _logger().info("%s: another run holds this source; nothing to do", source_name)
@@ -321,6 +325,14 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
         return row
     finally:
         conn.close()
+
+
+@flow(name="sync-city", flow_run_name="sync-city-{source_name}")
+def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
+    """One city on demand (deployment ``sync-city/one-city``, taken by any worker of the pool):
+    ``sync-source`` with the chunk task runner the settings ask for, as the nightly run uses."""
+    result: dict[str, Any] = configured(sync_source)(source_name, full=full)
+    return result
 
 
 # -- all sources ------------------------------------------------------------------------------

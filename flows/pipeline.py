@@ -29,8 +29,9 @@ from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
 from grid.cases.intake import CaseReport, IntakeError, worker_key
-from grid.ingest import enterprise_copy, reject_copy, worker_copy
+from grid.ingest import enterprise_copy, field_problem_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
+from grid.settings import FLOWS_ROLE
 from grid.store import geo
 from grid.store.db import connect, transaction
 from grid.sync.store import PreparedChunk
@@ -80,7 +81,7 @@ _lock = threading.Lock()
 
 def current_cell_version(city_code: str) -> int:
     """The newest committed grid version under a city (keys the per-process context cache)."""
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         with transaction(conn) as cur:
             return geo.current_version(cur, scope_code=city_code)
@@ -95,7 +96,7 @@ def grid_context(city_code: str, cell_version: int) -> GridContext:
         ctx = _contexts.get(key)
         if ctx is not None:
             return ctx
-        conn = connect()
+        conn = connect(role=FLOWS_ROLE)
         try:
             with transaction(conn) as cur:
                 cells = geo.load_cells(cur, scope_code=city_code)
@@ -238,6 +239,25 @@ def _outside_region(record_id: str, raw: Mapping[str, Any]) -> Reject:
     return Reject(record_id, Reason.ADDRESS_OUTSIDE_REGION, "address", detail, raw=dict(raw))
 
 
+_LOCATION_FIELDS = frozenset({"lon", "lat", "crs", "address"})
+
+
+def _unmapped_reasons(
+    records: Sequence[Any],
+    reasons: list[str | None],
+    cells: Sequence[str | None],
+    divisions: Sequence[str | None],
+) -> None:
+    """A record whose location was dropped as a field problem and that could not be placed by
+    address either is stored unmapped with that problem's reason code (``out_of_china``,
+    ``unknown_crs`` ...), not the generic ``no_location``."""
+    for i, r in enumerate(records):
+        if r.problems and cells[i] is None and divisions[i] is None:
+            reason = next((str(p.reason) for p in r.problems if p.field in _LOCATION_FIELDS), None)
+            if reason is not None:
+                reasons[i] = reason
+
+
 def prepare_chunk(
     spec: ChunkSpec,
     raw_rows: Sequence[Mapping[str, Any]],
@@ -276,9 +296,11 @@ def prepare_chunk(
         dropped = set(outside)
         keep = [i for i in range(len(fresh)) if i not in dropped]
         fresh, placed = [fresh[i] for i in keep], placed.take(keep)
+    _unmapped_reasons(fresh, placed.reason, placed.cell_code, placed.division_code)
     build = worker_copy if spec.entity == "workers" else enterprise_copy
     rows_text = build(fresh, placed, ctx.vault)  # type: ignore[arg-type]
     rejects_text = reject_copy(rejects, ctx.vault)  # type: ignore[arg-type]
+    problems_text = field_problem_copy(fresh, ctx.vault)  # type: ignore[arg-type]
     seen: list[str] = []
     if spec.full:
         seen = [r.source_record_id for r in records] + [
@@ -291,10 +313,12 @@ def prepare_chunk(
         n_rows=len(fresh),
         rejects_text=rejects_text,
         skipped=len(records) - n_fresh + len(unchanged),
+        problems_text=problems_text,
         unmapped=sum(1 for c in placed.cell_code if c is None),
         high_water=max([*(r.source_updated_at for r in records), *(t for _, t in unchanged)], default=None),
         by_method=Counter(placed.method),
         by_reason=Counter(str(j.reason) for j in rejects),
+        by_problem=Counter(str(p.reason) for r in fresh for p in r.problems),
         seen=seen,
         versions=[(r.source_record_id, r.source_updated_at) for r in fresh],
     )

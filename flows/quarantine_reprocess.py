@@ -16,6 +16,11 @@ interleave):
    and updates those still invalid (new reason, seen count) — inside the write's own
    transaction (``write_page(after_write=…)``), so records and quarantine commit together.
 
+Field problems (records loaded with one field empty, ``field_problem_ids``) go the same way: the
+record is re-fetched by its id and written through the same page path, which fills the field in
+place and settles the problem when the source now sends a valid value. A source that cannot answer
+by id leaves the problem open (a loaded record keeps no raw row to re-read).
+
 Idempotent: resolved rows are skipped, an unchanged record is neither re-written nor re-counted.
 """
 
@@ -35,7 +40,7 @@ from connectors.http import HttpSource
 from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
 from grid.cases.intake import page_intake
 from grid.people import vault_from_settings
-from grid.settings import get_settings
+from grid.settings import FLOWS_ROLE, get_settings
 from grid.store.db import connect, transaction
 from grid.sync import reprocess as rp
 from grid.sync import store as sync
@@ -78,7 +83,7 @@ def _reprocess_source(
 ) -> None:
     log = get_run_logger()
     vault = vault_from_settings()
-    conn = connect()
+    conn = connect(role=FLOWS_ROLE)
     try:
         if not sync.try_lock_source(conn, source):
             raise ReprocessFailed(
@@ -154,34 +159,124 @@ def _reprocess_source(
         conn.close()
 
 
+def _settle_field_problems_in_page(
+    cur: Any, *, rows: list[rp.FieldProblemRow], refetched: set[str], out: Counter[str]
+) -> None:
+    out.update(rp.settle_field_problems(cur, rows=rows, refetched=refetched))
+
+
+def _reprocess_field_problems(
+    source: str, rows: list[rp.FieldProblemRow], config: SourceConfig, outcome: Counter[str]
+) -> None:
+    """Re-fetch the records of chosen field problems by id and write them through the sync's page
+    path (which fills the field and settles the problem when the value is now valid)."""
+    log = get_run_logger()
+    conn = connect(role=FLOWS_ROLE)
+    try:
+        if not sync.try_lock_source(conn, source):
+            raise ReprocessFailed(
+                f"{source}: a sync of this source is running; reprocess again after it ends"
+            )
+        version = current_cell_version(config.city_code)
+        if not version:
+            raise ReprocessFailed(f"{source}: no grid cells are loaded for {config.city_code}")
+        with sync.run(
+            conn,
+            source=source,
+            mode="reprocess",
+            flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
+        ) as run:
+            run_id, totals = run.id, run.totals
+            for entity in sorted({r.entity for r in rows}):
+                group = [r for r in rows if r.entity == entity]
+                if entity not in config.entities or config.mapping.get(entity) is None:
+                    raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
+                rids = sorted({r.source_record_id for r in group})
+                fresh = fetch_by_id(config, entity, rids) or {}
+                raw_rows = [fresh[rid] for rid in rids if rid in fresh]
+                spec = ChunkSpec(
+                    source=source,
+                    entity=entity,
+                    city_code=config.city_code,
+                    cell_version=version,
+                    mapping=dict(config.mapping[entity]),
+                    default_crs=config.crs,
+                    full=False,
+                )
+                with transaction(conn) as cur:
+                    known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
+                    pos = sync.get_position(cur, source=source, entity=entity)
+                chunk = prepare_chunk(spec, raw_rows, known, date.today())
+                # A newer version that now has a record problem is quarantined as the sync would;
+                # the cursor stays put.
+                chunk.high_water, chunk.seen = None, []
+                settled: Counter[str] = Counter()
+
+                result = sync.write_page(
+                    conn,
+                    run_id=run_id,
+                    source=source,
+                    entity=entity,
+                    chunks=[chunk],
+                    received=len(raw_rows),
+                    since=pos.since,
+                    cursor_after=pos.cursor,
+                    snapshot_run_id=pos.full_run_id,
+                    after_write=functools.partial(
+                        _settle_field_problems_in_page, rows=group, refetched=set(fresh), out=settled
+                    ),
+                )
+                totals.add(entity, result)
+                outcome.update(settled)
+                log.info(
+                    "%s %s: %d field problems re-taken (%d records fetched from the source): %s",
+                    source, entity, len(group), len(raw_rows),
+                    ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
+                )  # fmt: skip
+    finally:
+        conn.close()
+
+
 @flow(name="quarantine-reprocess", flow_run_name="reprocess-{request_id}")
-def quarantine_reprocess(quarantine_ids: list[int], request_id: int = 0) -> dict[str, int]:
-    """Re-take the open quarantine rows among ``quarantine_ids``; returns counts by outcome."""
-    ids = rp.check_ids(quarantine_ids)
-    conn = connect()
+def quarantine_reprocess(
+    quarantine_ids: list[int] | None = None, request_id: int = 0, field_problem_ids: list[int] | None = None
+) -> dict[str, int]:
+    """Re-take the open quarantine rows among ``quarantine_ids`` and the open field problems among
+    ``field_problem_ids``; returns counts by outcome."""
+    ids = rp.check_ids(quarantine_ids or [], allow_empty=True)
+    fp_ids = rp.check_ids(field_problem_ids or [], allow_empty=True)
+    if not ids and not fp_ids:
+        raise rp.ReprocessError("choose at least one quarantined record or field problem")
+    conn = connect(role=FLOWS_ROLE)
     try:
         with transaction(conn) as cur:
-            rows = rp.load_open(cur, ids=ids)
+            rows = rp.load_open(cur, ids=ids) if ids else []
+            fp_rows = rp.load_open_field_problems(cur, ids=fp_ids) if fp_ids else []
     finally:
         conn.close()
     outcome: Counter[str] = Counter()
     outcome["already_resolved"] = len(ids) - len(rows)
+    outcome["field_already_settled"] = len(fp_ids) - len(fp_rows)
     configs = {c.name: c for c in load_all_sources(get_settings().sources_dir)}
     failed: list[str] = []
-    for source in sorted({q.source for q in rows}):
+    for source in sorted({q.source for q in rows} | {r.source for r in fp_rows}):
         group = [q for q in rows if q.source == source]
+        fp_group = [r for r in fp_rows if r.source == source]
         config = configs.get(source)
         try:
             if config is None:
                 raise ReprocessFailed(f"{source}: no source config of that name")
-            _reprocess_source(source, group, config, outcome)
+            if group:
+                _reprocess_source(source, group, config, outcome)
+            if fp_group:
+                _reprocess_field_problems(source, fp_group, config, outcome)
         except Exception as exc:
             failed.append(sync.error_line(exc))
-            outcome["failed"] += len(group)
+            outcome["failed"] += len(group) + len(fp_group)
     counts = {k: v for k, v in sorted(outcome.items()) if v}
     error = "; ".join(failed) or None
     if request_id:
-        conn = connect()
+        conn = connect(role=FLOWS_ROLE)
         try:
             with transaction(conn) as cur:
                 rp.request_finished(

@@ -155,7 +155,28 @@ def area_m2(geoms: Sequence[BaseGeometry]) -> FloatArray:
 def _same_geometry(
     old: ObjectArray, new: ObjectArray, tolerance_m: float
 ) -> tuple[NDArray[np.bool_], FloatArray]:
-    """(same within tolerance, symmetric-difference area m²) for pairs of lon/lat geometries."""
+    """(same within tolerance, symmetric-difference area m²) for pairs of lon/lat geometries.
+
+    Pairs with exactly the same coordinates (most of a whole-city file) are the same, with no
+    difference: only the others are projected and measured.
+    """
+    same: NDArray[np.bool_] = np.ones(len(old), dtype=bool)
+    changed_area: FloatArray = np.zeros(len(old))
+    rest = ~shapely.equals_exact(_one_part(old), _one_part(new), tolerance=0.0)
+    if rest.any():
+        same[rest], changed_area[rest] = _measure(old[rest], new[rest], tolerance_m)
+    return same, changed_area
+
+
+def _one_part(geoms: ObjectArray) -> ObjectArray:
+    """A one-part multi-geometry as its part (a stored MultiPolygon equals the file's Polygon)."""
+    out = geoms.copy()
+    single = shapely.get_num_geometries(geoms) == 1
+    out[single] = shapely.get_geometry(geoms[single], 0)
+    return out
+
+
+def _measure(old: ObjectArray, new: ObjectArray, tolerance_m: float) -> tuple[NDArray[np.bool_], FloatArray]:
     centre = shapely.get_x(shapely.centroid(old))
     a, b = to_local_metres(old, centre), to_local_metres(new, centre)
     changed_area: FloatArray = shapely.area(shapely.symmetric_difference(a, b))

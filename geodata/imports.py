@@ -44,6 +44,7 @@ community exceeds it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -242,6 +243,31 @@ def _file_system(file_crs: str) -> CRS | None:
     return None
 
 
+_GEOJSON_CRS = re.compile(r'"crs"\s*:\s*\{[^{}]*?"properties"\s*:\s*\{[^{}]*?"name"\s*:\s*"([^"]{1,500})"')
+
+
+def _geojson_crs_name(source: str) -> str | None:
+    """The name in a GeoJSON file's (pre-RFC 7946) top-level ``crs`` member, if it has one."""
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return None
+    start = head.find('"features"')
+    m = _GEOJSON_CRS.search(head if start < 0 else head[:start]) or _GEOJSON_CRS.search(head)
+    return m.group(1) if m else None
+
+
+def _known_crs(name: str) -> bool:
+    import pyproj
+
+    try:
+        pyproj.CRS.from_user_input(name)
+    except pyproj.exceptions.CRSError:
+        return False
+    return True
+
+
 def resolve_crs(file_crs: str | None, declared: str | CRS | None) -> CRS | Problem:
     """The system a file's coordinates are in, or the file-level problem (see the module rules)."""
     shown = file_crs if file_crs is None or len(file_crs) < 60 else file_crs[:57] + "..."
@@ -339,6 +365,16 @@ def read_layer(
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
         return refused(Reason.UNREADABLE_FILE, f"cannot read {source}: {str(exc).splitlines()[0]}")
     file_crs = None if info.get("crs") is None else str(info["crs"])
+    named = _geojson_crs_name(source) if info.get("driver") == "GeoJSON" else None
+    if named is not None and not _known_crs(named):
+        # GDAL reads a GeoJSON whose "crs" it does not know as WGS84 without a word: refuse it.
+        shown = named if len(named) < 60 else named[:57] + "..."
+        return refused(
+            Reason.UNKNOWN_CRS,
+            f"the file names the CRS {shown}, which is not a known coordinate system; "
+            "reproject it to EPSG:4490 first",
+            named,
+        )
     available = [str(f) for f in info["fields"]]
     wanted = [f for f in (fields.code, fields.name, fields.parent) if f]
     missing = [f for f in wanted if f not in available]

@@ -54,6 +54,18 @@ class EnterpriseLike(Protocol):
     legal_rep_phone: str | None
 
 
+class ProblemLike(Protocol):
+    field: str
+    reason: Any
+    detail: str
+    raw: Mapping[str, Any]
+
+
+class WithProblems(Protocol):
+    source_record_id: str
+    problems: Sequence[ProblemLike]
+
+
 class RejectLike(Protocol):
     source_record_id: str | None
     reason: Any
@@ -208,4 +220,25 @@ def reject_copy(rejects: Sequence[RejectLike], vault: Vault) -> str:
                 )
             )
         )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def field_problem_copy(records: Sequence[WithProblems], vault: Vault) -> str:
+    """COPY text of the field problems of loaded records (``FIELD_PROBLEM_COLUMNS`` order): reason,
+    field and safe detail in clear, the field's raw value encrypted (purpose ``raw``)."""
+    lines: list[str] = []
+    for r in records:
+        for p in r.problems:
+            raw = json.dumps(dict(p.raw), ensure_ascii=False, sort_keys=True, default=str)
+            lines.append(
+                "\t".join(
+                    (
+                        _t(r.source_record_id),
+                        _t(p.field),
+                        _t(str(p.reason)),
+                        _t(p.detail),
+                        _b(vault.encrypt(raw, purpose=RAW_PURPOSE)),
+                    )
+                )
+            )
     return "\n".join(lines) + "\n" if lines else ""

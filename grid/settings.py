@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +22,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PG_PORT = 54329
 _PLACEHOLDERS = {"", "changeme", "change-me", "placeholder", "secret"}
+
+# Database roles by job (migration 0007 creates the login roles; README "Database roles"):
+#: owns the schema and runs migrations (the private cluster's bootstrap superuser, or the user
+#: of GRIDFLOW_DATABASE_URL); the CLI's administrative commands connect as it.
+OWNER_ROLE = "gridflow"
+#: the web app's login: owns nothing, NOINHERIT, may only ``SET ROLE gridflow_app`` (under RLS).
+WEB_ROLE = "gridflow_web"
+#: the flows' login: DML on the tables the flows write, no DDL, owns nothing.
+FLOWS_ROLE = "gridflow_flows"
+#: Login roles whose passwords production must be given (``GRIDFLOW_DB_PASSWORD_<ROLE>``).
+SERVICE_ROLES = (WEB_ROLE, FLOWS_ROLE)
+
+
+def db_password_env(role: str) -> str:
+    """The environment variable holding the password of database role ``role``."""
+    return "GRIDFLOW_DB_PASSWORD_" + role.upper()
 
 
 class ConfigError(RuntimeError):
@@ -113,10 +131,42 @@ class Settings(BaseSettings):
 
     @property
     def dsn(self) -> str:
-        """libpq connection string of the database gridflow uses."""
+        """libpq connection string of the database gridflow uses, as its owner (migrations, CLI)."""
+        return self.db_dsn(OWNER_ROLE)
+
+    def db_password(self, role: str) -> str:
+        """The password of database role ``role``: ``GRIDFLOW_DB_PASSWORD_<ROLE>`` when set (required
+        in production), else in development/test a random one kept in ``<state>/keys/db-<role>.password``
+        (mode 0600, created on first use)."""
+        value = os.environ.get(db_password_env(role), "")
+        if value.strip():
+            if self.env == "production" and value.strip().lower() in _PLACEHOLDERS:
+                raise ConfigError(f"{db_password_env(role)} must be set to a real secret in production")
+            return value
+        if self.env == "production":
+            raise ConfigError(f"{db_password_env(role)} is required in production")
+        return _dev_secret(self.state_dir / "keys" / f"db-{role}.password")
+
+    def db_dsn(self, role: str, database: str | None = None) -> str:
+        """libpq URL for database role ``role`` (and ``database``, by default gridflow's own).
+
+        With ``GRIDFLOW_DATABASE_URL`` the owner's URL is that URL as given; another role gets the
+        same server and database with its own name and :meth:`db_password`. On the private cluster
+        every role logs in over 127.0.0.1 with its password (SCRAM; the cluster trusts nobody).
+        """
         if self.database_url:
-            return self.database_url
-        return f"postgresql://gridflow@127.0.0.1:{self.cluster_port}/gridflow"
+            parts = urlsplit(self.database_url)
+            if role != OWNER_ROLE:
+                host = parts.hostname or ""
+                host = f"[{host}]" if ":" in host else host
+                port = f":{parts.port}" if parts.port else ""
+                secret = quote(self.db_password(role), safe="")
+                parts = parts._replace(netloc=f"{quote(role, safe='')}:{secret}@{host}{port}")
+            if database is not None:
+                parts = parts._replace(path="/" + database)
+            return urlunsplit(parts)
+        secret = quote(self.db_password(role), safe="")
+        return f"postgresql://{role}:{secret}@127.0.0.1:{self.cluster_port}/{database or 'gridflow'}"
 
     @property
     def prefect_api_url(self) -> str:
@@ -136,8 +186,9 @@ class Settings(BaseSettings):
         return "gridflow:" + _dev_secret(self.state_dir / "keys" / "prefect-api.auth")
 
     def prefect_db_password(self) -> str:
-        """Password of the private cluster's ``prefect`` login role (kept in the state folder)."""
-        return _dev_secret(self.state_dir / "keys" / f"{self.prefect_database_name}-db.password")
+        """Password of the private cluster's ``prefect`` login role (``GRIDFLOW_DB_PASSWORD_PREFECT``,
+        or in development ``<state>/keys/db-prefect.password``)."""
+        return self.db_password(self.prefect_database_name)
 
     @property
     def prefect_db_url(self) -> str:
@@ -150,9 +201,7 @@ class Settings(BaseSettings):
                 "(postgresql+asyncpg://USER:PASSWORD@HOST:PORT/prefect) for the Prefect server's database"
             )
         name = self.prefect_database_name
-        return (
-            f"postgresql+asyncpg://{name}:{self.prefect_db_password()}@127.0.0.1:{self.cluster_port}/{name}"
-        )
+        return self.db_dsn(name, name).replace("postgresql://", "postgresql+asyncpg://", 1)
 
     @property
     def prefect_ui(self) -> str:
@@ -181,25 +230,18 @@ class Settings(BaseSettings):
 
 
 def _dev_key(path: Path) -> bytes:
-    if path.exists():
-        return base64.b64decode(path.read_text().strip())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(base64.b64encode(key).decode())
-    return key
+    return base64.b64decode(_dev_secret(path, lambda: base64.b64encode(secrets.token_bytes(32)).decode()))
 
 
-def _dev_secret(path: Path) -> str:
-    """A random URL-safe secret created once in the state folder (mode 0600)."""
+def _dev_secret(path: Path, make: Callable[[], str] | None = None) -> str:
+    """A development secret kept in ``path`` (mode 0600), created once (a URL-safe token by default)."""
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(24)
+    value = make() if make is not None else secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first
+    except FileExistsError:  # another process created it first: use theirs
         return path.read_text().strip()
     with os.fdopen(fd, "w") as fh:
         fh.write(value)

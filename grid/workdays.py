@@ -389,6 +389,15 @@ def to_local(at: datetime, tz: ZoneInfo = SHANGHAI) -> datetime:
     return at.astimezone(tz)
 
 
+def today_local(now: datetime | None = None, tz: ZoneInfo = SHANGHAI) -> date:
+    """Today's date in ``tz`` (Asia/Shanghai by default), not the machine's or UTC's.
+
+    Cell and division versions are dated by it: at 01:00 in Shanghai it is already tomorrow, while
+    UTC (and a server kept on UTC) still says yesterday. ``now`` (aware) pins the instant.
+    """
+    return to_local(now if now is not None else datetime.now(tz), tz).date()
+
+
 def end_of(d: date, *, tz: ZoneInfo = SHANGHAI, end_of_day: time = END_OF_DAY) -> datetime:
     """The last instant of local day ``d`` (by default 23:59:59 Asia/Shanghai)."""
     return datetime.combine(d, end_of_day, tzinfo=tz)

@@ -12,7 +12,10 @@ from gridflow_cli.common import connect_or_fail
 from gridflow_cli.common import fail as _fail
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Prefect automations that alert on sync trouble.")
-quarantine_app = typer.Typer(no_args_is_help=True, help="Quarantined records: counts and reprocessing.")
+quarantine_app = typer.Typer(
+    no_args_is_help=True,
+    help="Quarantined records (not loaded) and field problems (loaded, one field empty): counts and reprocessing.",
+)
 
 
 def _prefect_env() -> None:
@@ -93,7 +96,9 @@ def quarantine_list(
     reason: Annotated[str, typer.Option(help="only this reason code")] = "",
     ids: Annotated[bool, typer.Option("--ids", help="print the open row ids (for reprocess)")] = False,
 ) -> None:
-    """Open quarantined records by source and reason (counts; with --ids the row ids). No values."""
+    """Open quarantined records (record problems: not loaded) by source and reason, then open field
+    problems (records loaded with that field empty) by source, reason and field; counts, with
+    --ids the row ids. No values."""
     from grid.store.db import transaction
 
     conn = connect_or_fail()
@@ -108,37 +113,63 @@ def quarantine_list(
                 (source, source, reason, reason),
             )
             rows = cur.fetchall()
+            cur.execute(
+                """
+                SELECT source, entity, reason_code, field, count(*), array_agg(id ORDER BY id) FROM field_problem
+                WHERE settled_at IS NULL AND (%s = '' OR source = %s) AND (%s = '' OR reason_code = %s)
+                GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+                """,
+                (source, source, reason, reason),
+            )
+            problems = cur.fetchall()
     finally:
         conn.close()
+    typer.echo("record problems (quarantined whole, not loaded):")
     if not rows:
-        typer.echo("no open quarantined records")
+        typer.echo("  no open quarantined records")
     for src, entity, code, n, row_ids in rows:
-        typer.echo(f"{src} {entity} {code}: {n}" + (f"  ids: {' '.join(map(str, row_ids))}" if ids else ""))
+        typer.echo(f"  {src} {entity} {code}: {n}" + (f"  ids: {' '.join(map(str, row_ids))}" if ids else ""))
+    typer.echo("field problems (record loaded, field left empty; reprocess with --field-problem):")
+    if not problems:
+        typer.echo("  no open field problems")
+    for src, entity, code, fld, n, row_ids in problems:
+        typer.echo(
+            f"  {src} {entity} {code} [{fld}]: {n}" + (f"  ids: {' '.join(map(str, row_ids))}" if ids else "")
+        )
 
 
 @quarantine_app.command("reprocess")
 def quarantine_reprocess(
     quarantine_ids: Annotated[
-        list[int], typer.Argument(help="quarantine row ids (see `quarantine list --ids`)")
-    ],
+        list[int] | None, typer.Argument(help="quarantine row ids (see `quarantine list --ids`)")
+    ] = None,
+    field_problem: Annotated[
+        list[int] | None,
+        typer.Option("--field-problem", help="a field problem id (repeatable; see `quarantine list --ids`)"),
+    ] = None,
     local: Annotated[
         bool, typer.Option(help="run in this process instead of through the Prefect API")
     ] = False,
     wait: Annotated[bool, typer.Option(help="wait for the flow run and print its outcome")] = True,
 ) -> None:
-    """Re-take chosen quarantined records after the city fixed its data."""
+    """Re-take chosen quarantined records, or records with chosen field problems, after the city
+    fixed its data (the records are re-fetched by id and written through the sync's path)."""
     from grid.sync import reprocess as rp
 
     try:
-        ids = rp.check_ids(quarantine_ids)
+        ids = rp.check_ids(quarantine_ids or [], allow_empty=True)
+        fp_ids = rp.check_ids(field_problem or [], allow_empty=True)
+        if not ids and not fp_ids:
+            raise rp.ReprocessError("choose at least one quarantined record or field problem")
     except rp.ReprocessError as exc:
         _fail(str(exc))
+    params = {"quarantine_ids": ids, "field_problem_ids": fp_ids}
     _prefect_env()
     if local:
         from flows.quarantine_reprocess import quarantine_reprocess as flow_fn
 
         try:
-            counts = flow_fn(quarantine_ids=ids)
+            counts = flow_fn(quarantine_ids=ids, field_problem_ids=fp_ids)
         except Exception as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         typer.echo(", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing to do")
@@ -148,9 +179,7 @@ def quarantine_reprocess(
     from grid.settings import get_settings
 
     try:
-        run = run_deployment(
-            rp.REPROCESS_DEPLOYMENT, parameters={"quarantine_ids": ids}, timeout=None if wait else 0
-        )
+        run = run_deployment(rp.REPROCESS_DEPLOYMENT, parameters=params, timeout=None if wait else 0)
     except Exception as exc:
         _fail(
             f"could not start {rp.REPROCESS_DEPLOYMENT} ({type(exc).__name__}): run `gridflow deploy` first?"

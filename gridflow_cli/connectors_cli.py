@@ -8,9 +8,11 @@
 * ``gridflow validate --kind worker|enterprise|case IN --out-dir DIR [--source NAME]`` - validation
   alone, for a city checking an export before it connects: writes ``accepted.csv`` (canonical
   fields; ID, phone, name and home address MASKED, free text reduced to its length - these files
-  get emailed around) and ``quarantined.csv`` (record number, source record id, reason code,
-  field, detail - never a raw value). Without ``--source`` the file's columns must carry the
-  canonical field names; with it, the city's names from that source's mapping.
+  get emailed around), ``quarantined.csv`` (records NOT loaded: record number, source record id,
+  reason code, field, detail - never a raw value) and ``field_problems.csv`` (records accepted with
+  one field left empty, ``connectors/problems.py``: the same columns, one line per field).
+  Without ``--source`` the file's columns must carry the canonical field names; with it, the
+  city's names from that source's mapping.
 
 Nothing printed or written carries an ID number, phone number or other raw personal value.
 """
@@ -138,9 +140,16 @@ def sources_check(name: Annotated[str, typer.Argument(help="source name (its fil
             )
             reasons = Counter(str(r.reason) for r in rejects)
             detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+            field_reasons = Counter(str(p.reason) for r in records for p in getattr(r, "problems", ()))
+            field_detail = ", ".join(f"{k} {v}" for k, v in sorted(field_reasons.items()))
             typer.echo(
                 f"    valid {len(records)}, quarantined {len(rejects)}" + (f" ({detail})" if detail else "")
             )
+            if field_reasons:
+                typer.echo(
+                    f"    of the valid, {sum(field_reasons.values())} field problems (field left empty: "
+                    f"{field_detail})"
+                )
     if problems:
         _fail(f"source {config.name} has {problems} problem(s); see above")
     typer.echo(f"{config.name}: ok")
@@ -250,16 +259,24 @@ def _identity_mapping(entity: str, header: Sequence[str]) -> dict[str, str]:
 def validate(
     input_file: Annotated[Path, typer.Argument(metavar="IN", help="a CSV or XLSX export")],
     kind: Annotated[str, typer.Option(help="worker, enterprise or case")],
-    out_dir: Annotated[Path, typer.Option(help="where accepted.csv and quarantined.csv go")],
+    out_dir: Annotated[
+        Path, typer.Option(help="where accepted.csv, quarantined.csv and field_problems.csv go")
+    ],
     source: Annotated[str | None, typer.Option(help="use this source's field mapping and CRS")] = None,
     crs: Annotated[
         str | None, typer.Option(help="coordinate system of the points (default: the source's)")
     ] = None,
     encoding: Annotated[str | None, typer.Option(help="CSV encoding (default: detected)")] = None,
 ) -> None:
-    """Validate an export without loading it: accepted.csv (masked) and quarantined.csv (reasons)."""
-    from connectors.file import read_rows
+    """Validate an export without loading it: accepted.csv (masked), quarantined.csv (records not
+    loaded, with reasons) and field_problems.csv (accepted records with a field left empty)."""
+    from connectors.file import FileDamaged, read_rows
+    from connectors.records import DAMAGE_KEY
     from connectors.validate import VALIDATORS, resolve_crs
+    from grid.monitoring.exports import spreadsheet_safe
+
+    def cells(values: Sequence[Any]) -> list[Any]:
+        return [spreadsheet_safe(v) if isinstance(v, str) else v for v in values]
 
     entity = KINDS.get(kind.strip().lower())
     if entity is None:
@@ -273,6 +290,8 @@ def validate(
     default_crs = crs or (config.crs if config else None)
     if crs and resolve_crs(crs) is None:
         _fail(f"unknown coordinate system {crs!r} (use cgcs2000, wgs84, gcj02 or bd09)")
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(f"--out-dir {out_dir} exists and is not a directory")
 
     def read(offset: int) -> tuple[list[dict[str, Any]], int, bool]:
         try:
@@ -285,6 +304,9 @@ def validate(
                 limit=_CHUNK,
                 number_key=_ROW_KEY,
             )
+        except FileDamaged as exc:
+            _fail(str(exc))
+            raise  # unreachable
         except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
             _fail(f"{input_file.name} cannot be read ({type(exc).__name__})")
             raise  # unreachable
@@ -295,51 +317,78 @@ def validate(
         if not mapping:
             _fail(f"source {config.name} has no mapping for {entity}")
             return
+    elif not first and done:
+        mapping = {}  # no data rows: nothing to map, two header-only outputs
     else:
-        header = list(first[0]) if first else []
+        header = next((list(r) for r in first if DAMAGE_KEY not in r), [])
         mapping = _identity_mapping(entity, [h for h in header if h != _ROW_KEY])
     validator = VALIDATORS[entity]
     columns = _columns(entity)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot create --out-dir {out_dir}: {exc.strerror or type(exc).__name__}")
     reasons: Counter[str] = Counter()
+    field_reasons: Counter[str] = Counter()
     n_rows = n_ok = 0
     today = date.today()
     with (
         (out_dir / "accepted.csv").open("w", encoding="utf-8-sig", newline="") as acc_fh,
         (out_dir / "quarantined.csv").open("w", encoding="utf-8-sig", newline="") as q_fh,
+        (out_dir / "field_problems.csv").open("w", encoding="utf-8-sig", newline="") as f_fh,
     ):
         accepted = csv.writer(acc_fh)
         quarantined = csv.writer(q_fh)
+        problems = csv.writer(f_fh)
         accepted.writerow([c for c, _ in columns])
         quarantined.writerow(["row", "source_record_id", "reason_code", "field", "detail"])
+        problems.writerow(["row", "source_record_id", "reason_code", "field", "detail"])
         rows, offset = first, consumed
         while True:
             n_rows += len(rows)
-            records, rejects = validator(rows, mapping=mapping, default_crs=default_crs, today=today)
+            records, rejects = (
+                validator(rows, mapping=mapping, default_crs=default_crs, today=today) if rows else ([], [])
+            )
+            row_of = {str(r.get(mapping["source_record_id"], "")).strip(): r.get(_ROW_KEY, "") for r in rows}
             for rec in records:
-                accepted.writerow([render(getattr(rec, c)) for c, render in columns])
+                accepted.writerow(cells([render(getattr(rec, c)) for c, render in columns]))
+                for prob in getattr(rec, "problems", ()):
+                    field_reasons[str(prob.reason)] += 1
+                    problems.writerow(
+                        cells([row_of.get(rec.source_record_id, ""), rec.source_record_id, str(prob.reason),
+                               prob.field, prob.detail])
+                    )  # fmt: skip
             n_ok += len(records)
             for rej in sorted(rejects, key=lambda r: int(r.raw.get(_ROW_KEY, 0))):
                 reasons[str(rej.reason)] += 1
                 quarantined.writerow(
-                    [
-                        rej.raw.get(_ROW_KEY, ""),
-                        rej.source_record_id or "",
-                        str(rej.reason),
-                        rej.field or "",
-                        rej.detail,
-                    ]
+                    cells(
+                        [
+                            rej.raw.get(_ROW_KEY, ""),
+                            rej.source_record_id or "",
+                            str(rej.reason),
+                            rej.field or "",
+                            rej.detail,
+                        ]
+                    )
                 )
             if done:
                 break
             rows, consumed, done = read(offset)
             offset += consumed
     detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+    field_detail = ", ".join(f"{k} {v}" for k, v in sorted(field_reasons.items()))
     typer.echo(
         f"{input_file.name}: {n_rows} rows, {n_ok} accepted, {sum(reasons.values())} quarantined"
         + (f" ({detail})" if detail else "")
     )
-    typer.echo(f"wrote {out_dir / 'accepted.csv'} and {out_dir / 'quarantined.csv'}")
+    typer.echo(
+        f"of the accepted, {sum(field_reasons.values())} field problems (record kept, field left empty)"
+        + (f" ({field_detail})" if field_detail else "")
+    )
+    typer.echo(
+        f"wrote {out_dir / 'accepted.csv'}, {out_dir / 'quarantined.csv'} and {out_dir / 'field_problems.csv'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

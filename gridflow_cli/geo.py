@@ -64,7 +64,9 @@ def _db() -> Iterator[psycopg2.extensions.connection]:
 
 def _parse_date(text: str | None) -> date:
     if not text:
-        return date.today()
+        from grid.workdays import today_local
+
+        return today_local()
     try:
         return date.fromisoformat(text)
     except ValueError:
@@ -365,6 +367,7 @@ def map_points(
     from geodata.crs import UnknownCRSError, parse_crs
     from geodata.division_index import DivisionIndex, locate_points
     from grid.cells import imports as store
+    from grid.monitoring.exports import spreadsheet_safe
     from grid.store import geo
 
     if crs is not None:
@@ -397,7 +400,15 @@ def map_points(
     chunks = pd.read_csv(
         in_csv, dtype=str, keep_default_na=False, chunksize=max(1, chunk_size), encoding="utf-8-sig"
     )
-    for chunk in chunks:
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            break
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            # pandas names the line ("Expected 3 fields in line 12, saw 4"), never its content
+            where = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            _fail(f"{in_csv.name} is damaged after {rows} rows ({where}); {out} holds the rows before it")
         lon_text, lat_text = _column(chunk, "lon"), _column(chunk, "lat")
         lon = pd.to_numeric(lon_text.replace("", np.nan), errors="coerce").to_numpy(dtype=np.float64)
         lat = pd.to_numeric(lat_text.replace("", np.nan), errors="coerce").to_numpy(dtype=np.float64)
@@ -420,7 +431,7 @@ def map_points(
         chain = located.chain()
         frame = pd.DataFrame(
             {
-                "id": chunk["id"].to_numpy(),
+                "id": chunk["id"].map(spreadsheet_safe).to_numpy(),
                 "cell_code": located.cell_code,
                 "community_code": chain[Level.COMMUNITY],
                 "town_code": chain[Level.TOWN],

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -68,9 +68,16 @@ def db_down() -> None:
 
 
 @db_app.command("url")
-def db_url() -> None:
-    """Print the database URL gridflow uses."""
-    typer.echo(get_settings().dsn)
+def db_url(
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the owner's password too (for psql).")
+    ] = False,
+) -> None:
+    """Print the database URL gridflow uses (as the owner; password hidden unless asked)."""
+    from grid.store.db import redact_dsn
+
+    dsn = get_settings().dsn
+    typer.echo(dsn if show_password else redact_dsn(dsn))
 
 
 # -- world ------------------------------------------------------------------------------------
@@ -87,6 +94,7 @@ def world_load(
     from geodata.world import build_sample_world
     from grid.store import world as store_world
     from grid.store.db import connect, transaction
+    from grid.workdays import today_local
 
     s = get_settings()
     city = city or s.sample_city
@@ -95,16 +103,17 @@ def world_load(
     national = load_national_divisions()
     sample_codes = {d.code for d in sample.divisions}
     divisions = [d for d in national if d.code not in sample_codes] + list(sample.divisions)
+    today = today_local()
     conn = connect_or_fail()
     try:
         with transaction(conn) as cur:
-            added, changed, same = store_world.load_divisions(cur, divisions, valid_from=date.today())
+            added, changed, same = store_world.load_divisions(cur, divisions, valid_from=today)
             n_cells, version = store_world.load_cells(
                 cur,
                 sample.cells,
                 scope_code=city,
                 label=f"sample world {city}",
-                valid_from=date.today(),
+                valid_from=today,
                 generated=True,
                 note=sample.note,
             )

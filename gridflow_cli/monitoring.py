@@ -17,6 +17,7 @@ from gridflow_cli.common import fail as _fail
 
 if TYPE_CHECKING:
     from grid.monitoring.coverage import DivisionCoverage
+    from grid.monitoring.pending import Notes
 
 coverage_app = typer.Typer(
     invoke_without_command=True,
@@ -38,14 +39,27 @@ def _pad(text: str, width: int) -> str:
     return "".join(out) + " " * (width - used)
 
 
-def _print_division(d: DivisionCoverage, *, indent: str = "") -> None:
+def note_text(pending: int, with_problem: int) -> str:
+    """The note beside a registry rate: records quarantined whole (not counted) and records
+    counted despite a field problem (``grid.monitoring.pending``); '' when there is neither."""
+    parts = []
+    if pending:
+        parts.append(f"另有 {pending:,} 条待核实 (+{pending:,} quarantined whole, not counted)")
+    if with_problem:
+        parts.append(f"{with_problem:,} 条字段待核实 ({with_problem:,} counted with a field problem)")
+    return "  ".join(parts)
+
+
+def _print_division(d: DivisionCoverage, *, indent: str = "", notes: Notes | None = None) -> None:
     from grid.monitoring.coverage import headline, percent
 
     c = d.counts
     typer.echo(f"{indent}{d.name} ({d.code}, level {d.level})")
     for r, num, den, value in headline(c):
+        note = note_text(*notes.for_rate(r.name)) if notes else ""
         typer.echo(
             f"{indent}  {_pad(r.label_en + ' ' + r.label_zh, 32)} {num:>10,} / {den:<10,} {percent(value):>7}"
+            + (f"  {note}" if note else "")
         )
     typer.echo(
         f"{indent}  overdue: {c.overdue:,} past the resolution deadline, "
@@ -72,9 +86,12 @@ def coverage(
         day, as_of = as_of_for(parse_date(date), now=datetime.now(UTC), tz=tz)
     except CoverageError as exc:
         _fail(str(exc))
+    from grid.monitoring.pending import notes as read_notes
+
     conn = _connect()
     try:
         summary = compute_snapshot(conn, snapshot_date=day, as_of=as_of, tz=tz)
+        noted = read_notes(conn, codes=[p.code for p in summary.provinces], snapshot_date=day)
     finally:
         conn.close()
     typer.echo(
@@ -86,7 +103,7 @@ def coverage(
     if not summary.provinces:
         typer.echo("no enterprise, worker or case is attributed to any province yet")
     for p in summary.provinces:
-        _print_division(p)
+        _print_division(p, notes=noted[p.code])
         typer.echo(f"  {'city':<34} {'union':>7} {'mapped':>7} {'disputes':>8} {'on time':>8} {'overdue':>8}")
         for city in (x for x in summary.cities if x.code[:2] == p.code[:2]):
             rs = city.counts.rates()
@@ -112,6 +129,7 @@ def show(
         percent,
         province_summary,
     )
+    from grid.monitoring.pending import notes as read_notes
 
     if code and not is_division_code(code):
         _fail(f"a division code is 12 digits, got {code!r}")
@@ -132,16 +150,17 @@ def show(
             code = summary.provinces[0].code
         row = division_coverage(conn, snapshot_date=day, code=code)
         kids = children_coverage(conn, snapshot_date=day, code=code)
+        noted = read_notes(conn, codes=[code, *(k.code for k in kids)], snapshot_date=day)
     finally:
         conn.close()
     if row is None:
         _fail(f"no row for {code} in the snapshot of {day.isoformat()}")
     typer.echo(f"coverage snapshot {day.isoformat()}")
-    _print_division(row)
+    _print_division(row, notes=noted[code])
     if kids:
         typer.echo(
             f"  {'below':<34} {'union':>7} {'mapped':>7} {'disputes':>8} {'response':>8} "
-            f"{'on time':>8} {'overdue':>8}"
+            f"{'on time':>8} {'overdue':>8}  note beside 职工信息掌握率"
         )
         for k in kids:
             rs = k.counts.rates()
@@ -149,6 +168,7 @@ def show(
                 f"  {_pad(k.name + ' ' + k.code, 34)} {percent(rs['union']):>7} {percent(rs['workers']):>7} "
                 f"{percent(rs['disputes']):>8} {percent(rs['response']):>8} {percent(rs['on_time']):>8} "
                 f"{k.counts.overdue:>8,}"
+                + (f"  {note}" if (note := note_text(*noted[k.code].for_rate("workers"))) else "")
             )
 
 

@@ -34,9 +34,10 @@ def print_run_report(flow_run_id: str) -> None:
                 " (SELECT count(*) FROM quarantine WHERE resolved_at IS NULL),"
                 " (SELECT count(*) FROM case_intake),"
                 " (SELECT count(*) FROM worker WHERE cell_code IS NULL AND deleted_at IS NULL)"
-                "  + (SELECT count(*) FROM enterprise WHERE cell_code IS NULL AND deleted_at IS NULL)"
+                "  + (SELECT count(*) FROM enterprise WHERE cell_code IS NULL AND deleted_at IS NULL),"
+                " (SELECT count(*) FROM field_problem WHERE settled_at IS NULL)"
             )
-            workers, enterprises, quarantined, cases, unmapped = fetch_one(cur)
+            workers, enterprises, quarantined, cases, unmapped, problems = fetch_one(cur)
     finally:
         conn.close()
     ui = get_settings().flow_run_url(flow_run_id)
@@ -49,7 +50,8 @@ def print_run_report(flow_run_id: str) -> None:
         typer.echo(f"{rid:>5} {source:12} {st:10} {rec:>9} {loaded:>8} {unch:>9} {quar:>11} {unm:>8}")
     typer.echo(
         f"database now: {workers} workers, {enterprises} enterprises, {cases} case reports taken in, "
-        f"{quarantined} open quarantine rows, "
+        f"{quarantined} open quarantine rows (records not loaded), "
+        f"{problems} open field problems (records loaded with a field empty), "
         f"{unmapped} records without a cell"
     )
 

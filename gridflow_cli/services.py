@@ -119,6 +119,9 @@ def services(settings: Settings) -> dict[str, Service]:
                 "127.0.0.1",
                 "--port",
                 str(settings.web_port),
+                # never believe X-Forwarded-For from whoever connects (uvicorn trusts loopback by
+                # default); GRIDFLOW_WEB_TRUSTED_PROXIES names the proxies the app believes
+                "--no-proxy-headers",
             ],
             f"http://127.0.0.1:{settings.web_port}/healthz",
         ),

@@ -167,8 +167,9 @@ class Principal:
 
     @property
     def aggregate_prefix(self) -> str:
-        """The divisions whose aggregates (dashboards, exports) the principal sees: admin all."""
-        return "" if self.role is Role.ADMIN else self.prefix
+        """The divisions whose aggregates (dashboards, exports) the principal sees: its own scope,
+        administrators included (an admin scoped to Beijing opens no Hubei dashboard)."""
+        return self.prefix
 
     @property
     def source_prefix(self) -> str:

@@ -14,7 +14,8 @@ from grid.settings import get_settings
 class WebSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDFLOW_WEB_", env_file=".env", extra="ignore")
 
-    database_url: str | None = None  # defaults to the main database URL, as role gridflow_app
+    #: defaults to the main database as the login ``gridflow_web`` (``Settings.db_dsn``)
+    database_url: str | None = None
     db_role: str = "gridflow_app"
     pool_max: int = 16
     session_idle_minutes: int = 30
@@ -26,6 +27,10 @@ class WebSettings(BaseSettings):
     #: Days ended sessions and login attempts are kept for a security review, then purged (the
     #: throttle looks back only ``login_window_minutes``; a client address is personal data).
     login_history_days: int = 30
+    #: Addresses of reverse proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed
+    #: (comma-separated IPs or networks; default none: the peer address is the client). uvicorn is
+    #: started with ``--no-proxy-headers`` so only this list decides.
+    trusted_proxies: str = ""
 
     @model_validator(mode="after")
     def _refuse_insecure_cookie(self) -> WebSettings:

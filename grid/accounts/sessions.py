@@ -47,6 +47,16 @@ def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _state(cur: psycopg2.extensions.cursor, **settings: str) -> None:
+    """State, for this transaction only, which login / session / client it works on: the row-level
+    security of accounts, sessions and login attempts (migration 0007) shows nothing else."""
+    names = sorted(settings)
+    cur.execute(
+        "SELECT " + ", ".join(f"set_config('gridflow.{n}', %s, true)" for n in names),
+        [settings[n] for n in names],
+    )
+
+
 def add_user(
     conn: Conn, *, login: str, password: str, role: Role, scope_code: str, cells: list[str] | None = None
 ) -> int:
@@ -86,6 +96,7 @@ def login(conn: Conn, *, login: str, password: str, client: str, web: WebSetting
     now = datetime.now(UTC)
     since = now - timedelta(minutes=web.login_window_minutes)
     with transaction(conn) as cur:
+        _state(cur, login=login.strip().lower(), login_key=key.hex(), client=client)
         cur.execute(
             """
             SELECT (SELECT count(*) FROM login_attempt WHERE login_key = %s AND at > %s AND NOT success),
@@ -107,14 +118,20 @@ def login(conn: Conn, *, login: str, password: str, client: str, web: WebSetting
             ok = HASHER.verify(stored, password)
         except (VerificationError, InvalidHashError):
             ok = False
-        ok = ok and user is not None and bool(user[5]) and not throttled
-        cur.execute(
-            "INSERT INTO login_attempt (login_key, client, success) VALUES (%s, %s, %s)", (key, client, ok)
-        )
+        genuine = ok and user is not None and bool(user[5])
+        ok = genuine and not throttled
+        # A correct password refused only because of the throttle is no failure: counting it would
+        # let a throttled address lock the real user out.
+        if ok or not genuine:
+            cur.execute(
+                "INSERT INTO login_attempt (login_key, client, success) VALUES (%s, %s, %s)",
+                (key, client, ok),
+            )
         if not ok or user is None:
             conn.commit()  # the failed attempt must count even though we raise
             raise LoginFailed(throttled=throttled)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        _state(cur, session=_token_hash(token).hex())
         cur.execute(
             "INSERT INTO web_session (token_hash, user_id, csrf_token, expires_at) VALUES (%s, %s, %s, %s)",
             (_token_hash(token), int(user[0]), csrf, now + timedelta(hours=web.session_absolute_hours)),
@@ -130,6 +147,7 @@ def resume(conn: Conn, *, token: str, web: WebSettings) -> Session | None:
         return None
     th = _token_hash(token)
     with transaction(conn) as cur:
+        _state(cur, session=th.hex())
         cur.execute(
             """
             SELECT u.id, u.login, u.role, u.scope_code, s.csrf_token, s.last_seen_at < now() - interval '60 seconds',
@@ -151,8 +169,10 @@ def resume(conn: Conn, *, token: str, web: WebSettings) -> Session | None:
 
 
 def logout(conn: Conn, *, token: str) -> None:
+    th = _token_hash(token)
     with transaction(conn) as cur:
-        cur.execute("UPDATE web_session SET revoked_at = now() WHERE token_hash = %s", (_token_hash(token),))
+        _state(cur, session=th.hex())
+        cur.execute("UPDATE web_session SET revoked_at = now() WHERE token_hash = %s", (th,))
 
 
 def purge_login_history(conn: Conn, *, web: WebSettings) -> dict[str, int]:

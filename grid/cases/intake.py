@@ -27,9 +27,7 @@ from typing import Any, Literal
 import psycopg2.extensions
 from stdnum.cn import uscc as _uscc
 
-from connectors import validate
 from connectors.kinds import CaseFamily, CaseKind, HardshipGrade, Severity
-from connectors.validate import FieldError
 from geodata.codes import (
     Level,
     ancestor,
@@ -37,6 +35,7 @@ from geodata.codes import (
     is_cell_code,
     is_division_code,
 )
+from grid.cases.amounts import AmountError, parse_yuan
 from grid.cases.outbox import enqueue, notice
 from grid.cases.owners import supervisor_of, units_exist
 from grid.cases.routing import CaseFacts, route
@@ -81,13 +80,13 @@ def worker_key(vault: Vault, id_number: str) -> bytes:
 
 
 def parse_amount(value: str | int | Decimal | None) -> Decimal | None:
-    """Yuan by the sync's own rule (:func:`connectors.validate.parse_amount`: finite, not negative,
-    at most two decimals, at most ``MAX_AMOUNT``); floats are refused (they do not hash stably)."""
+    """Yuan as a Decimal with at most two decimals (:func:`grid.cases.amounts.parse_yuan`); floats
+    are refused here (they do not hash stably)."""
     if isinstance(value, float):
         raise IntakeError("amount must be given as a decimal string or integer, not a float")
     try:
-        return validate.parse_amount(value)
-    except FieldError as exc:
+        return parse_yuan(value)
+    except AmountError as exc:
         raise IntakeError(exc.detail) from None
 
 

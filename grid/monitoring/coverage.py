@@ -21,6 +21,17 @@ Registry (工会组织全覆盖, 职工信息全掌握) — the live rows as the
     * ``enterprises``: live enterprises; ``enterprises_union``: of them, ``union_established``.
     * ``workers``: live worker records; ``workers_mapped``: of them, placed in a grid cell
       (``cell_code`` set). A worker without a division is never mapped.
+    * Every *known* record is counted: the denominator of 职工信息掌握率 is every stored worker of
+      the division, placed in a cell or not. A worker whose identifying fields (resident ID,
+      name) are valid is stored even when its phone, birth date, employer code or location is
+      wrong — a field problem (``connectors/problems.py``): without a usable point it is placed
+      by address (counted in that division, not mapped) or, with neither, stored unmapped with the
+      reason code and counted at its source's city. The same holds for enterprises (credit code,
+      name and union flag identify them / are counted) and 工会组织覆盖率.
+    * A record quarantined whole (a record problem) is known to no division and counted in no
+      rate; the snapshot's notes (:mod:`grid.monitoring.pending`, ``coverage_note``) count such
+      records at their source's city and show them beside the rate as "另有 N 条待核实", with
+      the records counted despite a field problem — so sending worse data cannot improve a rate.
 
 Case window
     The year counts cover cases opened in the calendar year of the snapshot date in the policy's
@@ -94,6 +105,7 @@ from uuid import UUID
 import psycopg2.extensions
 
 from grid.cases.states import SQL_DONE
+from grid.monitoring.pending import compute_notes
 from grid.store.db import transaction
 from grid.workdays import SHANGHAI
 
@@ -429,6 +441,7 @@ def compute_snapshot(
             {"day": snapshot_date, "as_of": as_of, "year_start": year_start, "year_end": year_end},
         )
         written = cur.rowcount
+        compute_notes(cur, snapshot_date=snapshot_date)
         cur.execute(
             "UPDATE coverage_run SET divisions = %s WHERE snapshot_date = %s", (written, snapshot_date)
         )

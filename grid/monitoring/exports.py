@@ -113,9 +113,13 @@ def summary_rows(data: DivisionData, ranking: Sequence[RankRow], lang: str) -> l
     return rows
 
 
-def _safe_text(v: str) -> str:
-    """Neutralise text that a spreadsheet would run as a formula (CSV injection)."""
+def spreadsheet_safe(v: str) -> str:
+    """Neutralise text that a spreadsheet would run as a formula (CSV injection): every CSV and
+    XLSX the project writes passes its text cells through here."""
     return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
+
+_safe_text = spreadsheet_safe
 
 
 _FIRST_RATE: Final = 5 + len(COUNT_FIELDS)

@@ -1,8 +1,11 @@
 """The project-private PostgreSQL cluster (``gridflow db up`` / ``db down``).
 
 Unless ``GRIDFLOW_DATABASE_URL`` names a server, gridflow runs its own PostgreSQL 15 cluster in
-``<state>/pg``: listening on 127.0.0.1 and a socket in ``<state>/pg/run`` only, trust
-authentication for the local ``gridflow`` role (the port is not reachable from other hosts).
+``<state>/pg``: listening on 127.0.0.1 and a socket in ``<state>/pg/run`` only, and every
+connection, local users included, authenticates with its password (``scram-sha-256``; no
+``trust`` line in ``pg_hba.conf``). The bootstrap superuser ``gridflow`` owns the schema; its
+password and the other roles' come from :meth:`grid.settings.Settings.db_password`. A cluster
+created before (with ``trust``) is converted when it starts.
 ``initdb`` refuses to run as root, so when invoked as root the cluster belongs to the
 ``postgres`` OS user and every server command runs through ``runuser``.
 """
@@ -19,10 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 
-from grid.settings import DEFAULT_PG_PORT, Settings
+from grid.settings import DEFAULT_PG_PORT, OWNER_ROLE, Settings
 
 log = logging.getLogger(__name__)
+
+#: Who may connect to the private cluster, and how: everyone with a password, nobody on trust.
+PG_HBA = """# gridflow private cluster: every connection proves its password (SCRAM); never trust.
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  scram-sha-256
+host    all       all   127.0.0.1/32   scram-sha-256
+"""
 
 
 class ClusterError(RuntimeError):
@@ -103,19 +114,32 @@ class Cluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(self.run_dir, "postgres", "postgres")
-        self._run(
-            [
-                self._bin("initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "gridflow",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-            ],
-            "initdb",
-        )
+        # initdb reads the superuser's password from a file the cluster's OS user can read; it
+        # lives only for the call.
+        pwfile = self.root / ".initdb-pw"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.settings.db_password(OWNER_ROLE) + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        try:
+            self._run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    OWNER_ROLE,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                "initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        self._write_hba()
         conf = self.data / "postgresql.conf"
         extra = (
             "\n# gridflow private cluster\n"
@@ -128,17 +152,58 @@ class Cluster:
             "max_wal_size = 4GB\n"
             "max_connections = 200\n"
             "timezone = 'Asia/Shanghai'\n"
+            "password_encryption = 'scram-sha-256'\n"
         )
         self._run(["sh", "-c", f"cat >> {conf} <<'EOF'\n{extra}EOF"], "configuring the cluster")
 
+    @property
+    def hba(self) -> Path:
+        return self.data / "pg_hba.conf"
+
+    def _write_hba(self) -> None:
+        self._run(["sh", "-c", f"cat > {self.hba} <<'EOF'\n{PG_HBA}EOF"], "writing pg_hba.conf")
+
+    def _hba_trusts(self) -> bool:
+        text = self._run(["cat", str(self.hba)], "reading pg_hba.conf")
+        return any("trust" in line.split() for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+    def _secure_trusting_cluster(self) -> None:
+        """A cluster made before passwords (``trust``): give the owner its password while trust
+        still lets us in, then require SCRAM from everyone and reload."""
+        port = self.settings.cluster_port
+        conn = psycopg2.connect(f"postgresql://{OWNER_ROLE}@127.0.0.1:{port}/postgres", connect_timeout=10)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET password_encryption = 'scram-sha-256'")
+                secret = self.settings.db_password(OWNER_ROLE)
+                verifier = psycopg2.extensions.encrypt_password(secret, OWNER_ROLE, conn, "scram-sha-256")
+                cur.execute(f'ALTER ROLE "{OWNER_ROLE}" PASSWORD %s', (verifier,))
+        finally:
+            conn.close()
+        self._write_hba()
+        self._run([self._bin("pg_ctl"), "-D", str(self.data), "reload"], "reloading PostgreSQL")
+        log.info("private cluster converted from trust to scram-sha-256")
+
     def start(self) -> None:
         self.init()
-        if self.is_running():
-            return
-        self._run(
-            [self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60", "start"],
-            "starting PostgreSQL",
-        )
+        if not self.is_running():
+            self._run(
+                [
+                    self._bin("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.logfile),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+                "starting PostgreSQL",
+            )
+        if self._hba_trusts():
+            self._secure_trusting_cluster()
 
     def stop(self) -> None:
         if not self.is_running():
@@ -150,7 +215,7 @@ class Cluster:
     @property
     def admin_dsn(self) -> str:
         """The cluster's bootstrap superuser on its maintenance database."""
-        return f"postgresql://gridflow@127.0.0.1:{self.settings.cluster_port}/postgres"
+        return self.settings.db_dsn(OWNER_ROLE, "postgres")
 
     def ensure_prefect_database(self) -> None:
         """The Prefect server's database and login role in this cluster (see below)."""
@@ -183,25 +248,21 @@ class Cluster:
 
 
 def ensure_prefect_database(admin_dsn: str, *, name: str, password: str) -> None:
-    """The Prefect server's own database on a gridflow cluster: login role ``name`` (not superuser,
-    owns only this database, scram password), database ``name`` owned by it, and ``pg_trgm``
-    (Prefect's PostgreSQL migrations need it; created here by the cluster's admin). Idempotent;
-    the password is reset to ``password`` each time."""
+    """The Prefect server's own database on a gridflow cluster: login role ``name`` (a service role:
+    not superuser, inherits nothing; password sent as a SCRAM verifier), database ``name`` owned
+    by it, and ``pg_trgm`` (Prefect's PostgreSQL migrations need it; created here by the cluster's
+    admin). Idempotent; the password is reset to ``password`` each time."""
+    from urllib.parse import urlsplit, urlunsplit
+
     from psycopg2 import sql
+
+    from grid.store.roles import ensure_login_role
 
     conn = psycopg2.connect(admin_dsn, connect_timeout=10)
     conn.autocommit = True
     try:
+        ensure_login_role(conn, name, password)
         with conn.cursor() as cur:
-            cur.execute("SET password_encryption = 'scram-sha-256'")
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
-            verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(
-                sql.SQL(
-                    "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                    "PASSWORD {}"
-                ).format(sql.SQL(verb), sql.Identifier(name), sql.Literal(password))
-            )
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone() is None:
                 cur.execute(
@@ -210,8 +271,6 @@ def ensure_prefect_database(admin_dsn: str, *, name: str, password: str) -> None
             cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
     finally:
         conn.close()
-    from urllib.parse import urlsplit, urlunsplit
-
     conn = psycopg2.connect(urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name)), connect_timeout=10)
     conn.autocommit = True
     try:

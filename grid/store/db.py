@@ -22,9 +22,13 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", dsn))
 
 
-def connect(dsn: str | None = None, *, settings: Settings | None = None) -> psycopg2.extensions.connection:
-    """Open a connection; an unreachable server raises DatabaseUnavailable."""
-    target = dsn or (settings or get_settings()).dsn
+def connect(
+    dsn: str | None = None, *, settings: Settings | None = None, role: str | None = None
+) -> psycopg2.extensions.connection:
+    """Open a connection (as the owner, or as database role ``role``: ``grid.settings.FLOWS_ROLE``
+    for the flows); an unreachable server raises DatabaseUnavailable."""
+    s = settings or get_settings()
+    target = dsn or (s.db_dsn(role) if role else s.dsn)
     try:
         conn = psycopg2.connect(target, connect_timeout=10, application_name="gridflow")
     except psycopg2.OperationalError as exc:

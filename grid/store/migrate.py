@@ -26,8 +26,19 @@ def alembic_config(dsn: str) -> Config:
 
 
 def upgrade(dsn: str, revision: str = "heads") -> None:
-    """Migrate to every head (branches made in parallel are linearised before release)."""
+    """Migrate to every head (branches made in parallel are linearised before release), then give
+    the service login roles their configured passwords (when the migrating user may)."""
+    import psycopg2
+
+    from grid.settings import get_settings
+    from grid.store.roles import sync_service_passwords
+
     command.upgrade(alembic_config(dsn), revision)
+    conn = psycopg2.connect(dsn)
+    try:
+        sync_service_passwords(conn, get_settings())
+    finally:
+        conn.close()
 
 
 def downgrade(dsn: str, revision: str) -> None:

@@ -56,6 +56,12 @@ class RunRow:
     flow_run_id: str | None
     error: str | None
     by_reason: Mapping[str, int]
+    #: fields of loaded records that failed their rule and were stored empty, by reason code
+    field_problems_by_reason: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def field_problems(self) -> int:
+        return sum(self.field_problems_by_reason.values())
 
 
 @dataclass
@@ -69,11 +75,12 @@ class SourceHealth:
     age_hours: float | None
     runs: list[RunRow] = field(default_factory=list)
     open_by_reason: dict[str, int] = field(default_factory=dict)
+    #: open field problems (records loaded, one field empty) by (reason code, canonical field)
+    open_field_problems: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def open_total(self) -> int:
         return sum(self.open_by_reason.values())
-
 
 def sources_health(
     cur: psycopg2.extensions.cursor,
@@ -107,7 +114,8 @@ def sources_health(
     cur.execute(
         """
         SELECT r.source, r.id, r.status, r.mode, r.started_at, r.finished_at, r.received, r.loaded, r.unchanged,
-               r.quarantined, r.unmapped, r.flow_run_id, r.error, r.counts -> 'quarantined_by_reason'
+               r.quarantined, r.unmapped, r.flow_run_id, r.error, r.counts -> 'quarantined_by_reason',
+               r.counts -> 'field_problems_by_reason'
         FROM source s CROSS JOIN LATERAL (
             SELECT * FROM sync_run r WHERE r.source = s.name ORDER BY r.id DESC LIMIT %s) r
         WHERE s.name = ANY(%s)
@@ -130,12 +138,14 @@ def sources_health(
         frid,
         err,
         reasons,
+        problems,
     ) in cur.fetchall():
         duration = (finished - started).total_seconds() if finished else None
         by_name[src].runs.append(
             RunRow(
                 rid, st, mode, started, finished, duration, rec, loaded, unch, quar, unm,
                 str(frid) if frid else None, err, {str(k): int(v) for k, v in (reasons or {}).items()},
+                {str(k): int(v) for k, v in (problems or {}).items()},
             )
         )  # fmt: skip
     if with_quarantine:
@@ -148,6 +158,15 @@ def sources_health(
         )
         for src, reason, n in cur.fetchall():
             by_name[src].open_by_reason[reason] = int(n)
+        cur.execute(
+            """
+            SELECT f.source, f.reason_code, f.field, count(*) FROM field_problem f
+            WHERE f.settled_at IS NULL AND f.source = ANY(%s) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            """,
+            (list(by_name),),
+        )
+        for src, reason, fld, n in cur.fetchall():
+            by_name[src].open_field_problems[(reason, fld)] = int(n)
     return out
 
 

@@ -23,6 +23,13 @@ outcome                   what happens to the quarantine row(s) of the record
 Every re-taken row gets ``reprocessed_at`` and ``reprocess_count`` + 1. Rows already resolved are
 skipped, so a second reprocess of the same ids changes no content (only bookkeeping of rows that
 are still quarantined). Quarantine ids are the only thing flow parameters carry.
+
+Field problems (``field_problem``, records loaded with one field empty) are reprocessed the same
+way, by their own ids: the record is re-fetched from the source by its id and written through the
+same page path, which settles the problem as ``fixed`` when the newer version has a valid value
+(:func:`grid.sync.store.write_page`). Outcomes: ``field_fixed``, ``field_still_bad`` (the source
+still sends a bad value, or no newer version), ``field_not_refetchable`` (the source cannot answer
+by id: a loaded record keeps no raw row to re-read, so the problem waits for the next version).
 """
 
 from __future__ import annotations
@@ -71,8 +78,9 @@ class RejectRow:
     raw_enc: bytes
 
 
-def check_ids(ids: Iterable[Any]) -> list[int]:
-    """Distinct positive quarantine ids in order; a clear error for anything else."""
+def check_ids(ids: Iterable[Any], *, allow_empty: bool = False) -> list[int]:
+    """Distinct positive quarantine (or field problem) ids in order; a clear error for anything
+    else (and for none, unless ``allow_empty``)."""
     out: list[int] = []
     for value in ids:
         if isinstance(value, bool) or not isinstance(value, int | str):
@@ -85,7 +93,7 @@ def check_ids(ids: Iterable[Any]) -> list[int]:
             raise ReprocessError("quarantine ids must be positive")
         if n not in out:
             out.append(n)
-    if not out:
+    if not out and not allow_empty:
         raise ReprocessError("choose at least one quarantined record")
     if len(out) > MAX_IDS:
         raise ReprocessError(f"at most {MAX_IDS} records can be reprocessed at once")
@@ -326,3 +334,50 @@ def rows_to_retake(
         else:
             rows.append(raw_record(vault, newest[rid].raw_enc))
     return rows, fetched
+
+
+# -- field problems ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldProblemRow:
+    id: int
+    source: str
+    entity: str
+    source_record_id: str
+    field: str
+    reason_code: str
+
+
+def load_open_field_problems(cur: psycopg2.extensions.cursor, *, ids: Sequence[int]) -> list[FieldProblemRow]:
+    """The still-open field problems among ``ids`` (settled ones are skipped), by source/entity."""
+    cur.execute(
+        "SELECT id, source, entity, source_record_id, field, reason_code FROM field_problem"
+        " WHERE id = ANY(%s) AND settled_at IS NULL ORDER BY source, entity, id",
+        (list(ids),),
+    )
+    return [FieldProblemRow(int(i), s, e, rid, f, r) for i, s, e, rid, f, r in cur.fetchall()]
+
+
+def settle_field_problems(
+    cur: psycopg2.extensions.cursor, *, rows: Sequence[FieldProblemRow], refetched: set[str]
+) -> Counter[str]:
+    """After the page write that re-took the records (in its transaction): bookkeeping of each
+    chosen row and its outcome (see the module docstring). The write itself settled the fixed ones."""
+    outcome: Counter[str] = Counter()
+    if not rows:
+        return outcome
+    cur.execute(
+        "UPDATE field_problem SET reprocessed_at = now(), reprocess_count = reprocess_count + 1"
+        " WHERE id = ANY(%s) RETURNING id, settled_at IS NOT NULL",
+        ([r.id for r in rows],),
+    )
+    settled = {int(i): bool(done) for i, done in cur.fetchall()}
+    for r in rows:
+        if settled.get(r.id):
+            outcome["field_fixed"] += 1
+        elif r.source_record_id in refetched:
+            outcome["field_still_bad"] += 1
+        else:
+            outcome["field_not_refetchable"] += 1
+    return outcome

@@ -1,7 +1,9 @@
 """JSON API (OpenAPI at /api/openapi.json): the same operations under the same authorisation.
 
 Authentication is the session cookie (``POST /api/v1/session`` opens one and returns the CSRF
-token); every state-changing call must send that token in ``X-CSRF-Token``.
+token); every state-changing call must send that token in ``X-CSRF-Token``. The document states
+both as security schemes (``session``, ``csrf``), the actions as an enum, and every status code an
+operation answers with, with its body.
 """
 
 from __future__ import annotations
@@ -9,17 +11,72 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, Security
+from fastapi.security import APIKeyCookie, APIKeyHeader
 from pydantic import BaseModel, Field
 
 from grid.accounts import access, sessions
 from grid.cases.queries import LedgerRow
+from grid.cases.states import Action
 from grid.cases.store import ActionResult
 from grid.web import casework
 from grid.web.deps import client_of, session_of, set_session_cookie, state_of
 from grid.web.i18n_deadlines import AWAITING_STATES, seconds_left
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
+
+
+#: The session cookie (its name is set per deployment in ``grid.web.app``: ``__Host-gridflow``
+#: when cookies are secure). Checked by ``require_session``; declared here for the document.
+SESSION_COOKIE = APIKeyCookie(
+    name="__Host-gridflow",
+    scheme_name="session",
+    description="The session cookie set by POST /api/v1/session (HttpOnly, SameSite=Lax).",
+    auto_error=False,
+)
+CSRF_HEADER = APIKeyHeader(
+    name="X-CSRF-Token",
+    scheme_name="csrf",
+    description="The csrf_token of POST /api/v1/session or GET /api/v1/me; required on every POST but the "
+    "sign-in.",
+    auto_error=False,
+)
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class ConflictDetail(BaseModel):
+    message: str
+    stale: bool = Field(description="true: the case changed since `version`; false: not allowed in its state")
+    current_version: int | None = None
+
+
+class ConflictOut(BaseModel):
+    detail: ConflictDetail
+
+
+_RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Malformed input (a field or filter that is not one)."},
+    401: {"model": ErrorOut, "description": "Not signed in (no live session), or the sign-in failed."},
+    403: {
+        "model": ErrorOut,
+        "description": "CSRF token missing or wrong, or not allowed for the role and scope.",
+    },
+    404: {
+        "model": ErrorOut,
+        "description": "No such case in the caller's scope (the two are never told apart).",
+    },
+    409: {
+        "model": ConflictOut,
+        "description": "The case changed since `version`, or the action is not allowed now.",
+    },
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: _RESPONSES[code] for code in codes}
 
 
 class LoginIn(BaseModel):
@@ -148,20 +205,32 @@ class RevealOut(BaseModel):
     value: str
 
 
-def require_session(request: Request) -> sessions.Session:
+def require_session(
+    request: Request,
+    _cookie: str | None = Security(SESSION_COOKIE),
+) -> sessions.Session:
     session = session_of(request)
     if session is None:
         raise HTTPException(401, "not signed in")
     return session
 
 
-def require_csrf(request: Request, session: sessions.Session = Depends(require_session)) -> sessions.Session:  # noqa: B008
+def require_csrf(
+    request: Request,
+    session: sessions.Session = Depends(require_session),  # noqa: B008
+    _token: str | None = Security(CSRF_HEADER),
+) -> sessions.Session:
     if not sessions.csrf_ok(session, request.headers.get("X-CSRF-Token")):
         raise HTTPException(403, "CSRF token missing or wrong")
     return session
 
 
 def _http(exc: Exception) -> HTTPException:
+    if isinstance(exc, casework.Unprocessable):
+        # the shape FastAPI documents for 422 (HTTPValidationError), the message in Chinese first
+        return HTTPException(
+            422, [{"loc": ["body", exc.field], "msg": f"{exc.zh}（{exc}）", "type": "value_error"}]
+        )
     if isinstance(exc, casework.NotFound):
         return HTTPException(404, "no such case in your scope")
     if isinstance(exc, casework.Forbidden):
@@ -177,7 +246,7 @@ def _http(exc: Exception) -> HTTPException:
 _ERRORS = (casework.NotFound, casework.Forbidden, casework.Conflict, casework.BadRequest)
 
 
-@router.post("/session", response_model=Me)
+@router.post("/session", response_model=Me, responses=_responses(401))
 def open_session(body: LoginIn, request: Request, response: Response) -> Me:
     st = state_of(request)
     with st.db.connection() as conn:
@@ -194,7 +263,7 @@ def open_session(body: LoginIn, request: Request, response: Response) -> Me:
     )
 
 
-@router.get("/me", response_model=Me)
+@router.get("/me", response_model=Me, responses=_responses(401))
 def me(session: sessions.Session = Depends(require_session)) -> Me:  # noqa: B008
     p = session.principal
     return Me(
@@ -206,7 +275,7 @@ def me(session: sessions.Session = Depends(require_session)) -> Me:  # noqa: B00
     )
 
 
-@router.get("/cases", response_model=InboxOut)
+@router.get("/cases", response_model=InboxOut, responses=_responses(400, 401))
 def list_cases(
     request: Request,
     view: Literal["mine", "subtree"] = "mine",
@@ -254,7 +323,7 @@ def _slots(obj: Any) -> dict[str, Any]:
     return {k: getattr(obj, k) for k in obj.__slots__}
 
 
-@router.get("/cases/{case_id}", response_model=CaseOut)
+@router.get("/cases/{case_id}", response_model=CaseOut, responses=_responses(401, 404))
 def get_case(request: Request, case_id: int, session: sessions.Session = Depends(require_session)) -> CaseOut:  # noqa: B008
     st = state_of(request)
     try:
@@ -298,11 +367,15 @@ def _result(r: ActionResult) -> ActionOut:
     )
 
 
-@router.post("/cases/{case_id}/actions/{action}", response_model=ActionOut)
+@router.post(
+    "/cases/{case_id}/actions/{action}",
+    response_model=ActionOut,
+    responses=_responses(400, 401, 403, 404, 409),
+)
 def case_action(
     request: Request,
     case_id: int,
-    action: str,
+    action: Action,
     body: ActionIn,
     session: sessions.Session = Depends(require_csrf),  # noqa: B008
 ) -> ActionOut:
@@ -316,7 +389,7 @@ def case_action(
     return _result(res)
 
 
-@router.post("/cases/{case_id}/reveal", response_model=RevealOut)
+@router.post("/cases/{case_id}/reveal", response_model=RevealOut, responses=_responses(400, 401, 403, 404))
 def reveal(
     request: Request,
     case_id: int,
@@ -332,7 +405,7 @@ def reveal(
     return RevealOut(field=body.field, value=value)
 
 
-@router.get("/ledger", response_model=list[LedgerRow])
+@router.get("/ledger", response_model=list[LedgerRow], responses=_responses(400, 401, 403))
 def ledger(
     request: Request,
     period: str | None = None,

@@ -25,7 +25,7 @@ from grid.accounts.access import (
     reveal_reason,
 )
 from grid.cases import actions, queries, store
-from grid.cases.intake import parse_amount
+from grid.cases.amounts import AmountError, parse_yuan
 from grid.cases.queries import CaseDetail
 from grid.cases.routing import RoutingError
 from grid.cases.states import (
@@ -72,6 +72,16 @@ class Conflict(RuntimeError):
 
 class BadRequest(ValueError):
     """Missing or malformed input."""
+
+
+class Unprocessable(BadRequest):
+    """Input of the right shape that is no acceptable value (an amount that is no amount): 422,
+    with a sentence in Chinese for the officer (``zh``) and one in English (the message)."""
+
+    def __init__(self, message: str, *, zh: str, field: str) -> None:
+        super().__init__(message)
+        self.zh = zh
+        self.field = field
 
 
 def _filter(p: Principal, *, unscoped: bool, column: str = "chain_code") -> tuple[str, list[Any]]:
@@ -394,9 +404,12 @@ def act(
             case Action.RESOLVE:
                 try:
                     outcome = Outcome(form.get("outcome", ""))
-                    amount = parse_amount(form.get("amount_recovered") or None)
                 except ValueError:
-                    raise BadRequest("outcome or amount is invalid") from None
+                    raise BadRequest("outcome is invalid") from None
+                try:
+                    amount = parse_yuan(form.get("amount_recovered"))
+                except AmountError as exc:
+                    raise Unprocessable(exc.detail, zh=exc.zh, field="amount_recovered") from None
                 return actions.resolve(
                     conn,
                     outcome=outcome,

@@ -37,6 +37,7 @@ from grid.monitoring.dashboard_data import (
     rank,
     ranking_data,
 )
+from grid.monitoring.pending import notes
 from grid.web.deps import lang_of, page_of, state_of
 from grid.web.i18n import label, translator
 from grid.web.views import gate, message, render
@@ -188,12 +189,18 @@ def dashboard_page(request: Request, code: str) -> Response:
                     testid="cellmap",
                     show_codes=False,
                 )
+        own_notes = (
+            notes(conn, codes=[code], snapshot_date=data.run.snapshot_date, prefix=prefix)[code]
+            if data.run is not None
+            else None
+        )
     return render(
         request,
         "dashboard.html",
         {
             "session": session,
             "d": data,
+            "own_notes": own_notes,
             "q": q,
             "metric": m,
             "metrics": RATES,

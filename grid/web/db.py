@@ -1,4 +1,5 @@
-"""The web app's connection pool: every connection works as the non-owner role ``gridflow_app``.
+"""The web app's connection pool: every connection logs in as ``gridflow_web`` (NOINHERIT, owns
+nothing, no privileges of its own) and works as the non-owner role ``gridflow_app``.
 
 Connections are opened lazily and kept (up to ``pool_max``); a request waits for a free one rather
 than failing. Each is rolled back before reuse, and the scope settings are transaction-local, so a
@@ -15,14 +16,15 @@ import psycopg2
 import psycopg2.extensions
 
 from grid.accounts.config import WebSettings
-from grid.settings import get_settings
+from grid.settings import WEB_ROLE, get_settings
 
 Conn = psycopg2.extensions.connection
 
 
 class WebDatabase:
     def __init__(self, web: WebSettings) -> None:
-        self._dsn = web.database_url or get_settings().dsn
+        # Computed now: in production a missing GRIDFLOW_DB_PASSWORD_GRIDFLOW_WEB stops the start.
+        self._dsn = web.database_url or get_settings().db_dsn(WEB_ROLE)
         self._options = f"-c role={web.db_role} -c timezone=Asia/Shanghai"
         self._idle: list[Conn] = []
         self._lock = threading.Lock()

@@ -37,6 +37,20 @@ STRINGS: dict[str, tuple[str, str]] = {
         "Cell outlines in this community (no metrics).",
     ),
     "dash_no_cells": ("该社区没有网格边界数据。", "No cell boundaries in this community."),
+    "dash_pending": ("另有 {n} 条待核实", "{n} more awaiting verification (quarantined, not counted)"),
+    "dash_field_problems": ("其中 {n} 条字段待核实", "of them {n} with a field to verify"),
+    "dash_def_registry": (
+        "职工信息掌握率的分母为本单位已入库的全部职工（无论是否落入网格）：身份证号、姓名有效即入库，"
+        "电话、坐标等字段有误时该字段留空并记为字段问题（计入分母）；无法定位的职工按地址归属，"
+        "仍无归属的计入其来源城市。整条隔离（身份信息无效）的记录不计入比率，"
+        "在比率旁显示为“另有 N 条待核实”。工会组织覆盖率对企业同理（统一社会信用代码、名称、是否建会有效即入库）。",
+        "The denominator of workers mapped is every stored worker of the division, placed in a grid cell "
+        "or not: a worker with a valid resident ID and name is stored, and a wrong phone or location only "
+        "empties that field (a field problem, counted). A worker without a usable location counts where "
+        "its address places it, else at its source's city. Records quarantined whole (invalid identity) "
+        "are not in the rate; they show beside it as “N more awaiting verification”. Union coverage "
+        "counts enterprises the same way (valid credit code, name and union flag).",
+    ),
     "dash_generated": (
         "注意：该层级边界为生成数据，仅供演示，不得作为官方地理数据使用。",
         "Note: boundaries at this level are generated for demonstration, not official geography.",

@@ -31,7 +31,20 @@ STRINGS: dict[str, tuple[str, str]] = {
     "health_received": ("接收", "Received"),
     "health_loaded": ("入库", "Loaded"),
     "health_unchanged": ("未变", "Unchanged"),
-    "health_quarantined": ("隔离", "Quarantined"),
+    "health_quarantined": ("整条隔离", "Quarantined"),
+    "health_field_problems": ("字段问题", "Field problems"),
+    "health_field_title": (
+        "字段问题（记录已入库，该字段留空）",
+        "Field problems (record loaded, field left empty)",
+    ),
+    "health_field_note": (
+        "身份信息有效的记录照常入库并计入四个全；电话、坐标等字段有误时该字段留空，待来源更正后可重新处理。"
+        "整条隔离的记录见上方趋势与隔离记录。",
+        "Records with valid identifying fields are loaded and counted in the four fulls; a wrong phone "
+        "or location leaves that field empty until the source fixes it and it is reprocessed. Records "
+        "quarantined whole are in the trend and the quarantined records above.",
+    ),
+    "health_no_field_problems": ("没有待处理的字段问题。", "No open field problems."),
     "health_unmapped": ("未落格", "Unmapped"),
     "health_error": ("错误", "Error"),
     "health_prefect": ("Prefect 运行页", "Prefect run page"),
@@ -107,4 +120,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "reason_bad_amount": ("金额错误", "bad amount"),
     "reason_missing_party": ("缺少当事人", "missing party"),
     "reason_address_outside_region": ("地址不在本数据源辖区", "address outside the source's region"),
+    "reason_malformed_row": ("行格式损坏", "malformed row"),
+    "reason_field_too_long": ("字段超长", "field too long"),
+    "reason_ragged_row": ("列数多于表头", "more values than columns"),
 }

@@ -13,7 +13,6 @@ import pytest
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from connectors.reasons import Reason
 from connectors.records import CANONICAL_FIELDS
 from connectors.sandbox.app import SandboxServer, create_app
 from connectors.sandbox.data import YICHANG_MAPPING, SandboxDataset
@@ -22,6 +21,7 @@ from connectors.validate import CHINA_TZ
 from grid.settings import PROJECT_ROOT, get_settings
 from gridflow_cli.main import app
 from tests.pii_scan import find_pii
+from tests.sandbox_labels import split_labels
 
 AS_OF = datetime(2026, 3, 1, 2, 0, tzinfo=CHINA_TZ)
 CELLS = [("420502001001001", box(111.28, 30.68, 111.30, 30.70))]
@@ -196,7 +196,8 @@ def test_validate_writes_masked_accepted_and_reasoned_quarantine(
 ) -> None:
     """Rule: validate --source uses the city's mapping; accepted.csv has the canonical fields with
     ID, phone, name and home address masked; quarantined.csv has row number, record id, reason
-    code, field and detail for exactly the bad rows; no raw personal value anywhere."""
+    code, field and detail for exactly the rows with a record problem; field_problems.csv the same
+    for the accepted rows with a field left empty (issue #21); no raw personal value anywhere."""
     http_source(sources, "yichang", "http://127.0.0.1:8765")
     rows = [r.row for r in dataset.rows(entity)]
     infile = write_drop_file(tmp_path, f"export.{fmt}", rows, fmt=fmt, encoding=encoding)  # type: ignore[arg-type]
@@ -206,18 +207,23 @@ def test_validate_writes_masked_accepted_and_reasoned_quarantine(
     )
     assert result.exit_code == 0, result.output
     labels = dataset.labels(entity)
-    bad = {k: v for k, v in labels.items() if v in set(Reason)}
+    bad, kept = split_labels(entity, labels)
     accepted, quarantined = read_csv(out / "accepted.csv"), read_csv(out / "quarantined.csv")
+    problems = read_csv(out / "field_problems.csv")
+    assert {r["source_record_id"]: r["reason_code"] for r in problems} == kept
+    assert len(problems) == len(kept)
+    assert entity == "cases" or kept, "the sandbox has field problems of workers and enterprises"
     required, optional = CANONICAL_FIELDS[entity]
     assert set(accepted[0]) == set(required) | set(optional)
     assert {r["source_record_id"] for r in accepted} == set(labels) - set(bad)
     assert {r["source_record_id"]: r["reason_code"] for r in quarantined} == bad
     assert list(quarantined[0]) == ["row", "source_record_id", "reason_code", "field", "detail"]
     order = [r.record_id for r in dataset.rows(entity)]
-    for q in quarantined:  # the row number points at the record in the file (header = row 1)
+    for q in quarantined + problems:  # the row number points at the record in the file (header = row 1)
         assert int(q["row"]) == order.index(q["source_record_id"]) + 2
     assert f"{len(rows)} rows, {len(labels) - len(bad)} accepted, {len(bad)} quarantined" in result.output
-    for name in ("accepted.csv", "quarantined.csv"):
+    assert f"of the accepted, {len(kept)} field problems" in result.output
+    for name in ("accepted.csv", "quarantined.csv", "field_problems.csv"):
         no_pii((out / name).read_text(encoding="utf-8-sig"))
     no_pii(result.output)
     if entity == "workers":
@@ -239,8 +245,11 @@ def test_validate_with_canonical_column_names(tmp_path: Path, dataset: SandboxDa
         ["validate", str(infile), "--kind", "enterprise", "--out-dir", str(tmp_path / "o"), "--crs", "gcj02"],
     )
     assert result.exit_code == 0, result.output
+    whole, kept = split_labels("enterprises", dataset.labels("enterprises"))
     reasons = Counter(r["reason_code"] for r in read_csv(tmp_path / "o" / "quarantined.csv"))
-    assert reasons == Counter(v for v in dataset.labels("enterprises").values() if v in set(Reason))
+    assert reasons == Counter(whole.values())
+    problems = Counter(r["reason_code"] for r in read_csv(tmp_path / "o" / "field_problems.csv"))
+    assert problems == Counter(kept.values())
 
 
 @pytest.mark.parametrize(
@@ -288,6 +297,7 @@ def test_validate_streams_a_large_file_in_chunks(sources: Path, tmp_path: Path) 
         ],
     )
     assert result.exit_code == 0, result.output
-    n_bad = sum(1 for v in big.labels("workers").values() if v in set(Reason))
-    assert len(read_csv(tmp_path / "o" / "accepted.csv")) == 6200 - n_bad
-    assert len(read_csv(tmp_path / "o" / "quarantined.csv")) == n_bad
+    whole, kept = split_labels("workers", big.labels("workers"))
+    assert len(read_csv(tmp_path / "o" / "accepted.csv")) == 6200 - len(whole)
+    assert len(read_csv(tmp_path / "o" / "quarantined.csv")) == len(whole)
+    assert len(read_csv(tmp_path / "o" / "field_problems.csv")) == len(kept)

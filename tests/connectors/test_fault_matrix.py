@@ -42,6 +42,7 @@ from connectors.sandbox.data import SandboxDataset
 from connectors.sandbox.faults import FaultPlan, stale_versions, write_drop_file
 from tests.conftest import SAMPLE_CITY, SANDBOX_AS_OF, write_sources
 from tests.flows.helpers import fingerprint, query, sources_env
+from tests.sandbox_labels import split_labels
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
 
@@ -156,7 +157,9 @@ def oracle(
     for entity in entities:
         labels = {k: v for k, v in dataset.labels(entity).items() if k not in hidden}
         newest = dataset.updated_at(entity)
-        bad = {k: v for k, v in labels.items() if v in REASONS}
+        # Issue #21: a bad row whose defect is a record problem is quarantined; one whose defect
+        # is a field problem is loaded with that field empty and a field problem of its reason.
+        bad, kept = split_labels(entity, labels)
         rows = query(
             f"SELECT source_record_id, source_updated_at, deleted_at IS NULL FROM {TABLE[entity]} WHERE source = %s",
             source,
@@ -182,6 +185,16 @@ def oracle(
             expected = bad.get(rid, "duplicate_in_page")  # a superseded version in the same page
             assert reason == expected, f"{entity}: record quarantined for {reason}, expected {expected}"
         assert set(bad.items()) <= set(pairs), f"{entity}: a bad record is not quarantined"
+        if entity == "cases":
+            continue
+        problems = query(
+            "SELECT source_record_id, reason_code FROM field_problem WHERE source = %s AND entity = %s"
+            " AND settled_at IS NULL",
+            source,
+            entity,
+        )
+        assert len(problems) == len({rid for rid, _ in problems}), f"{entity}: a field problem twice"
+        assert dict(problems) == kept, f"{entity}: field problems differ from the labelled defects"
 
 
 def nothing_written(source: str, entity: str) -> None:

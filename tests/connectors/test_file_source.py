@@ -15,13 +15,13 @@ from shapely.geometry import box
 
 from connectors.config import SourceConfig, SourceConfigError, SourceRejected, load_source_config
 from connectors.file import FileSource, detect_encoding, read_rows
-from connectors.reasons import Reason
-from connectors.records import Reject
+from connectors.records import DAMAGE_DETAIL_KEY, DAMAGE_KEY, Reject
 from connectors.sandbox.data import YICHANG_MAPPING, SandboxDataset
 from connectors.sandbox.faults import write_drop_file
 from connectors.source import Page, Source
 from connectors.sources import open_source
 from connectors.validate import CHINA_TZ, VALIDATORS
+from tests.sandbox_labels import split_labels
 
 AS_OF = datetime(2026, 3, 1, 2, 0, tzinfo=CHINA_TZ)
 CELLS = [
@@ -163,10 +163,10 @@ def test_every_encoding_gives_identical_validation_results(
     kw = {"mapping": MAPPING[entity], "default_crs": "gcj02", "today": AS_OF.date()}
     assert outcome(*validate(got, **kw)) == outcome(*validate(rows, **kw))
     labels = dataset.labels(entity)
-    _, rejects = validate(got, **kw)
-    assert {r.source_record_id: r.reason.value for r in rejects} == {
-        k: v for k, v in labels.items() if v in set(Reason)
-    }
+    records, rejects = validate(got, **kw)
+    whole, kept = split_labels(entity, labels)  # issue #21: record problems out, field problems kept
+    assert {r.source_record_id: r.reason.value for r in rejects} == whole
+    assert {r.source_record_id: r.problems[0].reason.value for r in records if r.problems} == kept
 
 
 def test_variants_survive_gbk(tmp_path: Path, dataset: SandboxDataset) -> None:
@@ -232,7 +232,17 @@ def write_manifest(path: Path) -> None:
         ),
         pytest.param("ywid,xm\n1\n", [{"ywid": "1", "xm": None}], id="a short row is padded"),
         pytest.param(
-            "ywid,xm\n1,张三,多余\n", [{"ywid": "1", "xm": "张三", "_col3": "多余"}], id="extra cells kept"
+            "ywid,xm\n1,张三,多余\n",
+            [
+                {
+                    "ywid": "1",
+                    "xm": "张三",
+                    "_col3": "多余",
+                    DAMAGE_KEY: "ragged_row",
+                    DAMAGE_DETAIL_KEY: "line 2: 3 values for 2 columns",
+                }
+            ],
+            id="extra cells kept, the row marked ragged for quarantine",
         ),
         pytest.param(
             ' ywid ,"xm"\n"1","张,三"\n', [{"ywid": "1", "xm": "张,三"}], id="quoted header and comma"

@@ -27,6 +27,7 @@ from connectors.sandbox.data import (
 )
 from connectors.validate import CHINA_TZ, validate_enterprises, validate_workers
 from geodata.crs import gcj02_to_wgs84
+from tests.sandbox_labels import split_labels
 
 AS_OF = datetime(2026, 3, 1, 2, 0, tzinfo=CHINA_TZ)
 CELLS = [
@@ -94,8 +95,10 @@ def test_bad_row_mix(dataset: SandboxDataset, entity: str, kinds: tuple[Reason, 
 def test_validation_rejects_exactly_the_bad_rows_for_their_reason(
     dataset: SandboxDataset, entity: str
 ) -> None:
-    """Rule: every deliberately bad row is rejected with its labelled reason, and every other row
-    (including messy-but-valid variants: legacy IDs, full-width digits, address-only) is accepted."""
+    """Rule: every deliberately bad row is rejected with its labelled reason when its defect is a
+    record problem, or accepted with one field problem of that reason (issue #21); every other row
+    (including messy-but-valid variants: legacy IDs, full-width digits, address-only) is accepted
+    without a problem."""
     labels = dataset.labels(entity)
     records, rejects = VALIDATORS[entity](
         [r.row for r in dataset.rows(entity)],
@@ -103,9 +106,12 @@ def test_validation_rejects_exactly_the_bad_rows_for_their_reason(
         default_crs="gcj02",
         today=AS_OF.date(),
     )
-    assert {r.source_record_id: r.reason.value for r in rejects} == {
-        k: v for k, v in labels.items() if v in set(Reason)
+    whole, kept = split_labels(entity, labels)
+    assert {r.source_record_id: r.reason.value for r in rejects} == whole
+    assert {r.source_record_id: [p.reason.value for p in r.problems] for r in records if r.problems} == {
+        k: [v] for k, v in kept.items()
     }
+    assert whole and kept, "the sandbox has record problems and field problems"
     assert len(records) + len(rejects) == len(labels)
     variants = Counter(labels[r.source_record_id] for r in records)
     if entity == "workers":

@@ -117,6 +117,25 @@ def one_worker(row: dict[str, Any], default_crs: str | None = "gcj02") -> Any:
     return records[0] if records else rejects[0]
 
 
+def field_problem(result: Any) -> tuple[Reason, str]:
+    """The one field problem of a loaded record (connectors.problems): the record is kept."""
+    assert not isinstance(result, Reject), "a field problem keeps the record: it is no reject"
+    assert len(result.problems) == 1, result.problems
+    return result.problems[0].reason, result.problems[0].field
+
+
+def assert_no_value_in_problem(record: Any, *values: Any) -> None:
+    for v in values:
+        if v is None:
+            continue
+        s = str(v).strip()
+        if len(s) >= 4:
+            for p in record.problems:
+                assert s not in p.detail, "a field problem's detail must never carry the offending value"
+                assert s not in repr(p), "a field problem's repr must never carry the raw value"
+            assert s not in repr(record)
+
+
 def assert_no_value_in_detail(reject: Reject, *values: Any) -> None:
     for v in values:
         s = str(v).strip()
@@ -267,17 +286,21 @@ def test_enterprise_credit_code_rules(raw: str, expected: str | Reason) -> None:
     [
         pytest.param("", None, id="worker without employer code is accepted"),
         pytest.param(
-            wrong_last(USCC_YC), Reason.BAD_USCC_CHECKSUM, id="bad employer code rejects the worker"
+            wrong_last(USCC_YC),
+            Reason.BAD_USCC_CHECKSUM,
+            id="bad employer code is a field problem: the worker is kept without it",
         ),
     ],
 )
 def test_worker_employer_credit_code(raw: str, expected: Reason | None) -> None:
-    """Rule: a worker's employer code is optional but, when given, must be a valid credit code."""
+    """Rule: a worker's employer code is optional but, when given, must be a valid credit code;
+    a bad one is stored empty with a field problem (it does not identify the worker)."""
     result = one_worker(worker(dwtyxydm=raw))
+    assert result.enterprise_uscc is None
     if expected is None:
-        assert result.enterprise_uscc is None
+        assert result.problems == ()
     else:
-        assert result.reason is expected and result.field == "enterprise_uscc"
+        assert field_problem(result) == (expected, "enterprise_uscc")
 
 
 # --- phones ---------------------------------------------------------------------------------
@@ -304,13 +327,17 @@ PHONE_CASES = [
 
 @pytest.mark.parametrize(("raw", "expected"), PHONE_CASES)
 def test_phone_rules(raw: str, expected: str | Reason | None) -> None:
-    """Rule: mainland mobile 1[3-9]+9 digits or 0+area code+local number, stored as digits only."""
+    """Rule: mainland mobile 1[3-9]+9 digits or 0+area code+local number, stored as digits only;
+    a bad phone is a field problem: the worker is kept with no phone."""
     result = one_worker(worker(lxdh=raw))
     if isinstance(expected, Reason):
-        assert result.reason is expected and result.field == "phone"
-        assert_no_value_in_detail(result, raw, raw.replace(" ", "").replace("-", ""))
+        assert field_problem(result) == (expected, "phone")
+        assert result.phone is None
+        assert result.problems[0].raw == {"lxdh": raw}
+        assert_no_value_in_problem(result, raw, raw.replace(" ", "").replace("-", ""))
     else:
         assert result.phone == expected
+        assert result.problems == ()
 
 
 # --- dates and update times -------------------------------------------------------------------
@@ -331,12 +358,15 @@ DATE_CASES = [
 
 @pytest.mark.parametrize(("raw", "expected"), DATE_CASES)
 def test_birth_date_field_formats(raw: str, expected: Reason | None) -> None:
-    """Rule: a mapped date field must be readable in one of the usual export formats."""
+    """Rule: a mapped date field must be readable in one of the usual export formats; an unreadable
+    birth date is a field problem (the ID's birth date is authoritative)."""
     result = one_worker(worker(csrq=raw))
     if expected is None:
         assert not isinstance(result, Reject), result.detail
+        assert result.problems == ()
     else:
-        assert result.reason is expected and result.field == "birth_date"
+        assert field_problem(result) == (expected, "birth_date")
+        assert result.birth_date == date(1985, 3, 12)
 
 
 SH = timezone(timedelta(hours=8))
@@ -410,15 +440,19 @@ def test_coordinate_rules(
     over: dict[str, Any], default_crs: str | None, expected: tuple[Any, Any, Any] | Reason
 ) -> None:
     """Rule: a point needs a declared, supported CRS and must lie in China; records without a point
-    are kept when they have an address (placed by address later)."""
+    are kept when they have an address (placed by address later). A point that breaks a rule is a
+    field problem: the worker is kept with no point (placed by address, or stored unmapped)."""
     result = one_worker(worker(**over), default_crs=default_crs)
     if isinstance(expected, Reason):
-        assert isinstance(result, Reject)
-        assert result.reason is expected
-        assert_no_value_in_detail(result, over.get("jd"), over.get("wd"))
+        reason, _ = field_problem(result)
+        assert reason is expected
+        assert (result.lon, result.lat, result.crs) == (None, None, None)
+        assert set(result.problems[0].raw) == {"jd", "wd", "zbx", "jzdz"}
+        assert_no_value_in_problem(result, over.get("jd"), over.get("wd"))
     else:
         assert not isinstance(result, Reject), result.detail
         assert (result.lon, result.lat, result.crs) == expected
+        assert result.problems == ()
 
 
 # --- enterprises ----------------------------------------------------------------------------
@@ -434,21 +468,39 @@ def test_coordinate_rules(
         pytest.param({"zgrs": "1,200"}, (True, 1200), id="thousands separator in a count"),
         pytest.param({"sfjh": ""}, Reason.MISSING_FIELD, id="blank union flag is missing_field"),
         pytest.param({"sfjh": "maybe"}, Reason.BAD_VALUE, id="unknown union flag is bad_value"),
-        pytest.param({"zgrs": "-3"}, Reason.BAD_VALUE, id="negative employee count is bad_value"),
-        pytest.param({"zgrs": "12.5"}, Reason.BAD_VALUE, id="fractional employee count is bad_value"),
-        pytest.param({"fddbrdh": "12345"}, Reason.BAD_PHONE, id="bad legal representative phone"),
+        pytest.param(
+            {"zgrs": "-3"},
+            (True, None, Reason.BAD_VALUE),
+            id="negative employee count is bad_value, a field problem",
+        ),
+        pytest.param(
+            {"zgrs": "12.5"},
+            (True, None, Reason.BAD_VALUE),
+            id="fractional employee count is bad_value, a field problem",
+        ),
+        pytest.param(
+            {"fddbrdh": "12345"},
+            (True, 120, Reason.BAD_PHONE),
+            id="bad legal representative phone is a field problem",
+        ),
         pytest.param({"qymc": " "}, Reason.MISSING_FIELD, id="blank enterprise name is missing_field"),
     ],
 )
-def test_enterprise_rules(over: dict[str, Any], expected: tuple[bool, int | None] | Reason) -> None:
-    """Rule: union flag is required yes/no; employee count optional whole number >= 0."""
+def test_enterprise_rules(
+    over: dict[str, Any], expected: tuple[bool, int | None] | tuple[bool, int | None, Reason] | Reason
+) -> None:
+    """Rule: union flag is required yes/no (a record problem); employee count optional whole number
+    >= 0 and the legal representative's phone are field problems (the enterprise is kept)."""
     records, rejects = validate_enterprises(
         [enterprise(**over)], mapping=ENTERPRISE_MAP, default_crs="gcj02", today=TODAY
     )
     if isinstance(expected, Reason):
         assert [r.reason for r in rejects] == [expected]
+        assert records == []
     else:
-        assert [(r.union_established, r.employee_count) for r in records] == [expected]
+        assert rejects == []
+        assert [(r.union_established, r.employee_count) for r in records] == [expected[:2]]
+        assert [str(p.reason) for p in records[0].problems] == [str(x) for x in expected[2:]]
 
 
 # --- duplicates and record ids --------------------------------------------------------------

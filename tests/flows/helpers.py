@@ -20,6 +20,7 @@ CONTENT = {
     "legal_rep_phone_hmac, ST_AsText(geom), cell_code, division_code, placement_method, unmapped_reason, row_hash, "
     "deleted_at IS NULL",
     "quarantine": "entity, source_record_id, reason_code, field, detail, raw_hmac, resolved_at IS NULL",
+    "field_problem": "entity, source_record_id, field, reason_code, detail, settled_at IS NULL",
 }
 
 

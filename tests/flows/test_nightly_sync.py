@@ -12,6 +12,7 @@ import pytest
 from grid.settings import get_settings
 from grid.store.db import connect, transaction
 from tests.conftest import write_sources
+from tests.sandbox_labels import split_labels
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
 
@@ -56,7 +57,10 @@ def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database
     prefect_harness, loaded_world, sandbox_url, sandbox_dataset, sources_dir
 ) -> None:
     """Nothing lost: each sandbox record is loaded or quarantined with its expected reason code,
-    and the run's counts (received / loaded / quarantined / unmapped) equal the tables."""
+    and the run's counts (received / loaded / quarantined / unmapped) equal the tables. Every
+    record whose identifying fields are valid is loaded (issue #21): one with only a bad phone,
+    birth date, employer code or location is stored with a field problem of that reason code, and
+    one left without any location is stored unmapped with that reason."""
     from flows.nightly_sync import nightly_sync
 
     write_sources(sources_dir, city_a=sandbox_url)
@@ -65,27 +69,16 @@ def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database
     run = rows[0]
 
     expected_bad: dict[tuple[str, str], str] = {}
+    expected_problems: dict[tuple[str, str], str] = {}
     expected_total = 0
     for entity in ("enterprises", "workers"):
         labels = sandbox_dataset.labels(entity)
         expected_total += len(labels)
-        expected_bad.update(
-            {
-                (entity, rid): label
-                for rid, label in labels.items()
-                if "_" in label
-                and label
-                in {
-                    "bad_id_checksum",
-                    "bad_uscc_checksum",
-                    "missing_coordinates",
-                    "out_of_china",
-                    "unknown_crs",
-                    "bad_phone",
-                    "bad_date",
-                }
-            }
-        )
+        # Issue #21: the numbers of the night changed with the rule — before, every labelled row
+        # was quarantined; now only those whose defect is in an identifying field are.
+        whole, kept = split_labels(entity, labels)
+        expected_bad.update({(entity, rid): lab for rid, lab in whole.items()})
+        expected_problems.update({(entity, rid): lab for rid, lab in kept.items()})
     quarantined = {
         (entity, rid): reason
         for entity, rid, reason in _query(
@@ -93,7 +86,72 @@ def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database
         )
     }
     assert quarantined == expected_bad
-    assert len({r for _, r in expected_bad.items()}) >= 6, "the sandbox exercises every kind of bad row"
+    problems = {
+        (entity, rid): reason
+        for entity, rid, reason in _query(
+            "SELECT entity, source_record_id, reason_code FROM field_problem WHERE source = %s"
+            " AND settled_at IS NULL",
+            "city_a",
+        )
+    }
+    assert problems == expected_problems
+    assert len(set(expected_problems.values())) == 6, "the sandbox exercises every kind of field problem"
+    stored_with_problem = _query(
+        "SELECT count(*) FROM field_problem f WHERE f.source = %s AND EXISTS ("
+        " SELECT 1 FROM worker w WHERE w.source = f.source AND w.source_record_id = f.source_record_id"
+        " UNION ALL SELECT 1 FROM enterprise e WHERE e.source = f.source AND e.source_record_id = f.source_record_id)",
+        "city_a",
+    )[0][0]
+    assert stored_with_problem == len(expected_problems)
+    # A record left without any location is stored unmapped with the reason of its problem.
+    nowhere = {
+        rid: reason
+        for rid, reason in _query(
+            "SELECT source_record_id, unmapped_reason FROM worker WHERE source = %s AND division_code IS NULL",
+            "city_a",
+        )
+    }
+    assert nowhere == {
+        rid: "missing_coordinates" for (e, rid), lab in expected_problems.items()
+        if e == "workers" and lab == "missing_coordinates"
+    }  # fmt: skip
+    assert run["field_problems"] == len(expected_problems)
+    # ... and 职工信息掌握率's denominator includes them: the city's snapshot counts every stored
+    # worker attributed to it (placed or not), the ones with field problems among them.
+    from datetime import date, datetime
+
+    from grid.monitoring.coverage import compute_snapshot, division_coverage
+    from grid.monitoring.pending import notes
+    from grid.workdays import SHANGHAI
+
+    city = loaded_world.city_code
+    day = date(2026, 8, 30)  # a date no other test snapshots
+    conn = connect()
+    try:
+        compute_snapshot(conn, snapshot_date=day, as_of=datetime(2026, 8, 30, 20, tzinfo=SHANGHAI))
+        row = division_coverage(conn, snapshot_date=day, code=city)
+        noted = notes(conn, codes=[city], snapshot_date=day)[city]
+        with transaction(conn) as cur:
+            cur.execute("DELETE FROM coverage_run WHERE snapshot_date = %s", (day,))
+    finally:
+        conn.close()
+    live = _query(
+        "SELECT count(*), count(*) FILTER (WHERE w.cell_code IS NOT NULL)"
+        " FROM worker w JOIN source s ON s.name = w.source"
+        " WHERE w.deleted_at IS NULL AND left(coalesce(w.division_code, s.city_code), 4) = %s",
+        city[:4],
+    )[0]
+    assert row is not None and (row.counts.workers, row.counts.workers_mapped) == live
+    problem_workers = _query(
+        "SELECT count(DISTINCT w.id), count(DISTINCT w.id) FILTER (WHERE left(coalesce(w.division_code, %s), 4) = %s)"
+        " FROM field_problem f JOIN worker w ON w.source = f.source AND w.source_record_id = f.source_record_id"
+        " WHERE f.source = %s AND f.settled_at IS NULL",
+        city,
+        city[:4],
+        "city_a",
+    )[0]
+    assert problem_workers[0] == problem_workers[1] > 0  # every one of them counted in the city
+    assert noted.workers_field_problems >= problem_workers[0]
 
     (workers, enterprises, unmapped) = _query(
         "SELECT (SELECT count(*) FROM worker WHERE source = %s), (SELECT count(*) FROM enterprise WHERE source = %s),"

@@ -3,6 +3,7 @@ an unchanged night may leave out of the prepare tasks, and what it must still se
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -102,7 +103,16 @@ def test_a_prepared_chunk_names_the_version_of_every_row_it_writes_and_no_other(
     assert ok[0].record_id not in written  # already stored at this version: skipped
     assert written[ok[1].record_id] == ok[1].updated_at  # stored older: written, noted
     assert all(written[r.record_id] == r.updated_at for r in ok[1:])
-    assert not {r.record_id for r in bad} & set(written)
+    # Issue #21: a record problem keeps the record out; a field problem writes it with the field
+    # empty, and the chunk carries one field problem per such record, with its reason code.
+    whole = [r for r in bad if r.label == Reason.BAD_ID_CHECKSUM]
+    kept = [r for r in bad if r.label != Reason.BAD_ID_CHECKSUM]
+    assert whole and kept, "the sandbox slice needs record and field problems"
+    assert not {r.record_id for r in whole} & set(written)
+    assert all(written[r.record_id] == r.updated_at for r in kept)
+    assert chunk.by_reason == Counter(r.label for r in whole)
+    assert chunk.by_problem == Counter(r.label for r in kept)
+    assert len(chunk.problems_text.splitlines()) == len(kept)
 
 
 @pytest.mark.parametrize(

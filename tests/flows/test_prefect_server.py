@@ -31,7 +31,7 @@ import psycopg2
 import pytest
 import yaml
 
-from grid.settings import PROJECT_ROOT, Settings, get_settings
+from grid.settings import PROJECT_ROOT, SERVICE_ROLES, Settings, db_password_env, get_settings
 from gridflow_cli import prefect_status, services
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -53,6 +53,7 @@ def _scheduled_deployments() -> set[str]:
         "flows/escalation_sweep.py:escalation_sweep": "escalation-sweep",
         "flows/coverage_report.py:coverage_report": "coverage-report",
         "flows/quarantine_reprocess.py:quarantine_reprocess": "quarantine-reprocess",
+        "flows/nightly_sync.py:sync_city": "sync-city",
     }
     return {
         f"{flow_names[d['entrypoint']]}/{d['name']}"
@@ -98,7 +99,11 @@ def deployed(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     # The same function `gridflow db up` uses for the private cluster's `prefect` database.
     ensure_prefect_database(admin, name=name, password=password)
     host = f"{parts.hostname}:{parts.port or 5432}"
+    # The worker's own state folder would make up other database passwords: hand it the session's,
+    # through the environment, as a worker on another host gets them.
+    session = get_settings()
     values = {
+        **{db_password_env(role): session.db_password(role) for role in SERVICE_ROLES},
         "GRIDFLOW_STATE_DIR": str(state),
         "GRIDFLOW_PREFECT_PORT": str(_free_port()),
         "GRIDFLOW_PREFECT_DATABASE_URL": f"postgresql+asyncpg://{name}:{password}@{host}/{name}",
@@ -421,6 +426,33 @@ def test_server_problems_are_read_from_the_log(log: str, expected: list[tuple[st
     """Rule: `gridflow status` flags a failing server service: tracebacks and ERROR lines of the
     server's log, grouped by the logger that wrote them and the exception."""
     assert [(p.where, p.error, p.count) for p in prefect_status.server_problems(log)] == expected
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        pytest.param(None, "GRIDFLOW_PREFECT_AUTH_STRING must be set", id="missing"),
+        pytest.param("changeme", "GRIDFLOW_PREFECT_AUTH_STRING must be set", id="placeholder"),
+        pytest.param("just-a-password", "must have the form user:password", id="no user"),
+    ],
+)
+def test_production_refuses_a_prefect_api_without_a_real_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str | None, message: str
+) -> None:
+    """Rule: outside development the Prefect API's password comes from the environment; without a
+    real one gridflow refuses to start (no development file is made up in production)."""
+    from grid.settings import ConfigError
+
+    monkeypatch.delenv("GRIDFLOW_PREFECT_AUTH_STRING", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        Settings(
+            env="production",
+            state_dir=tmp_path,
+            hmac_key="a" * 44,
+            encryption_key="b" * 44,
+            prefect_auth_string=auth,
+        ).prefect_auth()
+    assert not (tmp_path / "keys").exists()
 
 
 def test_lock_pins_sqlalchemy_below_2_1() -> None:

@@ -32,11 +32,17 @@ def city(sandbox_dataset: Any, tmp_path: Path) -> Iterator[tuple[Any, str]]:
         yield app, "rp_city"
 
 
-def _pick(dataset: Any, entity: str, labels: tuple[str, ...]) -> list[str]:
+def _pick(dataset: Any, entity: str, labels: tuple[str, ...], exclude: tuple[str, ...] = ()) -> list[str]:
     chosen: list[str] = []
     by_label = dataset.labels(entity)
     for label in labels:
-        chosen.append(next(rid for rid, lab in by_label.items() if lab == label and rid not in chosen))
+        chosen.append(
+            next(
+                rid
+                for rid, lab in by_label.items()
+                if lab == label and rid not in chosen and rid not in exclude
+            )
+        )
     return chosen
 
 
@@ -65,8 +71,10 @@ def test_reprocess_moves_fixed_records_out_of_quarantine_keeps_broken_ones_and_i
     rows = nightly_sync(sources=[source])
     assert rows[0]["status"] == "completed" and rows[0]["quarantined"] > 0
 
-    fixed_workers = _pick(sandbox_dataset, "workers", ("bad_id_checksum", "bad_phone", "out_of_china"))
-    broken_workers = _pick(sandbox_dataset, "workers", ("bad_date", "unknown_crs"))
+    # Issue #21: only record problems are quarantined now (a worker's bad resident ID; a bad phone,
+    # birth date or location is a field problem of a loaded worker, reprocessed below).
+    fixed_workers = _pick(sandbox_dataset, "workers", ("bad_id_checksum",) * 3)
+    broken_workers = _pick(sandbox_dataset, "workers", ("bad_id_checksum",) * 2, exclude=tuple(fixed_workers))
     fixed_firms = _pick(sandbox_dataset, "enterprises", ("bad_uscc_checksum",))
     ids_fixed = _qids(source, fixed_workers + fixed_firms)
     ids_broken = _qids(source, broken_workers)
@@ -119,7 +127,7 @@ def test_reprocess_moves_fixed_records_out_of_quarantine_keeps_broken_ones_and_i
         " AND resolved_at IS NULL ORDER BY id",
         ids_broken,
     )
-    assert sorted(r[0] for r in still) == ["bad_date", "unknown_crs"]
+    assert sorted(r[0] for r in still) == ["bad_id_checksum", "bad_id_checksum"]
     assert all(r[1:] == (2, 1, run_id) for r in still)
     assert not query(
         "SELECT 1 FROM worker WHERE source = %s AND source_record_id = ANY(%s)", source, broken_workers
@@ -174,3 +182,92 @@ def test_bad_reprocess_parameters_are_refused_with_a_clear_error(ids: list[Any],
     """Rule: bad input gives a clear error, before anything is touched."""
     with pytest.raises(rp.ReprocessError, match=message):
         rp.check_ids(ids)
+
+
+def _fpids(source: str, rids: list[str]) -> list[int]:
+    rows = query(
+        "SELECT id FROM field_problem WHERE source = %s AND source_record_id = ANY(%s) AND settled_at IS NULL"
+        " ORDER BY id",
+        source,
+        rids,
+    )
+    return [r[0] for r in rows]
+
+
+def test_reprocessing_a_field_problem_after_the_city_fixes_the_phone_fills_the_field_in_place(
+    prefect_harness: None, loaded_world: Any, sandbox_dataset: Any, city: tuple[Any, str]
+) -> None:
+    """Rule (issue #21): a worker with a bad phone is stored without it and with a field problem;
+    once the city sends a valid phone, reprocessing that problem re-fetches the record by id and
+    writes it through the sync's path: the same worker row gets the phone (encrypted, keyed HMAC,
+    masked) and the problem is settled as 'fixed'. A problem the city has not fixed stays open.
+    The cursor does not move; a second reprocess changes nothing."""
+    from flows.nightly_sync import nightly_sync
+    from flows.quarantine_reprocess import quarantine_reprocess
+    from grid.ingest import decrypt_worker_pii
+
+    app, source = city
+    assert nightly_sync(sources=[source])[0]["status"] == "completed"
+    fixed, unfixed = _pick(sandbox_dataset, "workers", ("bad_phone", "bad_phone"))
+    moved = _pick(sandbox_dataset, "workers", ("out_of_china",))[0]
+    before = {
+        r[0]: r[1:]
+        for r in query(
+            "SELECT source_record_id, id, phone_hmac IS NULL, phone_masked IS NULL, cell_code IS NULL"
+            " FROM worker WHERE source = %s AND source_record_id = ANY(%s)",
+            source,
+            [fixed, unfixed, moved],
+        )
+    }
+    # stored, without the bad phone; the worker whose point was abroad has no cell
+    assert before[fixed][1:3] == (True, True) and before[unfixed][1:3] == (True, True)
+    assert before[moved][3] is True
+    ids = _fpids(source, [fixed, unfixed, moved])
+    assert len(ids) == 3
+
+    now = datetime.now(CHINA_TZ)
+    mapping = sandbox_dataset.mapping["workers"]
+    row = fixed_row(sandbox_dataset, "workers", fixed, updated_at=now)
+    row[mapping["phone"]] = "139 1234 5678"
+    correct_record(app, "workers", fixed, row, updated_at=now)
+    correct_record(
+        app, "workers", moved, fixed_row(sandbox_dataset, "workers", moved, updated_at=now), updated_at=now
+    )
+    cursors_before = query(
+        "SELECT entity, cursor, since, high_water FROM source_cursor WHERE source = %s", source
+    )
+
+    counts = quarantine_reprocess(field_problem_ids=ids)
+    assert counts == {"field_fixed": 2, "field_still_bad": 1}
+
+    after = query(
+        "SELECT source_record_id, id, phone_masked, pii_enc, cell_code IS NOT NULL FROM worker"
+        " WHERE source = %s AND source_record_id = ANY(%s) ORDER BY 1",
+        source,
+        [fixed, moved],
+    )
+    by_rid = {r[0]: r[1:] for r in after}
+    wid, masked, blob, _ = by_rid[fixed]
+    assert wid == before[fixed][0], "the field is filled in place: the same worker row"
+    assert masked == "139****5678"
+    assert decrypt_worker_pii(bytes(blob), vault_from_settings())["phone"] == "13912345678"
+    assert by_rid[moved][0] == before[moved][0] and by_rid[moved][3], (
+        "the fixed point now places it in a cell"
+    )
+    assert query(
+        "SELECT source_record_id, resolution, reprocess_count FROM field_problem WHERE id = ANY(%s) ORDER BY 1",
+        ids,
+    ) == sorted([(fixed, "fixed", 1), (moved, "fixed", 1), (unfixed, None, 1)])
+    assert query("SELECT entity, cursor, since, high_water FROM source_cursor WHERE source = %s", source) == (
+        cursors_before
+    )
+    assert query(
+        "SELECT count(*) FROM quarantine WHERE source = %s AND source_record_id = ANY(%s)",
+        source,
+        [fixed, moved, unfixed],
+    ) == [(0,)]
+
+    snapshot = fingerprint(source)
+    again = quarantine_reprocess(field_problem_ids=ids)
+    assert again == {"field_already_settled": 2, "field_still_bad": 1}
+    assert fingerprint(source) == snapshot

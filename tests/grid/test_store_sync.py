@@ -343,3 +343,48 @@ def test_one_run_per_source_lock_and_crashed_runs(
             time.sleep(0.05)
     finally:
         other.close()
+
+
+def _problems(conn: psycopg2.extensions.connection, src: str) -> list[tuple[Any, ...]]:
+    with transaction(conn) as cur:
+        cur.execute(
+            "SELECT source_record_id, field, reason_code, seen_count, resolution FROM field_problem"
+            " WHERE source = %s ORDER BY id",
+            (src,),
+        )
+        return cur.fetchall()
+
+
+def test_field_problems_are_kept_once_with_the_stored_version_and_settled_when_it_is_fixed(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """Rule (issue #21): a loaded record's field problem is stored once per record and field (a
+    replay counts it seen again); an older version the guard does not store records nothing; a
+    newer stored version without the problem settles it as 'fixed'."""
+    src = _source(conn)
+    run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
+    phone = [("e1", "legal_rep_phone", "bad_phone", "phone is no number (field fddbrdh)", b"\x01enc")]
+
+    def page(
+        version: datetime, problems: list[tuple[Any, ...]], name: str, new_run: bool = True
+    ) -> sync.PageResult:
+        chunk = _chunk([_ent("e1", version, name=name)], [])
+        chunk.problems_text = copy_text(problems)
+        chunk.by_problem = Counter(p[2] for p in problems)
+        this_run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None) if new_run else run
+        return _write(conn, this_run, src, chunk, received=1, cursor_after=None)
+
+    first = page(T0, phone, "甲", new_run=False)
+    assert (first.loaded, first.quarantined, first.field_problems) == (1, 0, 1)
+    page(T0, phone, "甲", new_run=False)  # replay: same version, unchanged, nothing new
+    assert _problems(conn, src) == [("e1", "legal_rep_phone", "bad_phone", 1, None)]
+    page(T0 + timedelta(hours=1), phone, "乙")  # newer version, still a bad phone
+    assert _problems(conn, src) == [("e1", "legal_rep_phone", "bad_phone", 2, None)]
+    page(T0 - timedelta(hours=1), [("e1", "employee_count", "bad_value", "count", b"\x01e")], "旧")
+    assert _problems(conn, src) == [("e1", "legal_rep_phone", "bad_phone", 2, None)]
+    fixed = page(T0 + timedelta(hours=2), [], "丙")  # the city fixed the phone
+    assert fixed.updated == 1
+    assert _problems(conn, src) == [("e1", "legal_rep_phone", "bad_phone", 2, "fixed")]
+    assert (
+        _count(conn, "SELECT count(*) FROM field_problem WHERE source = %s AND settled_at IS NULL", src) == 0
+    )

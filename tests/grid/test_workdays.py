@@ -304,3 +304,31 @@ def test_workdays_between_inverts_add_workdays(start: date, n: int) -> None:
     """Rule: workdays_between(a, add_workdays(a, n)) == n, in known and unknown years alike."""
     cal = WorkCalendar()
     assert cal.workdays_between(start, cal.add_workdays(start, n).date) == n
+
+
+UTC_ = ZoneInfo("UTC")
+
+
+@pytest.mark.parametrize(
+    ("instant", "today"),
+    [
+        pytest.param(datetime(2026, 12, 4, 16, 30, tzinfo=UTC_), D(2026, 12, 5), id="utc-evening-is-shanghai-tomorrow"),
+        pytest.param(datetime(2026, 12, 4, 15, 59, 59, tzinfo=UTC_), D(2026, 12, 4), id="second-before-midnight"),
+        pytest.param(datetime(2026, 12, 4, 16, 0, tzinfo=UTC_), D(2026, 12, 5), id="shanghai-midnight"),
+        pytest.param(datetime(2026, 12, 31, 23, 0, tzinfo=UTC_), D(2027, 1, 1), id="new-year-in-shanghai-first"),
+        pytest.param(datetime(2026, 12, 5, 1, 0, tzinfo=SHANGHAI), D(2026, 12, 5), id="already-shanghai-time"),
+    ],
+)  # fmt: skip
+def test_today_is_the_shanghai_date_not_the_utc_one(instant: datetime, today: date) -> None:
+    """Versions are dated in Asia/Shanghai: at 00:30 there, UTC still says yesterday."""
+    from grid.workdays import today_local
+
+    assert today_local(instant) == today
+
+
+def test_today_refuses_a_naive_instant() -> None:
+    """A naive instant has no day: refused, not guessed."""
+    from grid.workdays import today_local
+
+    with pytest.raises(ValueError, match="no timezone"):
+        today_local(datetime(2026, 12, 5, 1, 0))

@@ -180,9 +180,13 @@ def test_unauthenticated_requests_are_refused(tree: Tree, web_app: Any) -> None:
     )
 
 
-def test_healthz_sync_page_and_openapi(web_app: Any) -> None:
+def test_healthz_sync_page_and_openapi(web_app: Any, tree: Tree) -> None:
     c = client(web_app)
     assert c.get("/healthz").text == "ok"
+    # the sync overview is for signed-in users only (it names sources and their errors)
+    anonymous = c.get("/")
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+    login(c, next(u for u in tree.users if u.startswith("city")))
     assert c.get("/").status_code == 200
     spec = c.get("/api/openapi.json").json()
     for path in (

@@ -273,6 +273,40 @@ def test_division_page_shows_the_four_fulls_and_supervision_rates_of_the_latest_
     assert text_of(html, "count-overdue_response") == "2"
 
 
+def test_records_quarantined_whole_and_field_problems_are_noted_beside_the_registry_rates(
+    as_user: Any, dash: DashWorld, database_url: str
+) -> None:
+    """Rule (issue #21): beside 职工信息掌握率 / 工会组织覆盖率 the page shows the records quarantined
+    whole (not in the rate) as "另有 N 条待核实" and the records counted despite a field problem;
+    the definition under the four fulls says the denominator is every stored record. A division
+    without notes shows none."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with transaction(conn) as cur:
+            cur.execute(
+                "INSERT INTO coverage_note (snapshot_date, division_code, workers_pending, enterprises_pending,"
+                " workers_field_problems, enterprises_field_problems) VALUES (%s, %s, 7, 0, 12, 3)",
+                (LATEST, CITY),
+            )
+        html = as_user("city").get(f"/dashboard/{CITY}?{ON}").text
+        assert text_of(html, "rate-workers") == "87.5%"  # the note does not change the rate
+        assert text_of(html, "pending-workers") == "另有 7 条待核实"
+        assert text_of(html, "field-problems-workers") == "其中 12 条字段待核实"
+        assert text_of(html, "field-problems-union") == "其中 3 条字段待核实"
+        assert 'data-testid="pending-union"' not in html
+        assert "分母为本单位已入库的全部职工" in text_of(html, "def-registry")
+        en = as_user("city").get(f"/dashboard/{CITY}?{ON}&lang=en").text
+        assert text_of(en, "pending-workers") == "7 more awaiting verification (quarantined, not counted)"
+        county = as_user("city").get(f"/dashboard/{dash.counties[0]}?{ON}").text
+        assert 'data-testid="pending-workers"' not in county
+    finally:
+        with transaction(conn) as cur:
+            cur.execute(
+                "DELETE FROM coverage_note WHERE snapshot_date = %s AND division_code = %s", (LATEST, CITY)
+            )
+        conn.close()
+
+
 def test_a_rate_with_zero_denominator_is_shown_as_a_dash_not_zero(as_user: Any, dash: DashWorld) -> None:
     html = as_user("city").get(f"/dashboard/{CITY}?{ON}").text
     assert text_of(html, "rate-disputes") == "—"
@@ -470,9 +504,24 @@ def test_town_union_staff_see_their_own_dashboard_and_the_link_to_it_but_officer
     assert 'href="/dashboard"' in county and 'href="/health"' in county
 
 
-def test_an_administrator_sees_divisions_outside_their_scope_code(as_user: Any, dash: DashWorld) -> None:
-    assert as_user("admin").get(f"/dashboard/{OTHER_CITY}?{ON}").status_code == 200
-    assert as_user("admin").get(f"/dashboard/{PROVINCE}?{ON}").status_code == 200
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/dashboard/{city}", 200, id="own scope"),
+        pytest.param("/dashboard/{city}/export.csv", 200, id="own scope csv"),
+        pytest.param("/dashboard/{other}", 404, id="another city"),
+        pytest.param("/dashboard/{other}/ranking", 404, id="another city ranking"),
+        pytest.param("/dashboard/{other}/export.csv", 404, id="another city csv"),
+        pytest.param("/dashboard/{other}/export.xlsx", 404, id="another city xlsx"),
+        pytest.param("/dashboard/{province}", 404, id="above its scope"),
+    ],
+)
+def test_an_administrators_scope_applies_to_dashboards_and_exports(
+    path: str, status: int, as_user: Any, dash: DashWorld
+) -> None:
+    """Rule: an admin scoped to a city sees that city's dashboards and exports and nothing else."""
+    url = path.format(city=CITY, other=OTHER_CITY, province=PROVINCE)
+    assert as_user("admin").get(f"{url}?{ON}").status_code == status
 
 
 def test_no_personal_data_on_any_dashboard_page_or_export(as_user: Any, dash: DashWorld) -> None:

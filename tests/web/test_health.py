@@ -59,7 +59,12 @@ def seeded(
                 source,
                 now - timedelta(hours=30, minutes=2),
                 now - timedelta(hours=30),
-                json.dumps({"quarantined_by_reason": {"bad_phone": 3, "bad_id_checksum": 2}}),
+                json.dumps(
+                    {
+                        "quarantined_by_reason": {"bad_phone": 3, "bad_id_checksum": 2},
+                        "field_problems_by_reason": {"bad_phone": 4, "out_of_china": 1},
+                    }
+                ),
                 str(uuid.uuid4()),
             ),
         )
@@ -88,6 +93,17 @@ def seeded(
                  vault.mac(text, purpose="raw"), vault.encrypt(text, purpose="raw")),
             )  # fmt: skip
             qids.append(cur.fetchone()[0])  # type: ignore[index]
+        for rid, reason, fld, raw in [
+            ("f1", "bad_phone", "phone", {"lxdh": "12345"}),
+            ("f2", "bad_phone", "phone", {"lxdh": PLAIN_PHONE[:10]}),
+            ("f3", "out_of_china", "lon", {"jd": "139.69", "wd": "35.69"}),
+        ]:
+            text = json.dumps(raw, ensure_ascii=False, sort_keys=True)
+            cur.execute(
+                "INSERT INTO field_problem (source, entity, source_record_id, field, reason_code, detail, raw_enc,"
+                " run_id, last_run_id) VALUES (%s, 'workers', %s, %s, %s, 'rule', %s, %s, %s)",
+                (source, rid, fld, reason, vault.encrypt(text, purpose="raw"), ok_run, ok_run),
+            )
     conf = tmp_path_factory.mktemp("health-sources")
     write_sources(conf, **{source: "http://127.0.0.1:9"})
     with sources_env(Path(conf)):
@@ -152,6 +168,43 @@ def test_health_page_shows_runs_failed_error_freshness_trend_and_prefect_links(
     assert "失败" in section
     en = c.get("/health?lang=en").text
     assert "Sync health" in en and "Getting stale" in en
+
+
+def test_field_problems_are_shown_apart_from_records_quarantined_whole(
+    web_app: Any, tree: Tree, seeded: dict[str, Any], database_url: str
+) -> None:
+    """Rule (issue #21): /health shows per run the field problems (records loaded with a field
+    empty) in their own column beside the records quarantined whole, and per source the open field
+    problems by reason and field in their own table — never a raw value. Row-level security
+    hides another city's field problems as it hides its quarantine."""
+    c = client(web_app)
+    login(c, _user(tree, "city"))
+    html = c.get("/health").text
+    section = html[html.index(f'data-source="{seeded["source"]}"') :]
+    section = section[: section.index("</section>")]
+    assert re.findall(r'data-testid="run-field-problems">(\d+)<', section) == ["0", "5"]  # newest first
+    table = section[section.index('data-testid="field-problems"') :]
+    rows = re.findall(
+        r'data-reason="(\w+)" data-field="(\w+)"><td>[^<]*</td><td>\w+</td><td class="num">(\d+)<', table
+    )
+    assert rows == [("bad_phone", "phone", "2"), ("out_of_china", "lon", "1")]
+    assert "字段问题（记录已入库，该字段留空）" in section
+    assert "12345" not in section and "139.69" not in section and PLAIN_PHONE[:10] not in section
+    assert f"({len(seeded['qids'])})" in section  # the quarantine drill count is the whole records only
+    conn = psycopg2.connect(database_url, options="-c role=gridflow_app")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('gridflow.scope', '4290', true)")
+            cur.execute("SELECT count(*) FROM field_problem WHERE source = %s", (seeded["source"],))
+            assert cur.fetchone() == (0,)
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('gridflow.scope', %s, true)", (tree.city[:4],))
+            cur.execute("SELECT count(*) FROM field_problem WHERE source = %s", (seeded["source"],))
+            assert cur.fetchone() == (3,)
+        conn.rollback()
+    finally:
+        conn.close()
 
 
 def test_quarantine_drill_down_is_masked_and_filtered_by_reason(

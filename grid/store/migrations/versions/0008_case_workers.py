@@ -6,7 +6,7 @@ identified. The case's own first worker stays in ``case_file.worker_hmac``. The 
 The web role gets no access: only intake (the sync and the CLI, as the owner) writes or reads it.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -28,6 +28,7 @@ CREATE TABLE case_worker (
     added_at    timestamptz NOT NULL,
     PRIMARY KEY (case_id, worker_hmac)
 );
+GRANT SELECT, INSERT, UPDATE, DELETE ON case_worker TO gridflow_flows;
 """
     )
 
