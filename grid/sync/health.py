@@ -82,6 +82,7 @@ class SourceHealth:
     def open_total(self) -> int:
         return sum(self.open_by_reason.values())
 
+
 def sources_health(
     cur: psycopg2.extensions.cursor,
     *,
