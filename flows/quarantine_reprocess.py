@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
+import psycopg2.extensions
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -78,11 +81,12 @@ def _settle_in_page(
     out.update(rp.settle(cur, run_id=run_id, rows=rows, rejects=rejects, present=present))
 
 
-def _reprocess_source(
-    source: str, rows: list[rp.QuarantinedRow], config: SourceConfig, outcome: Counter[str]
-) -> None:
-    log = get_run_logger()
-    vault = vault_from_settings()
+@contextmanager
+def _reprocess_run(
+    source: str, config: SourceConfig
+) -> Iterator[tuple[psycopg2.extensions.connection, int, sync.Run]]:
+    """The source locked for the run (a sync of it refuses to start meanwhile, and a running one
+    makes this refuse), the city's current grid version, and a sync run of mode ``reprocess``."""
     conn = connect(role=FLOWS_ROLE)
     try:
         if not sync.try_lock_source(conn, source):
@@ -98,65 +102,74 @@ def _reprocess_source(
             mode="reprocess",
             flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
         ) as run:
-            run_id, totals = run.id, run.totals
-            for entity in sorted({q.entity for q in rows}):
-                group = [q for q in rows if q.entity == entity]
-                if entity not in config.entities or config.mapping.get(entity) is None:
-                    raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
-                mapping = dict(config.mapping[entity])
-                rids = sorted({q.source_record_id for q in group if q.source_record_id is not None})
-                fresh = fetch_by_id(config, entity, rids)
-                raw_rows, fetched = rp.rows_to_retake(group, rids, fresh, vault)
-                spec = ChunkSpec(
-                    source=source,
-                    entity=entity,
-                    city_code=config.city_code,
-                    cell_version=version,
-                    mapping=mapping,
-                    default_crs=config.crs,
-                    full=False,
-                )
-                with transaction(conn) as cur:
-                    known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
-                    pos = sync.get_position(cur, source=source, entity=entity)
-                chunk = prepare_chunk(spec, raw_rows, known, date.today())
-                rejects = rp.parse_rejects(chunk.rejects_text)
-                # Quarantine rows are settled below, not inserted again; the cursor stays put.
-                chunk.rejects_text, chunk.high_water, chunk.seen = "", None, []
-                settled: dict[str, int] = {}
-                result = sync.write_page(
-                    conn,
-                    run_id=run_id,
-                    source=source,
-                    entity=entity,
-                    chunks=[chunk],
-                    received=len(raw_rows),
-                    since=pos.since,
-                    cursor_after=pos.cursor,
-                    snapshot_run_id=pos.full_run_id,
-                    on_reports=page_intake(source) if entity == "cases" else None,
-                    after_write=functools.partial(
-                        _settle_in_page,
-                        source=source,
-                        entity=entity,
-                        run_id=run_id,
-                        rows=group,
-                        rejects=rejects,
-                        ids=rids,
-                        out=settled,
-                    ),
-                )
-                result.quarantined = len(rejects)
-                totals.add(entity, result)
-                outcome.update(settled)
-                log.info(
-                    "%s %s: %d quarantined records re-taken (%d fetched from the source, %d from the stored "
-                    "raw record): %s",
-                    source, entity, len(group), fetched, len(raw_rows) - fetched,
-                    ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
-                )  # fmt: skip
+            yield conn, version, run
     finally:
         conn.close()
+
+
+def _reprocess_source(
+    source: str, rows: list[rp.QuarantinedRow], config: SourceConfig, outcome: Counter[str]
+) -> None:
+    log = get_run_logger()
+    vault = vault_from_settings()
+    with _reprocess_run(source, config) as (conn, version, run):
+        run_id, totals = run.id, run.totals
+        for entity in sorted({q.entity for q in rows}):
+            group = [q for q in rows if q.entity == entity]
+            if entity not in config.entities or config.mapping.get(entity) is None:
+                raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
+            mapping = dict(config.mapping[entity])
+            rids = sorted({q.source_record_id for q in group if q.source_record_id is not None})
+            fresh = fetch_by_id(config, entity, rids)
+            raw_rows, fetched = rp.rows_to_retake(group, rids, fresh, vault)
+            spec = ChunkSpec(
+                source=source,
+                entity=entity,
+                city_code=config.city_code,
+                cell_version=version,
+                mapping=mapping,
+                default_crs=config.crs,
+                full=False,
+            )
+            with transaction(conn) as cur:
+                known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
+                pos = sync.get_position(cur, source=source, entity=entity)
+            chunk = prepare_chunk(spec, raw_rows, known, date.today())
+            rejects = rp.parse_rejects(chunk.rejects_text)
+            # Quarantine rows are settled below, not inserted again; the cursor stays put.
+            chunk.rejects_text, chunk.high_water, chunk.seen = "", None, []
+            settled: dict[str, int] = {}
+            result = sync.write_page(
+                conn,
+                run_id=run_id,
+                source=source,
+                entity=entity,
+                chunks=[chunk],
+                received=len(raw_rows),
+                since=pos.since,
+                cursor_after=pos.cursor,
+                snapshot_run_id=pos.full_run_id,
+                on_reports=page_intake(source) if entity == "cases" else None,
+                after_write=functools.partial(
+                    _settle_in_page,
+                    source=source,
+                    entity=entity,
+                    run_id=run_id,
+                    rows=group,
+                    rejects=rejects,
+                    ids=rids,
+                    out=settled,
+                ),
+            )
+            result.quarantined = len(rejects)
+            totals.add(entity, result)
+            outcome.update(settled)
+            log.info(
+                "%s %s: %d quarantined records re-taken (%d fetched from the source, %d from the stored "
+                "raw record): %s",
+                source, entity, len(group), fetched, len(raw_rows) - fetched,
+                ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
+            )  # fmt: skip
 
 
 def _settle_field_problems_in_page(
@@ -171,70 +184,54 @@ def _reprocess_field_problems(
     """Re-fetch the records of chosen field problems by id and write them through the sync's page
     path (which fills the field and settles the problem when the value is now valid)."""
     log = get_run_logger()
-    conn = connect(role=FLOWS_ROLE)
-    try:
-        if not sync.try_lock_source(conn, source):
-            raise ReprocessFailed(
-                f"{source}: a sync of this source is running; reprocess again after it ends"
+    with _reprocess_run(source, config) as (conn, version, run):
+        run_id, totals = run.id, run.totals
+        for entity in sorted({r.entity for r in rows}):
+            group = [r for r in rows if r.entity == entity]
+            if entity not in config.entities or config.mapping.get(entity) is None:
+                raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
+            rids = sorted({r.source_record_id for r in group})
+            fresh = fetch_by_id(config, entity, rids) or {}
+            raw_rows = [fresh[rid] for rid in rids if rid in fresh]
+            spec = ChunkSpec(
+                source=source,
+                entity=entity,
+                city_code=config.city_code,
+                cell_version=version,
+                mapping=dict(config.mapping[entity]),
+                default_crs=config.crs,
+                full=False,
             )
-        version = current_cell_version(config.city_code)
-        if not version:
-            raise ReprocessFailed(f"{source}: no grid cells are loaded for {config.city_code}")
-        with sync.run(
-            conn,
-            source=source,
-            mode="reprocess",
-            flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
-        ) as run:
-            run_id, totals = run.id, run.totals
-            for entity in sorted({r.entity for r in rows}):
-                group = [r for r in rows if r.entity == entity]
-                if entity not in config.entities or config.mapping.get(entity) is None:
-                    raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
-                rids = sorted({r.source_record_id for r in group})
-                fresh = fetch_by_id(config, entity, rids) or {}
-                raw_rows = [fresh[rid] for rid in rids if rid in fresh]
-                spec = ChunkSpec(
-                    source=source,
-                    entity=entity,
-                    city_code=config.city_code,
-                    cell_version=version,
-                    mapping=dict(config.mapping[entity]),
-                    default_crs=config.crs,
-                    full=False,
-                )
-                with transaction(conn) as cur:
-                    known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
-                    pos = sync.get_position(cur, source=source, entity=entity)
-                chunk = prepare_chunk(spec, raw_rows, known, date.today())
-                # A newer version that now has a record problem is quarantined as the sync would;
-                # the cursor stays put.
-                chunk.high_water, chunk.seen = None, []
-                settled: Counter[str] = Counter()
+            with transaction(conn) as cur:
+                known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
+                pos = sync.get_position(cur, source=source, entity=entity)
+            chunk = prepare_chunk(spec, raw_rows, known, date.today())
+            # A newer version that now has a record problem is quarantined as the sync would;
+            # the cursor stays put.
+            chunk.high_water, chunk.seen = None, []
+            settled: Counter[str] = Counter()
 
-                result = sync.write_page(
-                    conn,
-                    run_id=run_id,
-                    source=source,
-                    entity=entity,
-                    chunks=[chunk],
-                    received=len(raw_rows),
-                    since=pos.since,
-                    cursor_after=pos.cursor,
-                    snapshot_run_id=pos.full_run_id,
-                    after_write=functools.partial(
-                        _settle_field_problems_in_page, rows=group, refetched=set(fresh), out=settled
-                    ),
-                )
-                totals.add(entity, result)
-                outcome.update(settled)
-                log.info(
-                    "%s %s: %d field problems re-taken (%d records fetched from the source): %s",
-                    source, entity, len(group), len(raw_rows),
-                    ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
-                )  # fmt: skip
-    finally:
-        conn.close()
+            result = sync.write_page(
+                conn,
+                run_id=run_id,
+                source=source,
+                entity=entity,
+                chunks=[chunk],
+                received=len(raw_rows),
+                since=pos.since,
+                cursor_after=pos.cursor,
+                snapshot_run_id=pos.full_run_id,
+                after_write=functools.partial(
+                    _settle_field_problems_in_page, rows=group, refetched=set(fresh), out=settled
+                ),
+            )
+            totals.add(entity, result)
+            outcome.update(settled)
+            log.info(
+                "%s %s: %d field problems re-taken (%d records fetched from the source): %s",
+                source, entity, len(group), len(raw_rows),
+                ", ".join(f"{k} {v}" for k, v in sorted(settled.items())) or "nothing to do",
+            )  # fmt: skip
 
 
 @flow(name="quarantine-reprocess", flow_run_name="reprocess-{request_id}")
