@@ -169,6 +169,7 @@ def list_command(
     limit: Annotated[int, typer.Option()] = 50,
 ) -> None:
     """Cases within a scope, newest first."""
+    from geodata.codes import Level
     from grid.cases.queries import list_cases
     from grid.cases.states import State
     from grid.cases.store import ScopeError
@@ -190,7 +191,7 @@ def list_command(
     typer.echo(f"{'id':>8}  {'kind':<20}{'state':<12}{'level':<10}{'owner':<16}{'resolve by':<17}")
     for c in rows:
         typer.echo(
-            f"{c.id:>8}  {c.kind.value:<20}{c.state.value:<12}{c.level.name.lower():<10}{c.owner_code:<16}"
+            f"{c.id:>8}  {c.kind:<20}{c.state:<12}{Level(c.level).name.lower():<10}{c.owner_code:<16}"
             f"{_fmt(c.resolve_by):<17}{' OVERDUE' if c.overdue else ''}"
         )
 

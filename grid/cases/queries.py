@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import psycopg2.extensions
 
@@ -16,29 +16,48 @@ from geodata.codes import (
 )
 from grid.cases.owners import scope_prefix
 from grid.cases.states import (
-    OPEN_STATES,
+    SQL_AWAITING,
+    SQL_OPEN,
     Action,
     Event,
     State,
     replay,
 )
-from grid.cases.store import CaseNotFound, Conn, Cursor, utc_now
+from grid.cases.store import CaseNotFound, Conn, Cursor
 from grid.store.db import fetch_named, transaction
 
 
 @dataclass(frozen=True, slots=True)
-class CaseSummary:
+class CaseListRow:
+    """One case in a list: the row of the officer inbox and subtree pages, the API's case list
+    and ``gridflow cases list`` alike (read with :data:`CASE_LIST_COLUMNS`; times left by the
+    database clock at the time of the query; ``respond_seconds_left`` only while the case waits to
+    be accepted, else None)."""
+
     id: int
-    kind: CaseKind
-    severity: Severity
-    state: State
-    level: Level
+    kind: str
+    severity: str
+    state: str
+    level: int
     owner_code: str
     chain_code: str
     version: int
     opened_at: datetime
     resolve_by: datetime
     overdue: bool
+    respond_by: datetime
+    deadlines_provisional: bool  # 暂定: counted on a year without the official holiday list
+    resolve_seconds_left: int  # < 0 once overdue
+    respond_seconds_left: int | None
+
+
+#: The SELECT list of :class:`CaseListRow`, in its field order, on ``case_file``.
+CASE_LIST_COLUMNS: Final = (
+    "id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by, "
+    f"({SQL_OPEN} AND resolve_by < now()), respond_by, deadlines_provisional, "
+    "floor(extract(epoch FROM resolve_by - now()))::int, "
+    f"CASE WHEN {SQL_AWAITING} THEN floor(extract(epoch FROM respond_by - now()))::int END"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,40 +217,22 @@ def list_cases(
     *,
     scope: str,
     states: Sequence[State] | None = None,
-    now: datetime | None = None,
     limit: int = 100,
-) -> list[CaseSummary]:
+) -> list[CaseListRow]:
     """Cases on chains within ``scope`` (the scope filter is part of the query), newest first."""
     prefix = scope_prefix(scope)
     wanted = [s.value for s in (states or list(State))]
-    when = now or utc_now()
     with transaction(conn) as cur:
         cur.execute(
-            """
-            SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by
+            f"""
+            SELECT {CASE_LIST_COLUMNS}
             FROM case_file
             WHERE chain_code LIKE %s AND state = ANY(%s)
             ORDER BY opened_at DESC, id DESC LIMIT %s
             """,
             (prefix + "%", wanted, limit),
         )
-        rows = cur.fetchall()
-    return [
-        CaseSummary(
-            id=int(r[0]),
-            kind=CaseKind(r[1]),
-            severity=Severity(r[2]),
-            state=State(r[3]),
-            level=Level(int(r[4])),
-            owner_code=str(r[5]),
-            chain_code=str(r[6]),
-            version=int(r[7]),
-            opened_at=r[8],
-            resolve_by=r[9],
-            overdue=State(r[3]) in OPEN_STATES and r[9] < when,
-        )
-        for r in rows
-    ]
+        return [CaseListRow(*r) for r in cur.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)

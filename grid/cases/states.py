@@ -49,10 +49,13 @@ class State(StrEnum):
 # are its twins for a query on ``case_file``.
 _DONE: Final = (State.RESOLVED, State.CLOSED)
 DONE_STATES: Final = frozenset(_DONE)
-OPEN_STATES: Final = frozenset(State) - DONE_STATES
 _DONE_SQL: Final = ", ".join(f"'{s.value}'" for s in _DONE)
 SQL_DONE: Final = f"state IN ({_DONE_SQL})"
 SQL_OPEN: Final = f"state NOT IN ({_DONE_SQL})"  # as the partial indexes of migration 0002 spell it
+# A case waits to be accepted by its current owner (its response deadline runs) while it is new or
+# was returned for re-dispatch; the coverage report's ``overdue_response`` counts the same states.
+AWAITING_STATES: Final = frozenset({State.NEW, State.RETURNED})
+SQL_AWAITING: Final = "state IN (" + ", ".join(f"'{s.value}'" for s in sorted(AWAITING_STATES)) + ")"
 
 
 _STATE_ZH = {

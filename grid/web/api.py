@@ -16,7 +16,7 @@ from fastapi.security import APIKeyCookie, APIKeyHeader
 from pydantic import BaseModel, Field
 
 from grid.accounts import access, sessions
-from grid.cases.queries import LedgerRow
+from grid.cases.queries import CaseListRow, LedgerRow
 from grid.cases.states import Action
 from grid.cases.store import ActionResult
 from grid.web import casework
@@ -92,30 +92,8 @@ class Me(BaseModel):
     csrf_token: str
 
 
-class CaseRow(BaseModel):
-    id: int
-    kind: str
-    severity: str
-    state: str
-    level: int
-    owner_code: str
-    chain_code: str
-    version: int
-    opened_at: datetime
-    resolve_by: datetime
-    overdue: bool
-    respond_by: datetime
-    deadlines_provisional: bool = Field(description="暂定: counted on a year without the official list")
-    resolve_seconds_left: int = Field(
-        description="seconds to resolve_by at the time of the request; < 0 overdue"
-    )
-    respond_seconds_left: int | None = Field(
-        description="seconds to respond_by while the case waits to be accepted (new/returned), else null"
-    )
-
-
 class InboxOut(BaseModel):
-    cases: list[CaseRow]
+    cases: list[CaseListRow]
     counts: dict[str, int]
     overdue: int
     total: int
@@ -302,14 +280,7 @@ def list_cases(
     except _ERRORS as exc:
         raise _http(exc) from None
     return InboxOut(
-        cases=[
-            CaseRow(
-                **_slots(r),
-                resolve_seconds_left=seconds_left(r.resolve_by),
-                respond_seconds_left=seconds_left(r.respond_by) if r.state in AWAITING_STATES else None,
-            )
-            for r in box.rows
-        ],
+        cases=box.rows,
         counts=box.counts,
         overdue=box.overdue,
         total=box.total,

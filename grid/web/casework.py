@@ -26,7 +26,7 @@ from grid.accounts.access import (
 )
 from grid.cases import actions, queries, store
 from grid.cases.amounts import AmountError, parse_yuan
-from grid.cases.queries import CaseDetail
+from grid.cases.queries import CASE_LIST_COLUMNS, CaseDetail, CaseListRow
 from grid.cases.routing import RoutingError
 from grid.cases.states import (
     DONE_STATES,
@@ -95,23 +95,6 @@ def _filter(p: Principal, *, unscoped: bool, column: str = "chain_code") -> tupl
 # ----------------------------------------------------------------------------- inbox
 
 
-@dataclass(frozen=True, slots=True)
-class InboxRow:
-    id: int
-    kind: str
-    severity: str
-    state: str
-    level: int
-    owner_code: str
-    chain_code: str
-    version: int
-    opened_at: datetime
-    resolve_by: datetime
-    overdue: bool
-    respond_by: datetime
-    deadlines_provisional: bool
-
-
 #: Rows per page of a case list on the web pages; the API takes a ``limit`` of up to ``MAX_PAGE``.
 PAGE = 200
 MAX_PAGE = 1000
@@ -119,7 +102,7 @@ MAX_PAGE = 1000
 
 @dataclass(frozen=True, slots=True)
 class Inbox:
-    rows: list[InboxRow]
+    rows: list[CaseListRow]
     counts: dict[str, int] = field(default_factory=dict)
     overdue: int = 0
     total: int = 0
@@ -184,14 +167,13 @@ def inbox(
     with transaction(conn) as cur:
         cur.execute(
             f"""
-            SELECT id, kind, severity, state, level, owner_code, chain_code, version, opened_at, resolve_by,
-                   {SQL_OPEN} AND resolve_by < now(), respond_by, deadlines_provisional
+            SELECT {CASE_LIST_COLUMNS}
             FROM case_file WHERE {base} AND {state_clause}
             ORDER BY NOT ({SQL_OPEN}), resolve_by, id LIMIT %s OFFSET %s
             """,
             [*params, *state_params, limit, offset],
         )
-        rows = [InboxRow(*r) for r in cur.fetchall()]
+        rows = [CaseListRow(*r) for r in cur.fetchall()]
         cur.execute(
             f"""
             SELECT state, count(*), count(*) FILTER (WHERE {SQL_OPEN} AND resolve_by < now())

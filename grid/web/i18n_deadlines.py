@@ -11,7 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
-AWAITING_STATES: Final = frozenset({"new", "returned"})
+from grid.cases.states import AWAITING_STATES as _AWAITING
+
+#: The states whose response deadline runs (the rule is :data:`grid.cases.states.AWAITING_STATES`),
+#: as the strings the templates compare.
+AWAITING_STATES: Final = frozenset(s.value for s in _AWAITING)
 
 STRINGS: dict[str, tuple[str, str]] = {
     "respond_by": ("响应时限", "Respond by"),
