@@ -64,5 +64,44 @@ def env(**values: str) -> Iterator[None]:
         get_settings.cache_clear()
 
 
+def service_passwords() -> dict[str, str]:
+    """The session's database-role passwords as environment variables: what a process with another
+    state folder (a second host) must be given, as the keys are (README "Running on several
+    machines")."""
+    from grid.settings import SERVICE_ROLES, db_password_env
+
+    session = get_settings()
+    return {db_password_env(role): session.db_password(role) for role in SERVICE_ROLES}
+
+
+@contextmanager
+def prefect_database(database_url: str, prefix: str) -> Iterator[str]:
+    """A Prefect server's own database and login role on the session's cluster, made by the same
+    function `gridflow db up` uses (``ensure_prefect_database``); yields its asyncpg URL and drops
+    both afterwards."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
+
+    from grid.store.cluster import ensure_prefect_database
+
+    name = f"{prefix}{secrets.token_hex(3)}"
+    password = secrets.token_urlsafe(16)
+    parts = urlsplit(database_url)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    ensure_prefect_database(admin, name=name, password=password)
+    try:
+        yield f"postgresql+asyncpg://{name}:{password}@{parts.hostname}:{parts.port or 5432}/{name}"
+    finally:
+        conn = psycopg2.connect(admin)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
+        conn.close()
+
+
 def sources_env(directory: Path) -> Any:
     return env(GRIDFLOW_SOURCES_DIR=str(directory))

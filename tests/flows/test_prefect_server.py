@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -24,15 +23,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg2
 import pytest
 import yaml
 
-from grid.settings import PROJECT_ROOT, SERVICE_ROLES, Settings, db_password_env, get_settings
+from grid.settings import PROJECT_ROOT, Settings, get_settings
 from gridflow_cli import prefect_status, services
+from tests.flows.helpers import env as set_env
+from tests.flows.helpers import prefect_database, service_passwords
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
@@ -89,28 +89,18 @@ def _close(client: Any) -> None:
 
 @pytest.fixture(scope="module")
 def deployed(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    from grid.store.cluster import ensure_prefect_database
-
     state = tmp_path_factory.mktemp("prefect-state")
-    name = f"prefect_t{secrets.token_hex(3)}"
-    password = secrets.token_urlsafe(16)
-    parts = urlsplit(database_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    # The same function `gridflow db up` uses for the private cluster's `prefect` database.
-    ensure_prefect_database(admin, name=name, password=password)
-    host = f"{parts.hostname}:{parts.port or 5432}"
-    # The worker's own state folder would make up other database passwords: hand it the session's,
-    # through the environment, as a worker on another host gets them.
-    session = get_settings()
+    stack = ExitStack()
+    # The database is made by the same function `gridflow db up` uses; the worker's own state
+    # folder would make up other database passwords, so it is handed the session's through the
+    # environment, as a worker on another host gets them.
     values = {
-        **{db_password_env(role): session.db_password(role) for role in SERVICE_ROLES},
+        **service_passwords(),
         "GRIDFLOW_STATE_DIR": str(state),
         "GRIDFLOW_PREFECT_PORT": str(_free_port()),
-        "GRIDFLOW_PREFECT_DATABASE_URL": f"postgresql+asyncpg://{name}:{password}@{host}/{name}",
+        "GRIDFLOW_PREFECT_DATABASE_URL": stack.enter_context(prefect_database(database_url, "prefect_t")),
     }
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
+    stack.enter_context(set_env(**values))
     settings = get_settings()
     env = {**os.environ, **services.prefect_env(settings)}
     try:
@@ -129,19 +119,7 @@ def deployed(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     finally:
         for svc in ("worker", "prefect"):
             services.stop(settings, svc)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
-        conn = psycopg2.connect(admin)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
-        conn.close()
+        stack.close()
 
 
 def _runs(client: Any, deployment_id: Any, *types: str) -> list[Any]:

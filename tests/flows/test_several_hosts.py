@@ -26,18 +26,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
 import pytest
 
-from grid.settings import PROJECT_ROOT, SERVICE_ROLES, Settings, db_password_env, get_settings
+from grid.settings import PROJECT_ROOT, Settings, get_settings
 from gridflow_cli import services
 from tests.conftest import write_sources
-from tests.flows.helpers import fingerprint, query
+from tests.flows.helpers import env as set_env
+from tests.flows.helpers import fingerprint, prefect_database, query, service_passwords
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
@@ -69,37 +69,26 @@ class Hosts:
 def hosts(
     database_url: str, loaded_world: Any, sandbox_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hosts]:
-    from grid.store.cluster import ensure_prefect_database
 
     root = tmp_path_factory.mktemp("hosts")
     sources = root / "sources"
     sources.mkdir()
     write_sources(sources, **{name: sandbox_url for name in (*CITIES, SOLO)})
-    name = f"prefect_h{secrets.token_hex(3)}"
-    password = secrets.token_urlsafe(16)
-    parts = urlsplit(database_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    ensure_prefect_database(admin, name=name, password=password)
+    stack = ExitStack()
     dask_port = _free_port()
     # Every host gets the database roles' passwords from the environment (README "Running on
     # several machines"), as the keys: a host's own state folder would make up different ones.
-    session = get_settings()
     shared = {
-        **{db_password_env(role): session.db_password(role) for role in SERVICE_ROLES},
+        **service_passwords(),
         "GRIDFLOW_DATABASE_URL": database_url,
         "GRIDFLOW_SOURCES_DIR": str(sources),
         "GRIDFLOW_HMAC_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "GRIDFLOW_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "GRIDFLOW_PREFECT_AUTH_STRING": f"gridflow:{secrets.token_urlsafe(16)}",
         "GRIDFLOW_PREFECT_PORT": str(_free_port()),
-        "GRIDFLOW_PREFECT_DATABASE_URL": (
-            f"postgresql+asyncpg://{name}:{password}@{parts.hostname}:{parts.port or 5432}/{name}"
-        ),
+        "GRIDFLOW_PREFECT_DATABASE_URL": stack.enter_context(prefect_database(database_url, "prefect_h")),
     }
-    values = {**shared, "GRIDFLOW_STATE_DIR": str(root / "server")}
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
+    stack.enter_context(set_env(**shared, GRIDFLOW_STATE_DIR=str(root / "server")))
     settings = get_settings()
     procs: list[subprocess.Popen[bytes]] = []
     workers: list[subprocess.Popen[bytes]] = []
@@ -191,19 +180,7 @@ def hosts(
                 p.kill()
                 p.wait()
         services.stop(settings, "prefect")
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
-        conn = psycopg2.connect(admin)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
-        conn.close()
+        stack.close()
 
 
 def _client(h: Hosts) -> Any:
