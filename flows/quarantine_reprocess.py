@@ -31,14 +31,14 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import psycopg2.extensions
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from connectors.config import SourceConfig, load_all_sources
+from connectors.config import Entity, SourceConfig, load_all_sources
 from connectors.http import HttpSource
 from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk
 from grid.cases.intake import page_intake
@@ -107,6 +107,39 @@ def _reprocess_run(
         conn.close()
 
 
+def _check_configured(source: str, config: SourceConfig, entity: str) -> None:
+    if entity not in config.entities or config.mapping.get(entity) is None:
+        raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
+
+
+def _prepare_in_place(
+    conn: psycopg2.extensions.connection,
+    config: SourceConfig,
+    entity: str,
+    version: int,
+    rids: list[str],
+    raw_rows: list[dict[str, Any]],
+) -> tuple[sync.PreparedChunk, sync.StreamPosition]:
+    """Re-taken records prepared exactly as the nightly sync prepares a page (validation,
+    placement, protection), against the versions stored now; the chunk leaves the cursor and the
+    full-snapshot bookkeeping where they are. Returns it with the entity's stream position."""
+    spec = ChunkSpec(
+        source=config.name,
+        entity=entity,
+        city_code=config.city_code,
+        cell_version=version,
+        mapping=dict(config.mapping[cast(Entity, entity)]),
+        default_crs=config.crs,
+        full=False,
+    )
+    with transaction(conn) as cur:
+        known = sync.existing_versions(cur, source=config.name, entity=entity, ids=rids)
+        pos = sync.get_position(cur, source=config.name, entity=entity)
+    chunk = prepare_chunk(spec, raw_rows, known, date.today())
+    chunk.high_water, chunk.seen = None, []
+    return chunk, pos
+
+
 def _reprocess_source(
     source: str, rows: list[rp.QuarantinedRow], config: SourceConfig, outcome: Counter[str]
 ) -> None:
@@ -116,28 +149,13 @@ def _reprocess_source(
         run_id, totals = run.id, run.totals
         for entity in sorted({q.entity for q in rows}):
             group = [q for q in rows if q.entity == entity]
-            if entity not in config.entities or config.mapping.get(entity) is None:
-                raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
-            mapping = dict(config.mapping[entity])
+            _check_configured(source, config, entity)
             rids = sorted({q.source_record_id for q in group if q.source_record_id is not None})
             fresh = fetch_by_id(config, entity, rids)
             raw_rows, fetched = rp.rows_to_retake(group, rids, fresh, vault)
-            spec = ChunkSpec(
-                source=source,
-                entity=entity,
-                city_code=config.city_code,
-                cell_version=version,
-                mapping=mapping,
-                default_crs=config.crs,
-                full=False,
-            )
-            with transaction(conn) as cur:
-                known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
-                pos = sync.get_position(cur, source=source, entity=entity)
-            chunk = prepare_chunk(spec, raw_rows, known, date.today())
+            chunk, pos = _prepare_in_place(conn, config, entity, version, rids, raw_rows)
             rejects = rp.parse_rejects(chunk.rejects_text)
-            # Quarantine rows are settled below, not inserted again; the cursor stays put.
-            chunk.rejects_text, chunk.high_water, chunk.seen = "", None, []
+            chunk.rejects_text = ""  # quarantine rows are settled below, not inserted again
             settled: dict[str, int] = {}
             result = sync.write_page(
                 conn,
@@ -188,27 +206,12 @@ def _reprocess_field_problems(
         run_id, totals = run.id, run.totals
         for entity in sorted({r.entity for r in rows}):
             group = [r for r in rows if r.entity == entity]
-            if entity not in config.entities or config.mapping.get(entity) is None:
-                raise ReprocessFailed(f"{source}: entity {entity} is no longer configured")
+            _check_configured(source, config, entity)
             rids = sorted({r.source_record_id for r in group})
             fresh = fetch_by_id(config, entity, rids) or {}
             raw_rows = [fresh[rid] for rid in rids if rid in fresh]
-            spec = ChunkSpec(
-                source=source,
-                entity=entity,
-                city_code=config.city_code,
-                cell_version=version,
-                mapping=dict(config.mapping[entity]),
-                default_crs=config.crs,
-                full=False,
-            )
-            with transaction(conn) as cur:
-                known = sync.existing_versions(cur, source=source, entity=entity, ids=rids)
-                pos = sync.get_position(cur, source=source, entity=entity)
-            chunk = prepare_chunk(spec, raw_rows, known, date.today())
-            # A newer version that now has a record problem is quarantined as the sync would;
-            # the cursor stays put.
-            chunk.high_water, chunk.seen = None, []
+            # A newer version that now has a record problem is quarantined as the sync would.
+            chunk, pos = _prepare_in_place(conn, config, entity, version, rids, raw_rows)
             settled: Counter[str] = Counter()
 
             result = sync.write_page(
