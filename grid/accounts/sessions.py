@@ -92,6 +92,8 @@ class Session:
 
 def login(conn: Conn, *, login: str, password: str, client: str, web: WebSettings) -> Session:
     """Check the password and open a session; every failure raises the same :class:`LoginFailed`."""
+    if "\x00" in login or "\x00" in password:  # no account has one, and PostgreSQL text cannot hold it
+        raise LoginFailed()
     key = _login_key(login)
     now = datetime.now(UTC)
     since = now - timedelta(minutes=web.login_window_minutes)

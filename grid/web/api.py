@@ -79,6 +79,10 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: _RESPONSES[code] for code in codes}
 
 
+#: The deepest page a case list may start at (an offset past every case PostgreSQL could count).
+MAX_OFFSET = 2**31 - 1
+
+
 class LoginIn(BaseModel):
     login: str = Field(max_length=64)
     password: str = Field(max_length=256)
@@ -261,7 +265,7 @@ def list_cases(
     status: str = "open",
     owner: str | None = None,
     limit: int = Query(casework.PAGE, ge=1, le=casework.MAX_PAGE),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     session: sessions.Session = Depends(require_session),  # noqa: B008
 ) -> InboxOut:
     st = state_of(request)

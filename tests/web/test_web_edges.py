@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import psycopg2
+import pytest
 from playwright.sync_api import Browser
 
 from grid.accounts.access import Role
@@ -171,3 +172,27 @@ def test_api_docs_render_offline_in_a_browser(app_factory: Any, browser: Browser
         assert page.locator(".opblock").count() > 5
         assert blocked == [] and not [e for e in errors if "Content Security Policy" in e], (blocked, errors)
         context.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        pytest.param(
+            "POST", "/api/v1/session", {"login": "a\x00b", "password": "x"}, 401, id="NUL in a login"
+        ),
+        pytest.param(
+            "POST", "/api/v1/session", {"login": "a", "password": "p\x00w"}, 401, id="NUL in a password"
+        ),
+        pytest.param("GET", "/api/v1/cases?offset=99999999999999999999", None, 422, id="offset past bigint"),
+    ],
+)
+def test_inputs_postgresql_cannot_hold_are_answered_not_crashed(
+    app_factory: Any, tree: Tree, method: str, path: str, body: dict[str, str] | None, status: int
+) -> None:
+    """Rule (found by the API fuzzing): a NUL in the credentials is a failed login like any other,
+    and a case-list offset beyond what PostgreSQL can count is a 422 — never a 500."""
+    c = client(app_factory())
+    if method == "GET":
+        login(c, next(u for u in tree.users if u.startswith("town1")))
+    r = c.request(method, path, json=body)
+    assert r.status_code == status, r.text
