@@ -184,6 +184,7 @@ def test_api_docs_render_offline_in_a_browser(app_factory: Any, browser: Browser
             "POST", "/api/v1/session", {"login": "a", "password": "p\x00w"}, 401, id="NUL in a password"
         ),
         pytest.param("GET", "/api/v1/cases?offset=99999999999999999999", None, 422, id="offset past bigint"),
+        pytest.param("GET", "/api/v1/ledger?period=2026%00", None, 422, id="NUL in a query parameter"),
     ],
 )
 def test_inputs_postgresql_cannot_hold_are_answered_not_crashed(
