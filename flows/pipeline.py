@@ -28,6 +28,7 @@ from connectors.validate import (
 from geodata.address import AddressLocator
 from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
+from grid.cases.details import CaseDetails, masked_address, seal
 from grid.cases.intake import CaseReport, IntakeError, worker_key
 from grid.ingest import enterprise_copy, field_problem_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
@@ -198,6 +199,7 @@ def _prepare_cases(
                 Reject(r.source_record_id, Reason.MISSING_COORDINATES, "lon", detail, raw=dict(raw))
             )
             continue
+        details = CaseDetails(r.description, r.amount, r.address)
         try:
             report = CaseReport(
                 kind=r.kind,
@@ -214,6 +216,8 @@ def _prepare_cases(
                 worker_hmac=worker_key(ctx.vault, r.worker_id_number) if r.worker_id_number else None,
                 enterprise_uscc=r.enterprise_uscc,
                 source_ref=f"{spec.source}:{r.source_record_id}",
+                details_enc=seal(ctx.vault, details),
+                address_masked=masked_address(details),
             )
         except IntakeError:  # never crash a page over one report: quarantine it with a reason
             raw = by_id.get(r.source_record_id, {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,3 +119,22 @@ def mask_name(name: str) -> str:
     if len(name) == 2:
         return name[0] + "*"
     return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
+# Place names an address starts with (province … community); what follows (road, building, house
+# number) is masked.
+_PLACE = re.compile(r"省|自治区|特别行政区|市|自治州|地区|盟|区|县|旗|镇|乡|街道|村|社区|居委会")
+_MASK_ADDRESS_SCAN = 24
+
+
+def mask_address(address: str) -> str:
+    """``湖北省宜昌市西陵区****``: the leading place names kept (never a digit), the rest hidden."""
+    text = address.strip()
+    head = text[:_MASK_ADDRESS_SCAN]
+    digit = next((i for i, ch in enumerate(head) if ch.isdigit()), len(head))
+    keep = 0
+    for m in _PLACE.finditer(head[:digit]):
+        keep = m.end()
+    if keep == 0:
+        keep = min(2, len(text) // 3)
+    return text[:keep] + "****"

@@ -73,6 +73,15 @@ OWNER_ACTIONS: Final = (
     Action.REOPEN,
 )
 SUPERVISOR_ACTIONS: Final = (Action.URGE, Action.REASSIGN)
+#: Why a principal may not take an action (:meth:`Principal.refusal`); the pages say it in words.
+REFUSALS: Final = (
+    "admin_never_acts",  # an administrator manages accounts, never a case
+    "not_owner",  # owner actions are the owning unit's
+    "officer_not_owner",  # the case is not owned by the officer's cells
+    "officer_never_supervises",  # urge and reassign are for the units above the owner
+    "owner_not_supervisor",  # an owner does not urge or reassign its own case (unless returned to it)
+    "not_above_owner",  # the unit is not above the owner on the case's chain
+)
 # A reveal is an audited act: its reason is kept (``reveal_audit.reason``) within these bounds.
 REVEAL_REASON_MIN: Final = 4
 REVEAL_REASON_MAX: Final = 500
@@ -190,14 +199,37 @@ class Principal:
             self.scope_code, chain_code=chain_code, owner_code=owner_code
         )
 
-    def may(self, action: Action, *, chain_code: str, owner_code: str) -> bool:
+    def redispatches(self, owner_code: str, *, returned: bool) -> bool:
+        """Re-dispatches (改派) a case returned to its own unit: :func:`may_reassign`'s second door."""
+        return returned and self.role in SUPERVISOR_ROLES and self.owns(owner_code)
+
+    def may(self, action: Action, *, chain_code: str, owner_code: str, returned: bool = False) -> bool:
         """May take ``action`` on a case as its owner or as a unit above it (the state machine
-        then decides whether the case's state allows it)."""
+        then decides whether the case's state allows it). ``returned``: the case waits for its
+        owner to re-dispatch it (state ``returned``), which lets that owner reassign it."""
         if action in OWNER_ACTIONS:
             return self.owns(owner_code)
+        if action is Action.REASSIGN and self.redispatches(owner_code, returned=returned):
+            return True
         if action in SUPERVISOR_ACTIONS:
             return self.supervises(chain_code, owner_code)
         return False
+
+    def refusal(
+        self, action: Action, *, chain_code: str, owner_code: str, returned: bool = False
+    ) -> str | None:
+        """Why :meth:`may` says no, as a code from :data:`REFUSALS` (None when it says yes)."""
+        if self.may(action, chain_code=chain_code, owner_code=owner_code, returned=returned):
+            return None
+        if self.role is Role.ADMIN:
+            return "admin_never_acts"
+        if action in OWNER_ACTIONS:
+            return "officer_not_owner" if self.role is Role.GRID_OFFICER else "not_owner"
+        if self.role is Role.GRID_OFFICER:
+            return "officer_never_supervises"
+        if self.owns(owner_code):
+            return "owner_not_supervisor"
+        return "not_above_owner"
 
     @property
     def may_reveal(self) -> bool:

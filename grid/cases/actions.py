@@ -10,6 +10,7 @@ The named functions below (:func:`accept`, :func:`resolve`, …) are typed doors
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ from connectors.kinds import Outcome
 from geodata.codes import CodeError, Level, ancestor, is_cell_code, within
 from grid.accounts import access
 from grid.cases.outbox import enqueue, notice
-from grid.cases.owners import chain_owner_ok, owner_at, owner_candidates, units_exist
+from grid.cases.owners import chain_owner_ok, owner_at, owner_candidates, unit_names, units_exist
 from grid.cases.routing import RoutingError
 from grid.cases.states import Action, State, TransitionError, next_level, owner_rank, transition
 from grid.cases.store import (
@@ -160,9 +161,49 @@ def _reassign(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: 
     elif not chain_owner_ok(head.chain_code, to_owner):
         chain, chain_version = to_owner, None
     payload: dict[str, Any] = {"to_owner": to_owner, "reason": a["reason"], "by_unit": scope}
+    local = when.astimezone(rules.policy.calendar.tz)
+    routing = redispatch_routing(cur, head, local, scope, to_owner, chain)
+    sets = {"routing": json.dumps(routing, ensure_ascii=False)}
     if chain == head.chain_code:
-        return Plan(payload, chain_version_id=chain_version)
-    return Plan({**payload, "chain_code": chain}, chain_code=chain, chain_version_id=chain_version)
+        return Plan(payload, sets, chain_version_id=chain_version)
+    return Plan({**payload, "chain_code": chain}, sets, chain_code=chain, chain_version_id=chain_version)
+
+
+def redispatch_routing(
+    cur: Cursor, head: CaseHead, when: datetime, by_unit: str, to_owner: str, chain: str
+) -> dict[str, Any]:
+    """The case's routing explanation after a re-dispatch (改派, ``when`` in local time): it names the unit that
+    re-dispatched and the new owner (not the routing that sent the case to the old one, which is
+    kept under ``previous``). No reason text: that may hold personal data and stays in the event."""
+    cur.execute("SELECT routing FROM case_file WHERE id = %s", (head.id,))
+    row = cur.fetchone()
+    old: dict[str, Any] = dict(row[0]) if row and row[0] else {}
+    names = unit_names(cur, [by_unit, to_owner, head.owner_code])
+    by, to, was = (
+        f"{names.get(c, '')}（{c}）" if c in names else c for c in (by_unit, to_owner, head.owner_code)
+    )
+    returned = head.state is State.RETURNED
+    why_zh = f"原承办单位{was}退回后" if returned else f"原承办单位为{was}，"
+    why_en = f"returned by {head.owner_code}; " if returned else f"previously owned by {head.owner_code}; "
+    previous = {k: old[k] for k in ("rule", "text_zh", "text_en", "owner_code") if k in old}
+    return {
+        **{k: v for k, v in old.items() if k != "previous"},
+        "rule": "redispatch",
+        "owner_code": to_owner,
+        "chain_code": chain,
+        "level": owner_rank(to_owner).name.lower(),
+        "fallback_used": False,
+        "text_zh": f"{why_zh}由{by}于{when.month}月{when.day}日改派至{to}",
+        "text_en": f"{why_en}re-dispatched by {by_unit} to {to_owner} on {when:%Y-%m-%d}",
+        "redispatch": {
+            "by_unit": by_unit,
+            "from_owner": head.owner_code,
+            "to_owner": to_owner,
+            "at": when.isoformat(),
+            "returned": returned,
+        },
+        "previous": previous,
+    }
 
 
 def _urge(cur: Cursor, head: CaseHead, when: datetime, rules: CaseRules, a: Mapping[str, Any]) -> Plan:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -108,6 +108,10 @@ class CaseReport:
     worker_hmac: bytes | None = None
     enterprise_uscc: str | None = None
     source_ref: str | None = None  # "<source>:<record id>" for sync reports; makes intake idempotent
+    #: The description, amount claimed and address, sealed (``grid.cases.details.seal``), and the
+    #: address masked for display: personal data only ever encrypted or masked here.
+    details_enc: bytes | None = field(default=None, repr=False)
+    address_masked: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -143,6 +147,8 @@ class CaseReport:
             raise IntakeError("source_ref must be 1-200 characters of letters, digits and _.:/-")
         if isinstance(self.amount, float):
             raise IntakeError("amount must be a Decimal, not a float")
+        if self.address_masked is not None and len(self.address_masked) > 200:
+            raise IntakeError("address_masked must be at most 200 characters")
         try:
             self.facts()
         except (TypeError, ValueError) as exc:
@@ -359,7 +365,17 @@ def open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, a
         "mediation_window_ends": dl.mediation_window_ends,
         "deadlines_provisional": dl.provisional,
         "head_hash": after.last_hash,
+        "details_enc": None if report.details_enc is None else psycopg2.Binary(report.details_enc),
+        "address_masked": report.address_masked,
     }
+    if report.enterprise_uscc is not None:
+        # the registered name, for the case page (the web may not read ``enterprise`` itself)
+        cur.execute(
+            "SELECT name FROM enterprise WHERE uscc = %s ORDER BY updated_at DESC LIMIT 1",
+            (report.enterprise_uscc,),
+        )
+        found = cur.fetchone()
+        columns["enterprise_name"] = None if found is None else found[0]
     values = ", ".join("ST_GeomFromEWKT(%(geom)s)" if k == "geom" else f"%({k})s" for k in columns)
     cur.execute(f"INSERT INTO case_file ({', '.join(columns)}) VALUES ({values})", columns)
     write_events(cur, [event_row(event, owner_before=None, after=after)])

@@ -8,18 +8,23 @@ address reached); the owner is always the unit at the case's level on that chain
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from geodata.codes import (
+    PREFIX_LEN,
     CodeError,
     Level,
     ancestor,
+    division_level,
+    is_division_code,
     level_of,
     own_prefix,
     parent,
 )
 from grid.cases.routing import RoutingError
 from grid.cases.states import (
+    SQL_OPEN,
     owner_rank,
 )
 from grid.cases.store import Conn, Cursor, ScopeError
@@ -110,3 +115,74 @@ def ensure_units(conn: Conn, *, scope: str) -> int:
             (scope_prefix(scope) + "%",),
         )
         return int(cur.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchTarget:
+    """One entry of a re-dispatch pick-list: a unit (or a cell with an active officer) one level
+    below the dispatching unit, with its open cases (owned anywhere in its subtree)."""
+
+    code: str
+    name: str | None
+    level: Level
+    open_cases: int
+    officers: tuple[str, ...] = ()  # accounts of the active grid officers of a cell
+
+
+def dispatch_targets(cur: Cursor, unit_code: str) -> list[DispatchTarget]:
+    """Where ``unit_code`` may re-dispatch a case (改派): its existing children, by code.
+
+    A county, town or city lists its active child units; a community its cells that have an active
+    grid officer (a cell without one cannot own a case). The same list serves a returned case's
+    owner and a supervisor's reassign; :func:`grid.cases.actions.reassign` still checks the pick.
+    Counts and rows are what the caller's transaction may see (row-level security applies).
+    """
+    if not is_division_code(unit_code):
+        return []
+    level = division_level(unit_code)
+    prefix = own_prefix(unit_code)
+    if level is Level.COMMUNITY:
+        cur.execute(
+            f"""
+            SELECT o.cell_code, max(g.name), array_agg(DISTINCT o.account ORDER BY o.account),
+                   (SELECT count(*) FROM case_file c WHERE c.owner_code = o.cell_code AND {SQL_OPEN})
+            FROM grid_officer o
+            LEFT JOIN grid_cell g ON g.code = o.cell_code AND g.valid_to IS NULL
+            WHERE o.active AND o.cell_code LIKE %s
+            GROUP BY o.cell_code ORDER BY o.cell_code
+            """,
+            (prefix + "%",),
+        )
+        return [
+            DispatchTarget(str(r[0]), r[1], Level.CELL, int(r[3]), tuple(str(a) for a in r[2]))
+            for r in cur.fetchall()
+        ]
+    cur.execute(
+        f"""
+        SELECT u.code, u.name,
+               (SELECT count(*) FROM case_file c
+                 WHERE c.owner_code LIKE (left(u.code, %s) || '%%') AND {SQL_OPEN})
+        FROM unit u
+        WHERE u.active AND u.level = %s AND u.code LIKE %s AND u.code <> %s
+        ORDER BY u.code
+        """,
+        (PREFIX_LEN[Level(int(level) + 1)], int(level) + 1, prefix + "%", unit_code),
+    )
+    return [DispatchTarget(str(r[0]), r[1], Level(int(level) + 1), int(r[2])) for r in cur.fetchall()]
+
+
+def unit_names(cur: Cursor, codes: Iterable[str]) -> dict[str, str]:
+    """Display names of union units (``unit.name``) and of cells (the current ``grid_cell.name``,
+    a cell's owner being its grid officer); codes without a name are left out."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return {}
+    cur.execute(
+        """
+        SELECT code, name FROM unit WHERE code = ANY(%s) AND name IS NOT NULL
+        UNION ALL
+        SELECT code, name FROM grid_cell WHERE code = ANY(%s) AND valid_to IS NULL AND name IS NOT NULL
+        """,
+        (wanted, wanted),
+    )
+    return {str(r[0]): str(r[1]) for r in cur.fetchall()}

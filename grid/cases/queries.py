@@ -92,6 +92,13 @@ class CaseDetail:
     mediation_window_ends: datetime | None
     deadlines_provisional: bool
     head_hash: str
+    amount_recovered: Decimal | None = None
+    #: The enterprise's registered name (the ``enterprise`` row of its credit code, if loaded).
+    enterprise_name: str | None = None
+    #: The report's address, masked (``grid.people.mask_address``); the full one is sealed.
+    address_masked: str | None = None
+    #: A sealed description / amount claimed / address (``case_file.details_enc``) exists.
+    has_details: bool = False
 
 
 def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetail:
@@ -105,7 +112,10 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
                    (SELECT w.id_masked FROM worker w WHERE w.id_hmac = c.worker_hmac
                      ORDER BY w.updated_at DESC LIMIT 1) AS worker_masked,
                    c.worker_hmac IS NOT NULL AS has_worker, c.enterprise_uscc, c.outcome, c.opened_at,
-                   c.respond_by, c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash
+                   c.respond_by, c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash,
+                   c.amount_recovered,
+                   c.enterprise_name,
+                   c.address_masked, c.details_enc IS NOT NULL AS has_details
             FROM case_file c WHERE c.id = %s
             """,
             (case_id,),
@@ -142,6 +152,10 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
         mediation_window_ends=row["mediation_window_ends"],
         deadlines_provisional=bool(row["deadlines_provisional"]),
         head_hash=str(row["head_hash"]),
+        amount_recovered=row["amount_recovered"],
+        enterprise_name=row["enterprise_name"],
+        address_masked=row["address_masked"],
+        has_details=bool(row["has_details"]),
     )
 
 

@@ -9,6 +9,7 @@ operation answers with, with its body.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, Security
@@ -131,6 +132,20 @@ class PartyOut(BaseModel):
     phone_masked: str | None
 
 
+class RefusalOut(BaseModel):
+    action: str
+    code: str = Field(description="why not: a rule of grid.accounts.access (REFUSALS) or `state`")
+    allowed: list[str] = Field(description="with `state`: the actions the caller may take now")
+
+
+class DispatchOut(BaseModel):
+    code: str
+    name: str | None
+    level: int
+    open_cases: int
+    officers: list[str]
+
+
 class CaseOut(BaseModel):
     id: int
     kind: str
@@ -157,6 +172,17 @@ class CaseOut(BaseModel):
     owner_actions: list[str]
     supervisor_actions: list[str]
     may_reveal: bool
+    owner_name: str | None
+    names: dict[str, str] = Field(description="display names of the unit and cell codes in this document")
+    hardship_grade: str | None
+    enterprise_name: str | None
+    address_masked: str | None
+    has_details: bool = Field(description="a sealed description / amount claimed / address to reveal")
+    outcome: str | None
+    amount_recovered: Decimal | None
+    mediation_window_ends: datetime | None
+    refusals: list[RefusalOut]
+    dispatch: list[DispatchOut] = Field(description="the pick-list of a reassign (改派), when offered")
 
 
 class ActionIn(BaseModel):
@@ -178,7 +204,9 @@ class ActionOut(BaseModel):
 
 
 class RevealIn(BaseModel):
-    field: Literal["worker_id", "worker_phone", "worker_name"]
+    field: Literal[
+        "worker_id", "worker_phone", "worker_name", "case_description", "case_amount", "case_address"
+    ]
     reason: str = Field(min_length=access.REVEAL_REASON_MIN, max_length=access.REVEAL_REASON_MAX)
 
 
@@ -333,6 +361,26 @@ def get_case(request: Request, case_id: int, session: sessions.Session = Depends
         owner_actions=page.owner_actions,
         supervisor_actions=page.supervisor_actions,
         may_reveal=page.may_reveal,
+        owner_name=page.names.get(c.owner_code),
+        names=page.names,
+        hardship_grade=c.hardship_grade,
+        enterprise_name=c.enterprise_name,
+        address_masked=c.address_masked,
+        has_details=c.has_details,
+        outcome=c.outcome,
+        amount_recovered=c.amount_recovered,
+        mediation_window_ends=c.mediation_window_ends,
+        refusals=[RefusalOut(action=r.action, code=r.code, allowed=list(r.allowed)) for r in page.refusals],
+        dispatch=[
+            DispatchOut(
+                code=t.code,
+                name=t.name,
+                level=int(t.level),
+                open_cases=t.open_cases,
+                officers=list(t.officers),
+            )
+            for t in page.dispatch
+        ],
     )
 
 

@@ -26,6 +26,8 @@ from grid.accounts.access import (
 )
 from grid.cases import actions, queries, store
 from grid.cases.amounts import AmountError, parse_yuan
+from grid.cases.details import unseal
+from grid.cases.owners import DispatchTarget, dispatch_targets, unit_names
 from grid.cases.queries import CASE_LIST_COLUMNS, CaseDetail, CaseListRow
 from grid.cases.routing import RoutingError
 from grid.cases.states import (
@@ -45,6 +47,8 @@ from grid.store.db import transaction
 Conn = psycopg2.extensions.connection
 
 REVEAL_FIELDS: Final = {"worker_id": "id_number", "worker_phone": "phone", "worker_name": "name"}
+#: The case's own sealed fields (``grid.cases.details``), revealed and audited like a worker's.
+CASE_FIELDS: Final = ("case_description", "case_amount", "case_address")
 
 
 class NotFound(LookupError):
@@ -227,6 +231,17 @@ class ChainUnit:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """An action the principal may not take on the case, and why: ``code`` is one of
+    :data:`grid.accounts.access.REFUSALS` (who may) or ``"state"`` (the case's state does not
+    allow it; ``allowed`` then lists what it does allow)."""
+
+    action: str
+    code: str
+    allowed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CasePage:
     case: CaseDetail
     timeline: list[TimelineItem]
@@ -237,6 +252,13 @@ class CasePage:
     supervisor_actions: list[str]
     may_reveal: bool
     overdue: bool
+    #: Display names of the units and cells the page names (owner, chain, timeline owners).
+    names: dict[str, str] = field(default_factory=dict)
+    #: Accounts of the active grid officers of the owning cell (when a cell owns the case).
+    owner_officers: tuple[str, ...] = ()
+    refusals: list[Refusal] = field(default_factory=list)
+    #: The pick-list of a reassign (改派), when one is offered: the caller's children.
+    dispatch: list[DispatchTarget] = field(default_factory=list)
 
 
 def _visible_case(conn: Conn, p: Principal, case_id: int, *, unscoped: bool = False) -> CaseDetail:
@@ -318,12 +340,66 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
             r = cur.fetchone()
             party = Party(*r) if r else Party(detail.worker_masked, None, None)
         svg = _svg(cur, case_id, detail.cell_code)
-    state = detail.state
-    on_case = {"chain_code": detail.chain_code, "owner_code": detail.owner_code}
-    owner_actions = [a.value for a in OWNER_ACTIONS if p.may(a, **on_case) and _allowed(state, a)]
-    sup = [a.value for a in SUPERVISOR_ACTIONS if p.may(a, **on_case) and state not in DONE_STATES]
+        state = detail.state
+        returned = state is State.RETURNED
+        chain_code, owner_code = detail.chain_code, detail.owner_code
+
+        def may(a: Action) -> bool:
+            return p.may(a, chain_code=chain_code, owner_code=owner_code, returned=returned)
+
+        owner_actions = [a.value for a in OWNER_ACTIONS if may(a) and _allowed(state, a)]
+        if p.redispatches(owner_code, returned=returned):
+            owner_actions.append(Action.REASSIGN.value)
+        sup = [
+            a.value
+            for a in SUPERVISOR_ACTIONS
+            if may(a) and a.value not in owner_actions and _allowed(state, a)
+        ]
+        refusals = _refusals(p, detail, offered=set(owner_actions) | set(sup))
+        dispatch = dispatch_targets(cur, p.scope_code) if Action.REASSIGN.value in owner_actions + sup else []
+        named = {detail.owner_code, *codes, *(e.owner_after for e in timeline), *(t.code for t in dispatch)}
+        names = unit_names(cur, named)
+        cur.execute(
+            "SELECT account FROM grid_officer WHERE active AND cell_code = %s ORDER BY account",
+            (detail.owner_code,),
+        )
+        owner_officers = tuple(str(r[0]) for r in cur.fetchall())
     overdue = state not in DONE_STATES and detail.resolve_by < datetime.now(UTC)
-    return CasePage(detail, timeline, chain, party, svg, owner_actions, sup, p.may_reveal, overdue)
+    return CasePage(
+        detail,
+        timeline,
+        chain,
+        party,
+        svg,
+        owner_actions,
+        sup,
+        p.may_reveal,
+        overdue,
+        names=names,
+        owner_officers=owner_officers,
+        refusals=refusals,
+        dispatch=dispatch,
+    )
+
+
+def _refusals(p: Principal, detail: CaseDetail, *, offered: set[str]) -> list[Refusal]:
+    """Every owner or supervisor action not offered on the page, with the rule that says no."""
+    out: list[Refusal] = []
+    allowed = tuple(a.value for a in allowed_actions(detail.state) if a.value in offered)
+    for a in (*OWNER_ACTIONS, *SUPERVISOR_ACTIONS):
+        if a.value in offered:
+            continue
+        code = p.refusal(
+            a,
+            chain_code=detail.chain_code,
+            owner_code=detail.owner_code,
+            returned=detail.state is State.RETURNED,
+        )
+        if code is not None:
+            out.append(Refusal(a.value, code))
+        else:
+            out.append(Refusal(a.value, "state", allowed))
+    return out
 
 
 # ----------------------------------------------------------------------------- commands
@@ -357,7 +433,8 @@ def act(
     except ValueError:
         raise BadRequest("version is required") from None
     detail = _visible_case(conn, p, case_id)
-    if not p.may(a, chain_code=detail.chain_code, owner_code=detail.owner_code):
+    returned = detail.state is State.RETURNED
+    if not p.may(a, chain_code=detail.chain_code, owner_code=detail.owner_code, returned=returned):
         what = "own" if a in OWNER_ACTIONS else "supervise"
         raise Forbidden(f"{p.login} does not {what} case {case_id}")
     common: dict[str, Any] = {
@@ -433,7 +510,7 @@ def _allowed(state: State, action: Action) -> bool:
 
 def reveal(conn: Conn, p: Principal, case_id: int, field_name: str, reason: str, *, vault: Vault) -> str:
     """Decrypt one masked field of the case's worker; the audit row commits with the read or not at all."""
-    if field_name not in REVEAL_FIELDS:
+    if field_name not in REVEAL_FIELDS and field_name not in CASE_FIELDS:
         raise BadRequest(f"unknown field {field_name!r}")
     try:
         reason = reveal_reason(reason)
@@ -442,6 +519,8 @@ def reveal(conn: Conn, p: Principal, case_id: int, field_name: str, reason: str,
     detail = _visible_case(conn, p, case_id)
     if not p.may_reveal:
         raise Forbidden(f"role {p.role.value} may not reveal personal data")
+    if field_name in CASE_FIELDS:
+        return _reveal_details(conn, p, detail, field_name, reason, vault=vault)
     if not detail.has_worker:
         raise NotFound(case_id)
     apply_scope(conn, p)
@@ -461,6 +540,31 @@ def reveal(conn: Conn, p: Principal, case_id: int, field_name: str, reason: str,
             (p.user_id, p.login, case_id, field_name, reason),
         )
         value = decrypt_worker_pii(bytes(row[0]), vault)[REVEAL_FIELDS[field_name]]
+    return value or ""
+
+
+def _reveal_details(
+    conn: Conn, p: Principal, detail: CaseDetail, field_name: str, reason: str, *, vault: Vault
+) -> str:
+    """Open one of the case's sealed fields; the audit row commits with the read or not at all."""
+    if not detail.has_details:
+        raise NotFound(detail.id)
+    apply_scope(conn, p)
+    with transaction(conn) as cur:
+        cur.execute("SELECT details_enc FROM case_file WHERE id = %s", (detail.id,))
+        row = cur.fetchone()
+        if row is None or row[0] is None:
+            raise NotFound(detail.id)
+        cur.execute(
+            "INSERT INTO reveal_audit (user_id, login, case_id, field, reason) VALUES (%s, %s, %s, %s, %s)",
+            (p.user_id, p.login, detail.id, field_name, reason),
+        )
+        sealed = unseal(bytes(row[0]), vault)
+    value = {
+        "case_description": sealed.description,
+        "case_amount": None if sealed.amount is None else f"{sealed.amount:,.2f}",
+        "case_address": sealed.address,
+    }[field_name]
     return value or ""
 
 

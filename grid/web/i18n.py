@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from connectors.kinds import CaseKind, Outcome, Severity
+from connectors.kinds import CaseKind, HardshipGrade, Outcome, Severity
 from geodata.codes import LEVEL_EN, LEVEL_ZH
 from grid.cases.states import Action, State
 
@@ -47,7 +47,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "worker_id": ("身份证号", "ID number"),
     "worker_phone": ("手机号", "Phone"),
     "worker_name": ("姓名", "Name"),
-    "enterprise": ("用人单位信用代码", "Employer credit code"),
+    "enterprise": ("统一社会信用代码", "Employer credit code"),
     "reveal": ("查看完整信息", "Reveal"),
     "reveal_reason": ("查看理由（将被记录）", "Reason (recorded)"),
     "revealed": ("已查看（已记录审计）", "Revealed (audited)"),
@@ -57,7 +57,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "reason": ("理由", "Reason"),
     "outcome": ("办理结果", "Outcome"),
     "amount_recovered": ("追回金额（元）", "Amount recovered (yuan)"),
-    "to_owner": ("改派给（单位或网格代码）", "Reassign to (unit or cell code)"),
+    "to_owner": ("改派给", "Reassign to"),
     "conflict": (
         "该案件已被他人更新（当前版本 {actual}），您的操作未保存。请查看最新情况后重试。",
         "This case was changed meanwhile (now version {actual}); your action was not saved. Review it and try again.",
@@ -87,9 +87,9 @@ STRINGS: dict[str, tuple[str, str]] = {
 
 def _merge_feature_strings() -> None:
     """Feature modules keep their own string tables (``i18n_dashboard``, ``i18n_health``)."""
-    from grid.web import i18n_dashboard, i18n_deadlines, i18n_health
+    from grid.web import i18n_casepage, i18n_dashboard, i18n_deadlines, i18n_health
 
-    for table in (i18n_dashboard.STRINGS, i18n_health.STRINGS, i18n_deadlines.STRINGS):
+    for table in (i18n_dashboard.STRINGS, i18n_health.STRINGS, i18n_deadlines.STRINGS, i18n_casepage.STRINGS):
         clash = STRINGS.keys() & table.keys()
         if clash:
             raise RuntimeError(f"duplicate interface string keys: {sorted(clash)}")
@@ -115,7 +115,7 @@ def label(lang: str, value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return (LEVEL_EN if en else LEVEL_ZH).get(value, str(value))
     text = str(value)
-    for enum in (CaseKind, State, Action, Severity, Outcome):
+    for enum in (CaseKind, State, Action, Severity, Outcome, HardshipGrade):
         try:
             member = enum(text)
         except ValueError:

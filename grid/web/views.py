@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -30,6 +31,7 @@ from grid.web.deps import (
     state_of,
 )
 from grid.web.i18n import label, translator
+from grid.web.i18n_casepage import month_day
 from grid.web.i18n_deadlines import AWAITING_STATES, time_left
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -48,6 +50,7 @@ def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) 
         "kinds": list(CaseKind),
         "states": list(State),
         "outcomes": list(Outcome),
+        "now": datetime.now(UTC),
         **ctx,
     }
     resp = TEMPLATES.TemplateResponse(request, name, full, status_code=status)
@@ -216,6 +219,7 @@ def _case(
     except casework.NotFound:
         return render(request, "message.html", {"session": session, "message": t("not_found")}, status=404)
     done = request.query_params.get("done")
+    lang = lang_of(request)
     return render(
         request,
         "case.html",
@@ -223,11 +227,41 @@ def _case(
             "session": session,
             "page": page,
             "c": page.case,
-            "message": message or (t("done") if done else None),
+            "message": message or (_done_message(lang, page, done) if done else None),
             "revealed": revealed or {},
+            "unit": lambda code: unit_label(page.names, code),
+            "why": lambda r: _why(lang, page, r),
         },
         status=status,
     )
+
+
+def unit_label(names: dict[str, str], code: str) -> str:
+    """A unit or cell as the pages name it: ``宜昌市西陵区工会（420502000000）``, or the bare code
+    when no name is known."""
+    name = names.get(code)
+    return f"{name}（{code}）" if name else code
+
+
+def _done_message(lang: str, page: casework.CasePage, done: str) -> str:
+    """The sentence after an action: what was done and what comes next (``done_<action>``)."""
+    t = translator(lang)
+    key = f"done_{done}"
+    if t(key) == key:
+        return t("done")
+    c = page.case
+    return t(key).format(
+        resolve=month_day(lang, c.resolve_by),
+        owner=unit_label(page.names, c.owner_code),
+        outcome=label(lang, c.outcome) if c.outcome else "—",
+    )
+
+
+def _why(lang: str, page: casework.CasePage, r: casework.Refusal) -> str:
+    t = translator(lang)
+    if r.code == "state":
+        return t("why_state").format(state=label(lang, page.case.state.value))
+    return t(f"why_{r.code}").format(owner=unit_label(page.names, page.case.owner_code))
 
 
 @router.get("/cases/{case_id}", response_model=None)

@@ -2,8 +2,9 @@
 
 The expected answer comes from an oracle written here from the rules in prose (an officer sees the
 cases of its cells; a unit sees its code prefix's subtree; an owner acts on what it owns; a unit
-strictly above the owner on the chain may urge and reassign; province, city and admin never
-reveal), not from the app's own predicates. Run once through the app (zero false allows and zero
+strictly above the owner on the chain may urge and reassign; a unit a case was returned to may
+re-dispatch (reassign) it; province, city and admin never reveal), not from the app's own
+predicates. Run once through the app (zero false allows and zero
 false denies) and once against the database alone, the application filter removed, so that
 row-level security alone must give the same answer.
 """
@@ -58,6 +59,10 @@ class Oracle:
             return False
         return _level(self.scope) < _level(owner) and owner.startswith(self.scope[: PREFIX[self.role.value]])
 
+    def redispatches(self, chain: str, owner: str, state: str) -> bool:
+        """The owner of a case returned to it (已退回待重新派单) re-dispatches it."""
+        return state == "returned" and self.role is not Role.GRID_OFFICER and self.owns(chain, owner)
+
     def reveals(self, chain: str) -> bool:
         return self.sees(chain) and self.role in (Role.GRID_OFFICER, Role.COMMUNITY, Role.TOWN, Role.COUNTY)
 
@@ -65,6 +70,14 @@ class Oracle:
         if self.role is Role.GRID_OFFICER:
             return self.sees(chain)
         return self.sees(chain) and owner == self.scope
+
+
+def _state(conn: Any, case_id: int) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT state FROM case_file WHERE id = %s", (case_id,))
+        row = cur.fetchone()
+        assert row is not None
+        return str(row[0])
 
 
 def _current_owner(conn: Any, case_id: int) -> str:
@@ -172,7 +185,7 @@ def test_matrix_through_the_app(tree: Tree, web_app: Any, owner_conn: Any) -> No
             )
             expect(
                 r.status_code == 409,
-                o.supervises(chain, owner),
+                o.supervises(chain, owner) or o.redispatches(chain, owner, _state(owner_conn, i)),
                 f"{user} API reassign {name} ({r.status_code})",
             )
             r = c.post(

@@ -54,9 +54,12 @@ def test_officer_sees_only_own_cases_and_resolves_one(
     expect(page.locator("h1")).to_contain_text(f"案件 #{case_id}")
     expect(page.locator("svg.cellmap")).to_be_visible()
     expect(page.locator("[data-testid=worker_id]")).to_contain_text("***")
-    for action in ("accept", "start"):
+    # the message after an action names what was done and by when it must be resolved
+    for action, said in (("accept", "已受理"), ("start", "已开始办理")):
         page.locator(f"form[data-action={action}] button").click()
-        expect(page.locator("[data-testid=message]")).to_have_text("已保存。")
+        expect(page.locator("[data-testid=message]")).to_have_text(
+            re.compile(rf"^{said}，请于\d+月\d+日前办结。$")
+        )
     page.locator("form[data-action=resolve] select[name=outcome]").select_option("agreement")
     page.locator("form[data-action=resolve] button").click()
     expect(page.locator("[data-testid=state]")).to_have_text("已办结")
@@ -83,7 +86,9 @@ def test_county_sees_subtree_and_urges_a_town(page: Page, base_url: str, tree: T
     page.goto(f"{base_url}/cases/{town_case}")
     page.fill("form[data-action=urge] textarea[name=text]", "请三日内办结")
     page.locator("form[data-action=urge] button").click()
-    expect(page.locator("[data-testid=message]")).to_have_text("已保存。")
+    expect(page.locator("[data-testid=message]")).to_have_text(
+        re.compile(rf"^已督办，承办单位.*{tree.towns[1]}")
+    )
     expect(page.locator("[data-testid=timeline]")).to_contain_text("督办")
     with owner_conn.cursor() as cur:
         cur.execute(
