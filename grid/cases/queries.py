@@ -280,16 +280,25 @@ def ledger(conn: Conn, *, scope: str, period: str | None = None) -> list[LedgerR
 
 
 def read_ledger(
-    cur: Cursor, *, where: str, args: Sequence[Any], period: str | None, order: str, limit: int | None = None
+    cur: Cursor,
+    *,
+    where: str,
+    args: Sequence[Any],
+    period: str | None,
+    order: str,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[LedgerRow]:
-    """Ledger rows (with each unit's name) matching ``where`` over ``supervision_ledger l``."""
+    """Ledger rows matching ``where`` over ``supervision_ledger l``, with each unit's name (a
+    cell's name for a grid officer's row)."""
     cur.execute(
         f"""
-        SELECT l.unit_code, u.name, l.period, l.received, l.responded, l.resolved, l.on_time,
-               l.escalated, l.reminded, l.criticised
+        SELECT l.unit_code, coalesce(u.name, g.name), l.period, l.received, l.responded, l.resolved,
+               l.on_time, l.escalated, l.reminded, l.criticised
         FROM supervision_ledger l LEFT JOIN unit u ON u.code = l.unit_code
+        LEFT JOIN grid_cell g ON g.code = l.unit_code AND g.valid_to IS NULL
         WHERE {where} AND (%s::text IS NULL OR l.period = %s)
-        ORDER BY {order}{"" if limit is None else f" LIMIT {int(limit)}"}
+        ORDER BY {order}{"" if limit is None else f" LIMIT {int(limit)}"}{f" OFFSET {int(offset)}" if offset else ""}
         """,
         [*args, period, period],
     )

@@ -113,6 +113,8 @@ class Inbox:
     #: Cases matching the status filter too (``rows`` is the page of them from ``offset``).
     matched: int = 0
     offset: int = 0
+    #: Display names of the owners on this page (``grid.cases.owners.unit_names``).
+    names: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_more(self) -> bool:
@@ -190,13 +192,14 @@ def inbox(
         for st, n, od in cur.fetchall():
             counts[str(st)] = int(n)
             overdue += int(od)
+        names = unit_names(cur, {r.owner_code for r in rows})
     if status == "open":
         matched = sum(n for st, n in counts.items() if State(st) not in DONE_STATES)
     elif status == "all":
         matched = sum(counts.values())
     else:
         matched = counts.get(status, 0)
-    return Inbox(rows, counts, overdue, sum(counts.values()), matched, offset)
+    return Inbox(rows, counts, overdue, sum(counts.values()), matched, offset, names)
 
 
 # ----------------------------------------------------------------------------- case page
@@ -568,13 +571,30 @@ def _reveal_details(
     return value or ""
 
 
-def child_ledger(conn: Conn, p: Principal, *, period: str | None = None) -> list[queries.LedgerRow]:
-    """The supervision ledger of the principal's unit and each unit below it, by month."""
+#: Ledger rows per page of the ledger page (a province has thousands of units a month).
+LEDGER_PAGE = 50
+#: The deepest ledger row a page may start at (past it PostgreSQL's OFFSET would overflow).
+MAX_LEDGER_OFFSET = 2**31 - 1
+
+
+def child_ledger(
+    conn: Conn, p: Principal, *, period: str | None = None, limit: int = 500, offset: int = 0
+) -> list[queries.LedgerRow]:
+    """The supervision ledger of the principal's unit and each unit below it, by month (newest
+    month first, then by unit code; ``limit`` rows from ``offset``)."""
     if not p.is_supervisor and p.role is not Role.GRID_OFFICER:
         raise Forbidden("no ledger for this role")
+    if not 0 <= offset <= MAX_LEDGER_OFFSET:
+        raise BadRequest(f"offset must be between 0 and {MAX_LEDGER_OFFSET}")
     where, args = _filter(p, unscoped=False, column="l.unit_code")
     apply_scope(conn, p)
     with transaction(conn) as cur:
         return queries.read_ledger(
-            cur, where=where, args=args, period=period, order="l.period DESC, l.unit_code", limit=500
+            cur,
+            where=where,
+            args=args,
+            period=period,
+            order="l.period DESC, l.unit_code",
+            limit=limit,
+            offset=offset,
         )

@@ -71,7 +71,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "dispatch_none": ("没有可改派的下级单位。", "No unit below to re-dispatch to."),
     "actor": ("办理人", "By"),
     "event_owner": ("承办", "Owner"),
-    "cell_level": ("网格", "Cell"),
+    "ledger_range": ("第 {a}–{b} 行", "rows {a}–{b}"),
 }
 
 _unexplained = [code for code in REFUSALS if f"why_{code}" not in STRINGS]

@@ -347,10 +347,29 @@ def ledger_page(request: Request, period: str | None = None) -> Response:
     if session is None:
         return _to_login()
     st = state_of(request)
+    page = page_of(request)
+    size = casework.LEDGER_PAGE
     try:
         with st.db.connection() as conn:
-            lines = casework.child_ledger(conn, session.principal, period=period or None)
+            lines = casework.child_ledger(
+                conn, session.principal, period=period or None, limit=size + 1, offset=(page - 1) * size
+            )
     except casework.Forbidden:
         t = translator(lang_of(request))
         return render(request, "message.html", {"session": session, "message": t("forbidden")}, status=403)
-    return render(request, "ledger.html", {"session": session, "lines": lines, "period": period or ""})
+    except casework.BadRequest as exc:
+        return render(request, "message.html", {"session": session, "message": str(exc)}, status=400)
+    more = len(lines) > size
+    keep = {"period": period} if period else {}
+    return render(
+        request,
+        "ledger.html",
+        {
+            "session": session,
+            "lines": lines[:size],
+            "period": period or "",
+            "first": (page - 1) * size + 1,
+            "prev_url": f"?{urlencode({**keep, 'page': page - 1})}" if page > 1 else None,
+            "next_url": f"?{urlencode({**keep, 'page': page + 1})}" if more else None,
+        },
+    )
