@@ -99,6 +99,7 @@ class CaseDetail:
     address_masked: str | None = None
     #: A sealed description / amount claimed / address (``case_file.details_enc``) exists.
     has_details: bool = False
+    owner_officer: int | None = None  # the roster's officer when a cell owns the case
 
 
 def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetail:
@@ -115,7 +116,8 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
                    c.respond_by, c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash,
                    c.amount_recovered,
                    c.enterprise_name,
-                   c.address_masked, c.details_enc IS NOT NULL AS has_details
+                   c.address_masked, c.details_enc IS NOT NULL AS has_details,
+                   c.owner_officer
             FROM case_file c WHERE c.id = %s
             """,
             (case_id,),
@@ -156,6 +158,7 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
         enterprise_name=row["enterprise_name"],
         address_masked=row["address_masked"],
         has_details=bool(row["has_details"]),
+        owner_officer=None if row["owner_officer"] is None else int(row["owner_officer"]),
     )
 
 

@@ -27,7 +27,7 @@ from grid.accounts.access import (
 from grid.cases import actions, queries, store
 from grid.cases.amounts import AmountError, parse_yuan
 from grid.cases.details import unseal
-from grid.cases.owners import DispatchTarget, dispatch_targets, unit_names
+from grid.cases.owners import DispatchTarget, case_officer, dispatch_targets, unit_names, units_exist
 from grid.cases.queries import CASE_LIST_COLUMNS, CaseDetail, CaseListRow
 from grid.cases.routing import RoutingError
 from grid.cases.states import (
@@ -147,6 +147,9 @@ def inbox(
     if view == "mine" and not unscoped and p.role is not Role.GRID_OFFICER:
         clauses.append("owner_code = %s")
         params.append(p.scope_code)
+    elif view == "mine" and not unscoped:  # an officer: its cells' cases the roster gave it (or nobody)
+        clauses.append("(owner_officer IS NULL OR owner_officer = %s)")
+        params.append(p.officer_id or 0)
     if owner_prefix:
         if not owner_prefix.isdigit():
             raise BadRequest("owner filter must be digits")
@@ -315,8 +318,7 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
         codes = chain_codes(detail.chain_code)
         cur.execute("SELECT code, level, name, active FROM unit WHERE code = ANY(%s)", (codes,))
         units = {str(r[0]): r for r in cur.fetchall()}
-        cur.execute("SELECT cell_code FROM grid_officer WHERE active AND cell_code = ANY(%s)", (codes,))
-        officers = {str(r[0]) for r in cur.fetchall()}
+        officers = {c for c, ok in units_exist(cur, [c for c in codes if len(c) == 15]).items() if ok}
         chain = []
         for c in codes:
             u = units.get(c)
@@ -348,7 +350,13 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
         chain_code, owner_code = detail.chain_code, detail.owner_code
 
         def may(a: Action) -> bool:
-            return p.may(a, chain_code=chain_code, owner_code=owner_code, returned=returned)
+            return p.may(
+                a,
+                chain_code=chain_code,
+                owner_code=owner_code,
+                owner_officer=detail.owner_officer,
+                returned=returned,
+            )
 
         owner_actions = [a.value for a in OWNER_ACTIONS if may(a) and _allowed(state, a)]
         if p.redispatches(owner_code, returned=returned):
@@ -362,11 +370,8 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
         dispatch = dispatch_targets(cur, p.scope_code) if Action.REASSIGN.value in owner_actions + sup else []
         named = {detail.owner_code, *codes, *(e.owner_after for e in timeline), *(t.code for t in dispatch)}
         names = unit_names(cur, named)
-        cur.execute(
-            "SELECT account FROM grid_officer WHERE active AND cell_code = %s ORDER BY account",
-            (detail.owner_code,),
-        )
-        owner_officers = tuple(str(r[0]) for r in cur.fetchall())
+        officer = case_officer(cur, case_id)
+        owner_officers = () if officer is None else (officer.name,)
     overdue = state not in DONE_STATES and detail.resolve_by < datetime.now(UTC)
     return CasePage(
         detail,
@@ -396,6 +401,7 @@ def _refusals(p: Principal, detail: CaseDetail, *, offered: set[str]) -> list[Re
             a,
             chain_code=detail.chain_code,
             owner_code=detail.owner_code,
+            owner_officer=detail.owner_officer,
             returned=detail.state is State.RETURNED,
         )
         if code is not None:
@@ -437,7 +443,13 @@ def act(
         raise BadRequest("version is required") from None
     detail = _visible_case(conn, p, case_id)
     returned = detail.state is State.RETURNED
-    if not p.may(a, chain_code=detail.chain_code, owner_code=detail.owner_code, returned=returned):
+    if not p.may(
+        a,
+        chain_code=detail.chain_code,
+        owner_code=detail.owner_code,
+        owner_officer=detail.owner_officer,
+        returned=returned,
+    ):
         what = "own" if a in OWNER_ACTIONS else "supervise"
         raise Forbidden(f"{p.login} does not {what} case {case_id}")
     common: dict[str, Any] = {

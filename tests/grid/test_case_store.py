@@ -132,7 +132,14 @@ def make_world(
                 (world.code(level), int(level), f"test {level.name.lower()} union"),
             )
         for i, cell in enumerate(world.cells):
-            cur.execute("INSERT INTO grid_officer (cell_code, account) VALUES (%s, %s)", (cell, f"wg{i}"))
+            cur.execute(
+                "INSERT INTO officer (code, name) VALUES (%s, %s) RETURNING id",
+                (f"wg{i}-{cell}", f"网格员{i}"),
+            )
+            cur.execute(
+                "INSERT INTO officer_cell (officer_id, cell_code) SELECT id, %s FROM officer WHERE code = %s",
+                (cell, f"wg{i}-{cell}"),
+            )
     return world
 
 
