@@ -193,8 +193,10 @@ def seed_cases(
     with conn.cursor() as cur:
         copy_rows(cur, "unit", ("code", "level", "name"), [(c, lv, "bench union") for c, lv in sorted(units)])
         cur.execute(
-            "WITH o AS (INSERT INTO officer (code, name) SELECT 'wg' || c, '网格员' FROM unnest(%s::text[]) c "
-            "RETURNING id, code) INSERT INTO officer_cell (officer_id, cell_code) SELECT id, substr(code, 3) FROM o",
+            "WITH o AS (INSERT INTO officer (source_record_id, name) "
+            "SELECT 'wg' || c, '网格员' FROM unnest(%s::text[]) c "
+            "RETURNING id, source_record_id AS code) INSERT INTO officer_cell (officer_id, cell_code) "
+            "SELECT id, substr(code, 3) FROM o",
             (sorted(officers),),
         )
         copy_rows(

@@ -72,10 +72,10 @@ def seed(url: str, *, n_cells: int, n_cases: int) -> None:
             (CITY,),
         )
         # the roster: one officer per cell (cases of a cell are then owned by its officer)
-        cur.execute("INSERT INTO officer (code, name) SELECT 'wg' || n, '网格员' || n FROM cells")
+        cur.execute("INSERT INTO officer (source_record_id, name) SELECT 'wg' || n, '网格员' || n FROM cells")
         cur.execute(
             "INSERT INTO officer_cell (officer_id, cell_code) SELECT o.id, c.code FROM cells c "
-            "JOIN officer o ON o.code = 'wg' || c.n AND o.source IS NULL"
+            "JOIN officer o ON o.source_record_id = 'wg' || c.n AND o.source IS NULL"
         )
         cur.execute(
             """
@@ -98,7 +98,7 @@ def seed(url: str, *, n_cells: int, n_cases: int) -> None:
         cur.execute(  # officer accounts tied to the roster: their cells are read from it per request
             "INSERT INTO app_user (login, password_hash, role, scope_code, officer_id) "
             "SELECT 'wg' || n, %s, 'grid_officer', substr(code, 1, 12), o.id FROM cells "
-            "JOIN officer o ON o.code = 'wg' || cells.n AND o.source IS NULL",
+            "JOIN officer o ON o.source_record_id = 'wg' || cells.n AND o.source IS NULL",
             (pw,),
         )
         cur.execute(

@@ -240,6 +240,9 @@ def _sync_entity(
             config.name, entity, page_no, result.received, result.loaded, result.unchanged,
             result.quarantined, result.unmapped,
         )  # fmt: skip
+        if result.released:
+            log.info("%s roster page %d: %d open cases of officers who left handed to the community",
+                     config.name, page_no, result.released)  # fmt: skip
         if page.cursor_after is None:
             if snapshot is not None:
                 log.info("%s %s full snapshot: %d missing, %d soft-deleted", config.name, entity,

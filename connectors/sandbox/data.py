@@ -72,6 +72,14 @@ YICHANG_MAPPING: dict[str, dict[str, str]] = {
         "lat": "wd",
         "crs": "zbx",
     },
+    "grid_officers": {
+        "source_record_id": "wgybh",
+        "source_updated_at": "gxsj",
+        "name": "xm",
+        "phone": "lxdh",
+        "cells": "fzwg",
+        "active": "zgzt",
+    },
     "cases": {
         "source_record_id": "ywid",
         "source_updated_at": "gxsj",
@@ -267,6 +275,7 @@ class SandboxDataset:
         names: Mapping[str, str] | None = None,
         mapping: Mapping[str, Mapping[str, str]] | None = None,
         n_cases: int = 0,
+        roster: bool = False,
     ) -> None:
         if not cells:
             raise ValueError("need at least one cell")
@@ -299,6 +308,17 @@ class SandboxDataset:
             "enterprises": sorted(ent_rows, key=lambda r: (r.updated_at, r.record_id)),
             "workers": sorted(wrk_rows, key=lambda r: (r.updated_at, r.record_id)),
         }
+        if roster:  # the roster of its cells (connectors.sandbox.roster), loaded before case reports
+            from connectors.sandbox.roster import roster_rows  # roster builds on this module
+
+            if "grid_officers" not in self.mapping:
+                raise ValueError("the mapping has no 'grid_officers' field names")
+            self._rows["grid_officers"] = roster_rows(
+                [code for code, _ in self._cells],
+                seed=seed,
+                as_of=self.as_of,
+                mapping=self.mapping["grid_officers"],
+            )
         if n_cases:
             if "cases" not in self.mapping:
                 raise ValueError("the mapping has no 'cases' field names")

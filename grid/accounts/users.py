@@ -80,7 +80,7 @@ def find_officer(cur: Cursor, code: str, *, source: str | None = None) -> tuple[
         """
         SELECT o.id, o.source, ARRAY(SELECT oc.cell_code FROM officer_cell oc WHERE oc.officer_id = o.id
                                      ORDER BY oc.cell_code)
-        FROM officer o WHERE o.code = %s AND o.active AND (%s::text IS NULL OR o.source = %s)
+        FROM officer o WHERE o.source_record_id = %s AND o.active AND (%s::text IS NULL OR o.source = %s)
         ORDER BY o.id
         """,
         (code, source, source),
@@ -167,7 +167,7 @@ def state_admin(conn: Conn, admin: Principal) -> None:
 
 
 _ACCOUNT_COLUMNS = f"""
-    u.id, u.login, u.role, u.scope_code, u.active, o.code, o.name, o.active, {CELLS_OF_USER}, u.created_at
+    u.id, u.login, u.role, u.scope_code, u.active, o.source_record_id, o.name, o.active, {CELLS_OF_USER}, u.created_at
 """
 
 

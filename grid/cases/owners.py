@@ -84,13 +84,13 @@ def officers_of_units(cur: Cursor, unit_codes: Iterable[str]) -> dict[str, list[
         return {}
     cur.execute(
         """
-        SELECT left(oc.cell_code, 12) AS unit_code, o.id, o.name, o.code,
+        SELECT left(oc.cell_code, 12) AS unit_code, o.id, o.name, o.source_record_id,
                array_agg(oc.cell_code ORDER BY oc.cell_code),
                (SELECT count(*) FROM case_file c WHERE c.owner_officer = o.id
                   AND c.state NOT IN ('resolved', 'closed'))
         FROM officer o JOIN officer_cell oc ON oc.officer_id = o.id
         WHERE o.active AND left(oc.cell_code, 12) = ANY(%s)
-        GROUP BY 1, o.id, o.name, o.code
+        GROUP BY 1, o.id, o.name, o.source_record_id
         ORDER BY 1, 6, o.id
         """,
         (wanted,),
@@ -107,7 +107,7 @@ def case_officer(cur: Cursor, case_id: int) -> OfficerLoad | None:
     """The officer who owns a case now (None when a unit owns it)."""
     cur.execute(
         """
-        SELECT o.id, o.name, o.code,
+        SELECT o.id, o.name, o.source_record_id,
                ARRAY(SELECT oc.cell_code FROM officer_cell oc WHERE oc.officer_id = o.id ORDER BY 1),
                (SELECT count(*) FROM case_file x WHERE x.owner_officer = o.id
                   AND x.state NOT IN ('resolved', 'closed'))

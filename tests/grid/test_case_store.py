@@ -133,11 +133,12 @@ def make_world(
             )
         for i, cell in enumerate(world.cells):
             cur.execute(
-                "INSERT INTO officer (code, name) VALUES (%s, %s) RETURNING id",
+                "INSERT INTO officer (source_record_id, name) VALUES (%s, %s) RETURNING id",
                 (f"wg{i}-{cell}", f"网格员{i}"),
             )
             cur.execute(
-                "INSERT INTO officer_cell (officer_id, cell_code) SELECT id, %s FROM officer WHERE code = %s",
+                "INSERT INTO officer_cell (officer_id, cell_code) "
+                "SELECT id, %s FROM officer WHERE source_record_id = %s",
                 (cell, f"wg{i}-{cell}"),
             )
     return world

@@ -20,7 +20,7 @@ def add_officer(
 ) -> int:
     with transaction(conn) as cur:
         cur.execute(
-            "INSERT INTO officer (code, name, active) VALUES (%s, %s, %s) RETURNING id",
+            "INSERT INTO officer (source_record_id, name, active) VALUES (%s, %s, %s) RETURNING id",
             (code, f"网格员{code[-4:]}", active),
         )
         row = cur.fetchone()

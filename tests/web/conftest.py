@@ -115,7 +115,8 @@ def _seed(conn: psycopg2.extensions.connection, rules: CaseRules) -> Tree:
         officers: dict[str, int] = {}
         for code, cell in roster:
             cur.execute(
-                "INSERT INTO officer (code, name, phone_masked) VALUES (%s, %s, '138****0000') RETURNING id",
+                "INSERT INTO officer (source_record_id, name, phone_masked) "
+                "VALUES (%s, %s, '138****0000') RETURNING id",
                 (code, f"网格员{code[:3]}"),
             )
             r = cur.fetchone()

@@ -4,7 +4,7 @@ Revision ID: 0012
 Revises: 0011
 
 * ``officer`` replaces ``grid_officer`` (0002, keyed by cell and a login name): one row per officer
-  of a source's roster (``code`` is the roster's officer id), versioned like ``worker`` (row hash,
+  of a source's roster (``source_record_id`` is the roster's officer id), versioned like ``worker`` (row hash,
   first/last run, ``missed_full_runs``, soft delete). The name is a staff name shown plainly to the
   officer's supervisors; the phone is personal: AES-GCM in ``phone_enc`` (vault purpose ``pii``),
   keyed HMAC and a masked form.
@@ -38,7 +38,7 @@ def upgrade() -> None:
 CREATE TABLE officer (
     id                  bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source              text        REFERENCES source (name),
-    code                text        NOT NULL CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$'),
+    source_record_id    text        NOT NULL CHECK (source_record_id ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$'),
     name                text        NOT NULL CHECK (length(btrim(name)) BETWEEN 1 AND 40),
     phone_hmac          bytea,
     phone_masked        text,
@@ -51,10 +51,25 @@ CREATE TABLE officer (
     missed_full_runs    smallint    NOT NULL DEFAULT 0,
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
-    deleted_at          timestamptz,
-    CHECK (deleted_at IS NULL OR NOT active)
+    deleted_at          timestamptz
 );
-CREATE UNIQUE INDEX officer_source_code ON officer (coalesce(source, ''), code);
+-- An officer gone from two full snapshots (soft-deleted by the sync) is no longer in post.
+CREATE FUNCTION officer_deleted_inactive() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.deleted_at IS NOT NULL THEN
+        NEW.active := false;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER officer_deleted_inactive BEFORE INSERT OR UPDATE ON officer
+    FOR EACH ROW EXECUTE FUNCTION officer_deleted_inactive();
+CREATE UNIQUE INDEX officer_source_record ON officer (source, source_record_id);
+
+-- The roster is a fourth synced stream.
+ALTER TABLE source_cursor DROP CONSTRAINT source_cursor_entity_check;
+ALTER TABLE source_cursor ADD CONSTRAINT source_cursor_entity_check
+    CHECK (entity IN ('workers', 'enterprises', 'grid_officers', 'cases'));
 
 CREATE TABLE officer_cell (
     officer_id  bigint NOT NULL REFERENCES officer (id) ON DELETE CASCADE,
@@ -64,10 +79,10 @@ CREATE TABLE officer_cell (
 CREATE INDEX officer_cell_cell ON officer_cell (cell_code);
 
 -- What grid_officer held moves over: one officer per former account, named by it.
-INSERT INTO officer (code, name, active)
+INSERT INTO officer (source_record_id, name, active)
     SELECT account, left(account, 40), bool_or(active) FROM grid_officer GROUP BY account;
 INSERT INTO officer_cell (officer_id, cell_code)
-    SELECT o.id, g.cell_code FROM grid_officer g JOIN officer o ON o.code = g.account AND o.source IS NULL
+    SELECT o.id, g.cell_code FROM grid_officer g JOIN officer o ON o.source_record_id = g.account AND o.source IS NULL
     WHERE g.active;
 DROP TABLE grid_officer;
 
@@ -170,7 +185,7 @@ CREATE POLICY account_audit_admin ON account_audit TO gridflow_app
     USING (gridflow_admin() AND gridflow_chain_visible(scope_code))
     WITH CHECK (gridflow_admin() AND gridflow_chain_visible(scope_code));
 
-GRANT SELECT (id, source, code, name, phone_masked, active) ON officer TO gridflow_app;
+GRANT SELECT (id, source, source_record_id, name, phone_masked, active) ON officer TO gridflow_app;
 GRANT SELECT ON officer_cell TO gridflow_app;
 GRANT UPDATE (active, role, password_hash, updated_at) ON app_user TO gridflow_app;
 GRANT SELECT, INSERT ON account_audit TO gridflow_app;
@@ -203,7 +218,8 @@ CREATE TABLE grid_officer (
 );
 CREATE INDEX grid_officer_active_cell ON grid_officer (cell_code) WHERE active;
 INSERT INTO grid_officer (cell_code, account, active)
-    SELECT oc.cell_code, left(o.code, 40), o.active FROM officer o JOIN officer_cell oc ON oc.officer_id = o.id
+    SELECT oc.cell_code, left(o.source_record_id, 40), o.active
+    FROM officer o JOIN officer_cell oc ON oc.officer_id = o.id
     ON CONFLICT DO NOTHING;
 ALTER TABLE grid_officer ENABLE ROW LEVEL SECURITY;
 CREATE POLICY grid_officer_scope ON grid_officer FOR SELECT TO gridflow_app
@@ -211,5 +227,10 @@ CREATE POLICY grid_officer_scope ON grid_officer FOR SELECT TO gridflow_app
 GRANT SELECT ON grid_officer TO gridflow_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON grid_officer TO gridflow_flows;
 DROP TABLE IF EXISTS officer_cell, officer;
+DELETE FROM source_cursor WHERE entity = 'grid_officers';
+ALTER TABLE source_cursor DROP CONSTRAINT source_cursor_entity_check;
+ALTER TABLE source_cursor ADD CONSTRAINT source_cursor_entity_check
+    CHECK (entity IN ('workers', 'enterprises', 'cases'));
+DROP FUNCTION IF EXISTS officer_deleted_inactive();
 """
     )
