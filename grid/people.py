@@ -136,5 +136,5 @@ def mask_address(address: str) -> str:
     for m in _PLACE.finditer(head[:digit]):
         keep = m.end()
     if keep == 0:
-        keep = min(2, len(text) // 3)
+        keep = min(2, len(text) // 3, digit)
     return text[:keep] + "****"

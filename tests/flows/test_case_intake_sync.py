@@ -63,3 +63,26 @@ def test_sync_takes_in_case_reports_once_and_quarantines_bad_ones(
     )[0][0]
     assert orphans == 0
     assert first["status"] == "completed" and second["loaded"] == 0
+    _details_are_sealed()
+
+
+def _details_are_sealed() -> None:
+    """Rule: a report's description, amount claimed and address are kept sealed (one AES-GCM blob
+    per case) and the address masked; no column of a case holds the free text."""
+    from grid.cases.details import unseal
+    from grid.people import vault_from_settings
+
+    vault = vault_from_settings()
+    rows = query(
+        "SELECT c.details_enc, c.address_masked, row_to_json(c)::text FROM case_file c"
+        " JOIN case_intake i ON i.case_id = c.id AND NOT i.attached WHERE i.source_ref LIKE 'intake_city:%%'"
+    )
+    assert rows and all(blob is not None for blob, _, _ in rows)
+    opened = [(unseal(bytes(blob), vault), masked, text) for blob, masked, text in rows]
+    assert all(d.description and d.address for d, _, _ in opened)
+    assert any(d.amount is not None for d, _, _ in opened)
+    with_phone = [(d, text) for d, _, text in opened if d.description and "联系电话" in d.description]
+    assert with_phone, "the sandbox writes phone numbers into some descriptions"
+    for d, masked, text in opened:
+        assert masked.endswith("****") and not any(ch.isdigit() for ch in masked)
+        assert d.description not in text and (d.address or "") not in text

@@ -239,6 +239,8 @@ def test_town_redispatches_a_returned_case_from_the_pick_list(
     assert picks.evaluate_all("os => os.map(o => o.value)") == [old, new]
     expect(picks.nth(1)).to_contain_text(f"测试工会{new}")
     expect(picks.nth(1)).to_contain_text(f"在办{open_new}件")
+    # a community's entry names its roster officers with their open cases (tie-break order)
+    expect(picks.nth(0)).to_contain_text(re.compile(r"网格员 网格员\S*（\d+）、网格员\S*（\d+）"))
     form.locator("select[name=to_owner]").select_option(new)
     form.locator("input[name=reason]").fill("属第二社区辖区")
     form.locator("button").click()
@@ -320,3 +322,54 @@ def test_ledger_and_subtree_at_phone_width_show_owner_and_counts(
         _fits(page, owner)
         expect(owner.locator(".name")).not_to_be_empty()
     _no_sideways_scroll(page)
+
+
+def test_api_case_document_carries_names_refusals_and_the_pick_list(
+    tree: Tree, web_app: Any, rules: CaseRules, db: Any
+) -> None:
+    """Rule: the API's case document says what the page says: the owner's name, the names of the
+    codes it shows, each refused action with its rule, and the re-dispatch pick-list when offered;
+    a sealed field is revealed through the API with an audited reason."""
+    from tests.web.conftest import client, login
+
+    vault = vault_from_settings()
+    details = CaseDetails("单位拖欠工资", Decimal("800"), "湖北省宜昌市点军区某路9号")
+    res = open_case(
+        db,
+        report=CaseReport(
+            kind=CaseKind.LABOUR_CONTRACT,
+            channel="sync",
+            cell_code=tree.cells[2],
+            worker_hmac=secrets.token_bytes(32),
+            details_enc=seal(vault, details),
+            address_masked=masked_address(details),
+        ),
+        rules=rules,
+        actor="test",
+    )
+    return_to_parent(
+        db, case_id=res.case_id, expected_version=res.version, actor="test", reason="派错", rules=rules
+    )
+    community = tree.communities[1]
+    c = client(web_app)
+    csrf = login(c, next(u for u in tree.users if u.startswith("town1")))
+    doc = c.get(f"/api/v1/cases/{res.case_id}").json()
+    assert doc["owner_code"] == community and doc["owner_name"] == f"测试工会{community}"
+    assert doc["address_masked"] == "湖北省宜昌市点军区****" and doc["has_details"] is True
+    refused = {r["action"]: r["code"] for r in doc["refusals"]}
+    assert refused == {a: "not_owner" for a in ("accept", "start", "note", "resolve", "close", "escalate",
+                                                 "return_to_parent", "reopen")}  # fmt: skip
+    assert doc["supervisor_actions"] == ["urge", "reassign"]
+    assert [(d["code"], d["name"]) for d in doc["dispatch"]] == [
+        (code, f"测试工会{code}") for code in tree.communities[:2]
+    ]
+    assert all(d["officers"] for d in doc["dispatch"])  # each community's roster officers
+    csrf = login(c, next(u for u in tree.users if u.startswith("off1")))
+    assert c.get(f"/api/v1/cases/{res.case_id}").status_code == 404  # another cell's officer
+    csrf = login(c, next(u for u in tree.users if u.startswith("cty1")))
+    r = c.post(
+        f"/api/v1/cases/{res.case_id}/reveal",
+        json={"field": "case_description", "reason": "核实诉求"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert r.status_code == 200 and r.json()["value"] == "单位拖欠工资"
