@@ -373,3 +373,30 @@ def test_api_case_document_carries_names_refusals_and_the_pick_list(
         headers={"X-CSRF-Token": csrf},
     )
     assert r.status_code == 200 and r.json()["value"] == "单位拖欠工资"
+
+
+def test_ledger_pages_are_disjoint_in_order_and_a_page_past_the_end_is_refused(
+    tree: Tree, web_app: Any
+) -> None:
+    """Rule: the ledger page is paged (a province has thousands of unit-months): pages of the
+    service query concatenate to the whole ledger, and a page number past what PostgreSQL can
+    count is a 400, never a 500."""
+    from grid.accounts.config import WebSettings
+    from grid.web import casework
+    from grid.web.db import WebDatabase
+    from tests.web.conftest import client, login
+
+    p = tree.principal(next(u for u in tree.users if u.startswith("cty1")))
+    db = WebDatabase(WebSettings())
+    try:
+        with db.connection() as conn:
+            whole = casework.child_ledger(conn, p)
+            pages = [casework.child_ledger(conn, p, limit=2, offset=o) for o in range(0, len(whole) + 2, 2)]
+    finally:
+        db.close()
+    assert len(whole) > 2
+    assert [row for page in pages for row in page] == whole
+    c = client(web_app)
+    login(c, p.login)
+    assert c.get("/ledger?page=1").status_code == 200
+    assert c.get(f"/ledger?page={10**12}").status_code == 400
