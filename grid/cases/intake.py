@@ -247,6 +247,12 @@ def open_one(cur: Cursor, report: CaseReport, *, rules: CaseRules, actor: str, a
 
         head = lock_case(cur, existing, None)
         res = attach_report(cur, head, report, rules=rules, actor=actor, at=at)
+        if report.details_enc is not None:
+            # the first report's words stay; a case opened without any takes the repeat's
+            cur.execute(
+                "UPDATE case_file SET details_enc = %s, address_masked = %s WHERE id = %s AND details_enc IS NULL",
+                (psycopg2.Binary(report.details_enc), report.address_masked, head.id),
+            )
         if report.source_ref is not None:
             cur.execute(
                 "INSERT INTO case_intake (source_ref, case_id, attached) VALUES (%s, %s, true)",

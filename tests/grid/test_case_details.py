@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 
+import psycopg2.extensions
 import pytest
 from cryptography.exceptions import InvalidTag
 
 from grid.cases.details import CASE_DETAILS, MAX_DESCRIPTION, CaseDetails, masked_address, seal, unseal
+from grid.cases.intake import open_case
 from grid.people import Vault, mask_address
+from tests.grid.test_case_store import RULES, T0, make_world, report, worker
 
 VAULT = Vault(hmac_key=os.urandom(32), enc_key=os.urandom(32))
 
@@ -57,3 +60,38 @@ def test_nothing_to_seal_is_none_and_a_long_description_is_cut_not_refused() -> 
     blob = seal(VAULT, CaseDetails(long, None, None))
     assert blob is not None
     assert unseal(blob, VAULT).description == long[:MAX_DESCRIPTION]
+
+
+@pytest.mark.db
+def test_a_repeat_report_seals_its_words_onto_a_case_opened_without_any_and_never_replaces_them(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """Rule: an attached report is never silently dropped: a case that has no sealed details takes
+    the repeat report's; a case that has them keeps the first report's."""
+    world = make_world(conn)
+    who = worker()
+    first = open_case(conn, report=report(world, worker_hmac=who), rules=RULES, actor="t", at=T0)
+    words = CaseDetails("第二次反映：仍未发放工资", Decimal("3000"), "宜昌市西陵区某路2号")
+    again = open_case(
+        conn,
+        report=report(
+            world, worker_hmac=who, details_enc=seal(VAULT, words), address_masked=masked_address(words)
+        ),
+        rules=RULES,
+        actor="t",
+        at=T0,
+    )
+    assert again.attached and again.case_id == first.case_id
+    other = CaseDetails("第三次反映", None, None)
+    open_case(
+        conn,
+        report=report(world, worker_hmac=who, details_enc=seal(VAULT, other)),
+        rules=RULES,
+        actor="t",
+        at=T0,
+    )
+    with conn.cursor() as cur:
+        cur.execute("SELECT details_enc, address_masked FROM case_file WHERE id = %s", (first.case_id,))
+        blob, masked = cur.fetchone()  # type: ignore[misc]
+    conn.rollback()
+    assert unseal(bytes(blob), VAULT) == words and masked == "宜昌市西陵区****"
