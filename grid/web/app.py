@@ -132,9 +132,19 @@ def create_app(web: WebSettings | None = None) -> FastAPI:
     @app.middleware("http")
     async def refuse_nul(request: Request, call_next: Any) -> Any:
         """A NUL in a query parameter fits no field and PostgreSQL text cannot hold it: 422 for
-        every route, before any query (found by the API fuzzing)."""
-        if any("\x00" in k or "\x00" in v for k, v in request.query_params.multi_items()):
-            return JSONResponse({"detail": "a query parameter contains a NUL character"}, status_code=422)
+        every route, before any query (found by the API fuzzing), in the documented shape of a
+        validation error (``HTTPValidationError``: a list of ``{loc, msg, type}``)."""
+        bad = [k for k, v in request.query_params.multi_items() if "\x00" in k or "\x00" in v]
+        if bad:
+            detail = [
+                {
+                    "loc": ["query", k.replace("\x00", "")],
+                    "msg": "contains a NUL character",
+                    "type": "value_error",
+                }
+                for k in bad
+            ]
+            return JSONResponse({"detail": detail}, status_code=422)
         return await call_next(request)
 
     @app.get("/healthz", response_class=PlainTextResponse, include_in_schema=False)
