@@ -134,7 +134,7 @@ def _summary(name: str, run_id: int | None, totals: sync.RunTotals, status: str)
     }
 
 
-def _register(conn: Any, config: SourceConfig) -> None:
+def register_config(conn: Any, config: SourceConfig) -> None:
     with transaction(conn) as cur:
         sync.register_source(
             cur,
@@ -290,7 +290,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
         if not sync.try_lock_source(conn, source_name):
             _logger().info("%s: another run holds this source; nothing to do", source_name)
             return _summary(source_name, None, sync.RunTotals(), "skipped")
-        _register(conn, config)
+        register_config(conn, config)
         sync.mark_crashed_runs(conn, source=source_name)
 
         def publish(run: sync.Run) -> None:

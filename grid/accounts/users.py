@@ -187,15 +187,17 @@ def _account(row: tuple[Any, ...]) -> Account:
 
 
 def list_accounts(conn: Conn, *, scope: str | None = None, admin: Principal | None = None) -> list[Account]:
-    """Accounts, by login; ``scope`` narrows to a subtree. As the web: ``admin``'s scope only."""
+    """Accounts, by login; ``scope`` narrows to a subtree (an officer's account by its cells now,
+    too). As the web: ``admin``'s scope only."""
     prefix = own_prefix(scope) if scope else ""
     with transaction(conn) as cur:
         if admin is not None:
             state_admin(conn, admin)
         cur.execute(
             f"SELECT {_ACCOUNT_COLUMNS} FROM app_user u LEFT JOIN officer o ON o.id = u.officer_id "
-            "WHERE u.scope_code LIKE %s ORDER BY u.login",
-            (prefix + "%",),
+            f"WHERE u.scope_code LIKE %s OR EXISTS (SELECT 1 FROM unnest({CELLS_OF_USER}) c WHERE c LIKE %s) "
+            "ORDER BY u.login",
+            (prefix + "%", prefix + "%"),
         )
         return [_account(r) for r in cur.fetchall()]
 

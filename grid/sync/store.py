@@ -633,6 +633,7 @@ def write_page(
     on_reports: Callable[[psycopg2.extensions.cursor, list[Any]], int] | None = None,
     after_write: Callable[[psycopg2.extensions.cursor], None] | None = None,
     rules: Any = None,
+    advance: bool = True,
 ) -> PageResult:
     """Write one page and advance the cursor, all in ONE transaction.
 
@@ -645,6 +646,8 @@ def write_page(
     (reprocessing settles the quarantine rows it re-took there, so both commit or neither does).
     A roster page (``grid_officers``) also releases the open cases of officers who left
     (:func:`grid.roster.store.release_departed`, under ``rules`` or the configured policy).
+    ``advance=False`` leaves the stream's cursor alone (a roster imported from a spreadsheet is
+    no page of the city's API stream).
     """
     table, columns = _TABLES.get(entity, ("", ()))
     result = PageResult(received=received)
@@ -710,15 +713,16 @@ def write_page(
         if after_write is not None:
             after_write(cur)
         failpoint("before_commit")
-        _advance(
-            cur,
-            source=source,
-            entity=entity,
-            since=since,
-            cursor_after=cursor_after,
-            high_water=high_water,
-            snapshot_run_id=snapshot_run_id,
-        )
+        if advance:
+            _advance(
+                cur,
+                source=source,
+                entity=entity,
+                since=since,
+                cursor_after=cursor_after,
+                high_water=high_water,
+                snapshot_run_id=snapshot_run_id,
+            )
         if cursor_after is None and snapshot_run_id is not None:
             _finish_snapshot(
                 cur, source=source, entity=entity, snapshot_run_id=snapshot_run_id, result=result

@@ -202,6 +202,8 @@ DROP POLICY IF EXISTS case_file_officer_owns ON case_file;
 DROP FUNCTION IF EXISTS gridflow_revoke_sessions(bigint);
 DROP POLICY IF EXISTS app_user_admin ON app_user;
 REVOKE UPDATE (active, role, password_hash, updated_at) ON app_user FROM gridflow_app;
+DROP POLICY IF EXISTS officer_scope ON officer;
+DROP POLICY IF EXISTS officer_cell_scope ON officer_cell;
 DROP FUNCTION IF EXISTS gridflow_admin();
 ALTER TABLE app_user DROP COLUMN IF EXISTS officer_id;
 DROP TRIGGER IF EXISTS case_file_owner_officer ON case_file;
