@@ -173,6 +173,7 @@ class CaseOut(BaseModel):
     supervisor_actions: list[str]
     may_reveal: bool
     owner_name: str | None
+    no_officer: bool = Field(description="the case's cell has no active grid officer: its community owns it")
     names: dict[str, str] = Field(description="display names of the unit and cell codes in this document")
     hardship_grade: str | None
     enterprise_name: str | None
@@ -362,6 +363,7 @@ def get_case(request: Request, case_id: int, session: sessions.Session = Depends
         supervisor_actions=page.supervisor_actions,
         may_reveal=page.may_reveal,
         owner_name=page.names.get(c.owner_code),
+        no_officer=page.no_officer,
         names=page.names,
         hardship_grade=c.hardship_grade,
         enterprise_name=c.enterprise_name,

@@ -265,6 +265,8 @@ class CasePage:
     refusals: list[Refusal] = field(default_factory=list)
     #: The pick-list of a reassign (改派), when one is offered: the caller's children.
     dispatch: list[DispatchTarget] = field(default_factory=list)
+    #: The case's cell has no active grid officer, so its community owns it (the page says so).
+    no_officer: bool = False
 
 
 def _visible_case(conn: Conn, p: Principal, case_id: int, *, unscoped: bool = False) -> CaseDetail:
@@ -327,7 +329,7 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
                 ChainUnit(
                     c,
                     lv,
-                    None if u is None else str(u[2]),
+                    None if u is None or u[2] is None else str(u[2]),
                     bool(u and u[3]) or c in officers,
                     c == detail.owner_code,
                 )
@@ -370,6 +372,16 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
         dispatch = dispatch_targets(cur, p.scope_code) if Action.REASSIGN.value in owner_actions + sup else []
         named = {detail.owner_code, *codes, *(e.owner_after for e in timeline), *(t.code for t in dispatch)}
         names = unit_names(cur, named)
+        chain = [
+            u if u.name else ChainUnit(u.code, u.level, names.get(u.code), u.active, u.is_owner)
+            for u in chain
+        ]
+        no_officer = bool(
+            detail.cell_code
+            and detail.chain_code == detail.cell_code
+            and detail.cell_code not in officers
+            and detail.owner_code == detail.cell_code[:12]
+        )
         officer = case_officer(cur, case_id)
         owner_officers = () if officer is None else (officer.name,)
     overdue = state not in DONE_STATES and detail.resolve_by < datetime.now(UTC)
@@ -387,6 +399,7 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
         owner_officers=owner_officers,
         refusals=refusals,
         dispatch=dispatch,
+        no_officer=no_officer,
     )
 
 

@@ -251,6 +251,7 @@ def test_town_redispatches_a_returned_case_from_the_pick_list(
     routing = page.locator("[data-testid=routing]")
     expect(routing).to_contain_text(f"改派至测试工会{new}")
     assert f"测试工会{old}" not in routing.inner_text().split("退回后")[-1]
+    _no_sideways_scroll(page)  # the pick-list's long entries stay inside the phone's width
     owner, rule, by = _one(
         owner_conn,
         "SELECT owner_code, routing->>'rule', routing->'redispatch'->>'by_unit' FROM case_file WHERE id = %s",
@@ -373,6 +374,20 @@ def test_api_case_document_carries_names_refusals_and_the_pick_list(
         headers={"X-CSRF-Token": csrf},
     )
     assert r.status_code == 200 and r.json()["value"] == "单位拖欠工资"
+    assert doc["no_officer"] is False  # returned by the cell's officer: the cell has one
+
+    # a cell without an active grid officer: the community owns the case, and the document says so
+    lone = open_case(
+        db,
+        report=CaseReport(kind=CaseKind.DISMISSAL, channel="officer", cell_code=tree.communities[3] + "009"),
+        rules=rules,
+        actor="test",
+    )
+    login(c, next(u for u in tree.users if u.startswith("cty2")))
+    doc = c.get(f"/api/v1/cases/{lone.case_id}").json()
+    assert doc["owner_code"] == tree.communities[3] and doc["no_officer"] is True
+    page = c.get(f"/cases/{lone.case_id}").text
+    assert 'data-testid="no-officer"' in page and "该网格无在岗网格员，由社区承办" in page
 
 
 def test_ledger_pages_are_disjoint_in_order_and_a_page_past_the_end_is_refused(
