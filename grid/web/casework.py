@@ -115,6 +115,8 @@ class Inbox:
     offset: int = 0
     #: Display names of the owners on this page (``grid.cases.owners.unit_names``).
     names: dict[str, str] = field(default_factory=dict)
+    #: The roster officer owning each officer-owned case on this page (case id -> staff name).
+    officers: dict[int, str] = field(default_factory=dict)
 
     @property
     def has_more(self) -> bool:
@@ -196,13 +198,18 @@ def inbox(
             counts[str(st)] = int(n)
             overdue += int(od)
         names = unit_names(cur, {r.owner_code for r in rows})
+        cur.execute(
+            "SELECT c.id, o.name FROM case_file c JOIN officer o ON o.id = c.owner_officer WHERE c.id = ANY(%s)",
+            ([r.id for r in rows if len(r.owner_code) == 15],),
+        )
+        officers = {int(i): str(n) for i, n in cur.fetchall()}
     if status == "open":
         matched = sum(n for st, n in counts.items() if State(st) not in DONE_STATES)
     elif status == "all":
         matched = sum(counts.values())
     else:
         matched = counts.get(status, 0)
-    return Inbox(rows, counts, overdue, sum(counts.values()), matched, offset, names)
+    return Inbox(rows, counts, overdue, sum(counts.values()), matched, offset, names, officers)
 
 
 # ----------------------------------------------------------------------------- case page

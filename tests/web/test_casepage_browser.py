@@ -322,6 +322,11 @@ def test_ledger_and_subtree_at_phone_width_show_owner_and_counts(
         owner = cards.nth(i).locator("[data-testid=owner]")
         _fits(page, owner)
         expect(owner.locator(".name")).not_to_be_empty()
+    # a case owned by a cell names the roster officer the tie-break gave it to
+    officer_owned = page.locator(
+        "tr[data-case]", has=page.locator("[data-testid=owner] .name", has_text="网格员")
+    )
+    expect(officer_owned.first).to_be_visible()
     _no_sideways_scroll(page)
 
 
