@@ -83,3 +83,14 @@ resolve_seconds_left  # grid/web/api.py: JSON fields of the case list and case
 respond_seconds_left
 plan_reroute  # grid/cases/reroute.py: the dry-run plan of every open case, read by tests
 RELATIONS  # grid/store/access.py: the classification the database-roles test walks
+# issue 16 part B: fields read by templates and JSON bodies, routes registered by decorator
+next_attempt_at  # grid/cases/notices.py: OutboxRow, read by admin_outbox.html
+last_error
+delivered_via
+requeued_at
+requeued_by
+topic_zh  # grid/web/notices.py: NoticeOut / MarkedOut JSON fields
+details
+marked
+api_read_all  # grid/web/notices.py: API routes
+api_read_one
