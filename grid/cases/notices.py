@@ -237,18 +237,27 @@ def _operator(p: Principal) -> None:
 
 
 def outbox_page(
-    conn: Conn, p: Principal, *, status: str = "failed", limit: int = PAGE, offset: int = 0
+    conn: Conn,
+    p: Principal,
+    *,
+    status: str = "failed",
+    case_id: int | None = None,
+    limit: int = PAGE,
+    offset: int = 0,
+    unscoped: bool = False,
 ) -> OutboxPage:
-    """The outbox of the principal's scope (notices of visible cases), newest first, with counts
-    of failed and pending notices."""
+    """The outbox of the principal's scope (notices of visible cases), newest first, optionally of
+    one case, with counts of failed and pending notices; ``unscoped`` drops the application's scope
+    filter (row-level security alone must then give the same rows)."""
     _operator(p)
     if status not in _STATUS_SQL:
         raise ValueError(f"status is one of {', '.join(OUTBOX_STATUSES)}")
-    scope = {"prefix": p.prefix}
+    scope = {"prefix": "" if unscoped else p.prefix}
     visible = (
         "EXISTS (SELECT 1 FROM case_file c WHERE c.id = o.case_id "
         "AND left(c.chain_code, length(%(prefix)s)) = %(prefix)s)"
     )
+    one_case = "" if case_id is None else " AND o.case_id = %(case)s"
     with transaction(conn) as cur:
         apply_scope(conn, p)
         cur.execute(
@@ -257,10 +266,10 @@ def outbox_page(
                    o.attempts, o.next_attempt_at, o.delivered_at, o.failed_at, o.last_error, o.delivered_via,
                    o.requeued_at, o.requeued_by
             FROM notification_outbox o
-            WHERE {_STATUS_SQL[status]} AND {visible}
+            WHERE {_STATUS_SQL[status]} AND {visible}{one_case}
             ORDER BY o.id DESC LIMIT %(limit)s OFFSET %(offset)s
             """,
-            {**scope, "limit": limit + 1, "offset": offset},
+            {**scope, "case": case_id, "limit": limit + 1, "offset": offset},
         )
         raw = cur.fetchall()
         cur.execute(

@@ -1,7 +1,7 @@
 """Administration pages (``管理``): the notice outbox and the reveal log.
 
 * ``GET /admin`` — the administration index (links to the pages below and to the accounts page).
-* ``GET /admin/outbox?status=failed|pending|delivered|all&page=`` — admin and province: every
+* ``GET /admin/outbox?status=failed|pending|delivered|all&case=&page=`` — admin and province: every
   notice of their scope with its delivery state (attempts, next attempt, last error, the route it
   took); ``POST /admin/outbox/{id}/retry`` (CSRF) puts a failed notice back in the queue.
 * ``GET /admin/reveals?since=&user=&case=&page=`` — admin only (the privacy officer; see
@@ -70,7 +70,12 @@ def outbox_page(request: Request) -> Response:
     st = state_of(request)
     with st.db.connection() as conn:
         box = notices.outbox_page(
-            conn, session.principal, status=status, limit=PAGE, offset=(page - 1) * PAGE
+            conn,
+            session.principal,
+            status=status,
+            case_id=_case_param(request),
+            limit=PAGE,
+            offset=(page - 1) * PAGE,
         )
     prev_url, next_url = _pager(request, page, box.has_more)
     return render(
@@ -82,6 +87,7 @@ def outbox_page(request: Request) -> Response:
             "status": status,
             "statuses": notices.OUTBOX_STATUSES,
             "requeued": request.query_params.get("requeued"),
+            "case_id": _case_param(request),
             "prev_url": prev_url,
             "next_url": next_url,
         },
@@ -109,6 +115,12 @@ async def outbox_retry(request: Request, notice_id: Annotated[int, Path(ge=1, le
     return await run_in_threadpool(work)
 
 
+def _case_param(request: Request) -> int | None:
+    """``?case=`` as a case id (None when empty or not one)."""
+    raw = request.query_params.get("case") or ""
+    return int(raw) if raw.isdigit() and len(raw) < 18 else None
+
+
 def _since(raw: str) -> datetime | None:
     """A ``since`` date (YYYY-MM-DD, local midnight) or ISO time; None when empty or malformed."""
     raw = raw.strip()
@@ -132,8 +144,7 @@ def reveals_page(request: Request) -> Response:
     since = _since(q.get("since") or "")
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=st.rules.policy.calendar.tz)
-    case_raw = q.get("case") or ""
-    case_id = int(case_raw) if case_raw.isdigit() and len(case_raw) < 18 else None
+    case_id = _case_param(request)
     login = (q.get("user") or "").strip()[:64] or None
     page = min(page_of(request), MAX_PAGE_NO)
     with st.db.connection() as conn:
