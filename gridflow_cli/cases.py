@@ -245,6 +245,14 @@ def sweep_command(
     if dry_run and deliver:
         _fail("--dry-run delivers nothing: drop --deliver")
     at = _when(now, "--now") or datetime.now(UTC)
+    routing = None
+    if deliver:  # a broken notify file stops the command before the sweep writes anything
+        from grid.cases.notify import NotifyConfigError, load_routing
+
+        try:
+            routing = load_routing()
+        except (NotifyConfigError, ValueError) as exc:
+            _fail(str(exc))
     conn = _connect()
     try:
         try:
@@ -275,16 +283,11 @@ def sweep_command(
             + (" [replayed: events marked as a drill]" if report.replayed and not dry_run else "")
             + f" [{report.seconds:.2f} s]"
         )
-        if deliver:
+        if routing is not None:
             import httpx
 
-            from grid.cases.notify import NotifyConfigError, load_routing
             from grid.cases.outbox import deliver as deliver_outbox
 
-            try:
-                routing = load_routing()
-            except (NotifyConfigError, ValueError) as exc:
-                _fail(str(exc))
             with httpx.Client(timeout=10) as client:
                 d = deliver_outbox(conn, routing=routing, client=client, now=at)
             typer.echo(

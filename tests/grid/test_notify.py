@@ -392,3 +392,39 @@ def test_the_notify_file_takes_secrets_from_the_state_folder_not_the_file(tmp_pa
 def test_a_bad_notify_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(NotifyConfigError, match=message):
         load_routing(_write(tmp_path, text), webhooks={}, state_dir=tmp_path)
+
+
+def test_gridflow_sweep_deliver_uses_the_notify_file_and_refuses_a_broken_one(
+    conn: psycopg2.extensions.connection, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLI rule: ``gridflow sweep --deliver`` posts to the robots of GRIDFLOW_NOTIFY_FILE and says
+    how many; a robot without its URL is one clear sentence and exit 1, nothing posted."""
+    from typer.testing import CliRunner
+
+    from grid.settings import get_settings
+    from gridflow_cli.main import app
+
+    world, cid = _collective(conn)
+    path = _write(tmp_path, f'[robots.county_group]\nkind = "wecom"\ncodes = ["{world.county}"]\n')
+    monkeypatch.setenv("GRIDFLOW_NOTIFY_FILE", str(path))
+    get_settings.cache_clear()
+    try:
+        broken = CliRunner().invoke(app, ["sweep", "--scope", world.town, "--deliver"])
+        assert broken.exit_code == 1 and "GRIDFLOW_NOTIFY_COUNTY_GROUP_URL" in broken.output
+        assert "sweep at" not in broken.output  # refused before the sweep wrote anything
+        monkeypatch.setenv(
+            "GRIDFLOW_NOTIFY_COUNTY_GROUP_URL", f"{receiver.base}/cgi-bin/webhook/send?key={WECOM_KEY}"
+        )
+        out = CliRunner().invoke(app, ["sweep", "--scope", world.town, "--deliver"])
+    finally:
+        monkeypatch.delenv("GRIDFLOW_NOTIFY_FILE")
+        get_settings.cache_clear()
+    assert out.exit_code == 0, out.output
+    # the sweep fired the county's 催办 and 通报 (due since T0): with the 派单, three for its robot
+    assert "outbox: 3 delivered, 0 to retry, 0 failed (robots: 1; webhooks: none)" in out.output
+    assert [(s[0], s[4], s[7]) for s in _state(conn, cid) if s[4]] == [
+        ("assigned", True, "robot:county_group (own code)"),
+        ("remind", True, "robot:county_group (own code)"),
+        ("criticise", True, "robot:county_group (own code)"),
+    ]
+    assert len(receiver.got) == 3
