@@ -38,13 +38,17 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote_plus
+from zoneinfo import ZoneInfo
 
 import httpx
 
 from geodata.codes import chain_codes, is_cell_code, is_division_code, own_prefix
+from grid.cases.outbox import TARGETS, targets_from_env
+from grid.cases.states import State
 from grid.settings import get_settings
 
 RobotKind = Literal["wecom", "dingtalk"]
@@ -52,6 +56,9 @@ ROBOT_KINDS: Final = ("wecom", "dingtalk")
 NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 #: WeCom refuses markdown content over 4096 bytes; DingTalk's limit is larger. Stay under both.
 MAX_TEXT_BYTES: Final = 4000
+#: Times in messages are local (the officers' clock), minutes only.
+LOCAL_TZ: Final = ZoneInfo("Asia/Shanghai")
+_TIME_KEYS: Final = frozenset({"resolve_by", "due_at", "at"})
 
 
 class NotifyConfigError(ValueError):
@@ -157,8 +164,6 @@ def load_routing(
     path: Path | None = None, *, webhooks: Mapping[str, str] | None = None, state_dir: Path | None = None
 ) -> Routing:
     """The routing of the notify file (missing file: no robots) and the generic webhooks."""
-    from grid.cases.outbox import TARGETS, targets_from_env
-
     settings = get_settings()
     path = path or settings.notify_file
     state_dir = state_dir or settings.state_dir
@@ -253,6 +258,22 @@ def title(payload: Mapping[str, Any]) -> str:
     return f"{payload.get('topic_zh', '通知')} · 案件 {payload.get('case_id', '')}"
 
 
+def _shown(key: str, value: Any) -> str:
+    """A payload value as an officer reads it: local times, Chinese state labels."""
+    text = str(value)
+    if key in _TIME_KEYS:
+        try:
+            return datetime.fromisoformat(text).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            return text
+    if key == "state":
+        try:
+            return State(text).label_zh
+        except ValueError:
+            return text
+    return text
+
+
 def markdown(payload: Mapping[str, Any], *, case_url: str | None = None) -> str:
     """The message text: allow-listed payload keys only, in Chinese."""
     lines = [f"### {title(payload)}"]
@@ -264,7 +285,7 @@ def markdown(payload: Mapping[str, Any], *, case_url: str | None = None) -> str:
         value = payload.get(key)
         if value is None or value == "":
             continue
-        lines.append(f"- {label}：{value}")
+        lines.append(f"- {label}：{_shown(key, value)}")
     if payload.get("dual_report"):
         lines.append("- **双报告：已同时报送同级党委政府**")
     if case_url and payload.get("case_id") is not None:

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -199,6 +200,9 @@ def test_wecom_and_dingtalk_robots_get_their_own_formats_signed_and_routed_most_
     assert wecom["markdown"]["content"].startswith("### 新案件派单 · 案件 ")
     assert f"承办单位：{world.county}" in wecom["markdown"]["content"]
     assert f"https://grid.example/cases/{cid}" in wecom["markdown"]["content"]
+    # officers read local times and Chinese labels, not UTC ISO strings and enum values
+    assert re.search(r"- 办结时限：\d{4}-\d\d-\d\d \d\d:\d\d\n", wecom["markdown"]["content"])
+    assert "- 状态：待受理\n" in wecom["markdown"]["content"]
     dings = [b for p, b in receiver.got if p == "/robot/send"]
     assert {b["markdown"]["title"] for b in dings} == {f"苗头性问题/突发性群体性事件报告 · 案件 {cid}"}
     assert all("双报告" in b["markdown"]["text"] for b in dings)
