@@ -252,3 +252,37 @@ def test_the_reveal_log_is_for_the_admin_over_http_and_on_the_command_line(
     assert line.split("\t")[1:4] == [revealer, "worker_phone", str(case_id)]
     bad = CliRunner().invoke(app, ["reveals", "list", "--since", "yesterday"])
     assert bad.exit_code == 1 and "not an ISO date" in bad.output
+
+
+def test_the_reveal_log_is_paged_newest_first_within_the_admins_scope(
+    tree: Tree, owner_conn: Any, database_url: str
+) -> None:
+    """Paging rule: newest first, ``limit`` rows and whether more follow; an admin of another
+    province reads none of these (row-level security and the scope filter); a province account
+    is refused by the service too."""
+    from grid.accounts.access import Principal
+    from grid.accounts.reveals import list_reveals
+
+    case_id = tree.cases["c5"]
+    user_id = tree.user_ids[next(u for u in tree.users if u.startswith("cty2"))]
+    tag = secrets.token_hex(2)
+    with owner_conn.cursor() as cur:
+        for n in range(3):
+            cur.execute(
+                "INSERT INTO reveal_audit (user_id, login, case_id, field, reason, at) "
+                "VALUES (%s, %s, %s, 'worker_name', %s, now() + make_interval(secs => %s))",
+                (user_id, f"pager{tag}", case_id, f"分页测试{n}", n),
+            )
+    admin = tree.principal(_user(tree, Role.ADMIN))
+    app = psycopg2.connect(database_url, options="-c role=gridflow_app")
+    try:
+        first = list_reveals(app, principal=admin, login=f"pager{tag}", limit=2)
+        second = list_reveals(app, principal=admin, login=f"pager{tag}", limit=2, offset=2)
+        assert [r.reason for r in first.rows] == ["分页测试2", "分页测试1"] and first.has_more
+        assert [r.reason for r in second.rows] == ["分页测试0"] and not second.has_more
+        elsewhere = Principal(admin.user_id, admin.login, Role.ADMIN, "430000000000")
+        assert list_reveals(app, principal=elsewhere, login=f"pager{tag}").rows == []
+        with pytest.raises(PermissionError):
+            list_reveals(app, principal=tree.principal(_user(tree, Role.PROVINCE)))
+    finally:
+        app.close()
