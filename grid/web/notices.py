@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
+import psycopg2
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
@@ -35,7 +36,8 @@ def unread_for(request: Request, session: sessions.Session) -> int:
     try:
         with state_of(request).db.connection() as conn:
             return notices.unread_count(conn, session)
-    except Exception:  # a badge is not worth a failed page
+    # no database, or no free connection within the pool's wait: a badge is not worth a failed page
+    except (psycopg2.Error, RuntimeError):
         return 0
 
 
