@@ -61,7 +61,7 @@ def test_an_officer_reads_its_notices_on_a_phone(
     expect(page.locator("h1")).to_have_text("通知")
     rows = page.locator("table[data-testid=notices] tr[data-notice]")
     expect(rows).to_have_count(total)
-    expect(rows.first).to_contain_text("新案件派单")
+    expect(rows.filter(has_text="新案件派单").first).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     rows.first.locator("button").click()
     expect(page.locator("[data-testid=unread]")).to_have_text(str(total - 1))
