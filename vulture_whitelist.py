@@ -89,3 +89,14 @@ PICK_RULE  # unused variable (grid/cases/owners.py): the documented tie-break, a
 open_cases  # unused variable (grid/cases/owners.py): the re-dispatch pick-list shows it
 officers_of_units  # unused function (grid/cases/owners.py): the re-dispatch pick-list's query
 case_officer  # unused function (grid/cases/owners.py): the case page's owner officer
+# issue 16 part B: fields read by templates and JSON bodies, routes registered by decorator
+next_attempt_at  # grid/cases/notices.py: OutboxRow, read by admin_outbox.html
+last_error
+delivered_via
+requeued_at
+requeued_by
+topic_zh  # grid/web/notices.py: NoticeOut / MarkedOut JSON fields
+details
+marked
+api_read_all  # grid/web/notices.py: API routes
+api_read_one

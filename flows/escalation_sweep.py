@@ -2,7 +2,8 @@
 old login attempts. Deployed every 15 minutes.
 
 Thin Prefect wiring over :func:`grid.cases.sweep.sweep` (set-based, idempotent, ``SKIP LOCKED``)
-and :func:`grid.cases.outbox.deliver` (the only step that touches the network, so the only task
+and :func:`grid.cases.outbox.deliver` to the 企业微信/DingTalk robots of ``config/notify.toml`` or the
+generic webhooks (the only step that touches the network, so the only task
 with retries). Parameters are a time and a scope code — never personal data. ``now`` replays the
 sweep at another time (also ``gridflow sweep --now ISO_TIME``).
 """
@@ -19,7 +20,8 @@ from prefect.cache_policies import NO_CACHE
 
 from grid.accounts import sessions
 from grid.accounts.config import get_web_settings
-from grid.cases.outbox import deliver, targets_from_env
+from grid.cases.notify import load_routing
+from grid.cases.outbox import deliver
 from grid.cases.store import rules_from_settings
 from grid.cases.sweep import sweep
 from grid.settings import FLOWS_ROLE
@@ -45,13 +47,13 @@ def sweep_due_steps(at: datetime, scope: str | None, batch: int) -> dict[str, An
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60], task_run_name="deliver-outbox")
 def deliver_outbox(at: datetime) -> dict[str, int]:
-    targets = targets_from_env()
-    if not targets:
+    routing = load_routing()
+    if not routing:
         return {"attempted": 0, "delivered": 0, "retrying": 0, "failed": 0}
     conn = connect(role=FLOWS_ROLE)
     try:
         with httpx.Client(timeout=httpx.Timeout(10.0)) as client:
-            return deliver(conn, targets=targets, client=client, now=at).as_dict()
+            return deliver(conn, routing=routing, client=client, now=at).as_dict()
     finally:
         conn.close()
 

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = None
     #: Case notices: a JSON object of target -> webhook URL (URLs may carry tokens).
     webhooks: SecretStr | None = None
+    #: Case notices to 企业微信/DingTalk group robots (``grid.cases.notify``): which robot serves
+    #: which unit, cell or officer. URLs and signing secrets are not in it (see the file).
+    notify_file: Path = PROJECT_ROOT / "config" / "notify.toml"
     #: Where the alert automations post (``gridflow alerts install`` without ``--webhook``).
     alert_webhook: SecretStr | None = None
     alerts_file: Path = PROJECT_ROOT / "config" / "alerts.toml"

@@ -215,7 +215,9 @@ def sweep_command(
     now: Annotated[str, typer.Option(help="ISO time to sweep at (replay); default: now")] = "",
     scope: Annotated[str, typer.Option(help="only cases within this division code")] = "",
     batch: Annotated[int, typer.Option(help="due steps per transaction")] = 1000,
-    deliver: Annotated[bool, typer.Option(help="also deliver the outbox to GRIDFLOW_WEBHOOKS")] = False,
+    deliver: Annotated[
+        bool, typer.Option(help="also deliver the outbox (config/notify.toml robots, GRIDFLOW_WEBHOOKS)")
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="list what would be reminded, criticised, escalated; write nothing"),
@@ -243,6 +245,14 @@ def sweep_command(
     if dry_run and deliver:
         _fail("--dry-run delivers nothing: drop --deliver")
     at = _when(now, "--now") or datetime.now(UTC)
+    routing = None
+    if deliver:  # a broken notify file stops the command before the sweep writes anything
+        from grid.cases.notify import NotifyConfigError, load_routing
+
+        try:
+            routing = load_routing()
+        except (NotifyConfigError, ValueError) as exc:
+            _fail(str(exc))
     conn = _connect()
     try:
         try:
@@ -273,18 +283,16 @@ def sweep_command(
             + (" [replayed: events marked as a drill]" if report.replayed and not dry_run else "")
             + f" [{report.seconds:.2f} s]"
         )
-        if deliver:
+        if routing is not None:
             import httpx
 
             from grid.cases.outbox import deliver as deliver_outbox
-            from grid.cases.outbox import targets_from_env
 
-            targets = targets_from_env()
             with httpx.Client(timeout=10) as client:
-                d = deliver_outbox(conn, targets=targets, client=client, now=at)
+                d = deliver_outbox(conn, routing=routing, client=client, now=at)
             typer.echo(
                 f"outbox: {d.delivered} delivered, {d.retrying} to retry, {d.failed} failed "
-                f"(targets configured: {', '.join(sorted(targets)) or 'none'})"
+                f"(robots: {len(routing.robots)}; webhooks: {', '.join(sorted(routing.webhooks)) or 'none'})"
             )
     finally:
         conn.close()

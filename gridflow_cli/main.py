@@ -443,3 +443,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+from gridflow_cli.reveals import app as reveals_app  # noqa: E402
+
+app.add_typer(reveals_app, name="reveals")

@@ -201,3 +201,9 @@ def purge_login_history(conn: Conn, *, web: WebSettings) -> dict[str, int]:
 
 def csrf_ok(session: Session, presented: str | None) -> bool:
     return bool(presented) and hmac.compare_digest(session.csrf.encode(), (presented or "").encode())
+
+
+def state_session(cur: psycopg2.extensions.cursor, session: Session) -> None:
+    """State the signed-in session for this transaction: row-level security on a user's own rows
+    (``notice_read``, migration 0013) shows the rows of this session's user only."""
+    _state(cur, session=_token_hash(session.token).hex())

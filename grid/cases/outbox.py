@@ -1,10 +1,12 @@
 """Notifications through an outbox: rows written in the case's transaction, delivered later.
 
 A notice is queued in the same transaction as the event it announces (so a rolled-back action
-notifies nobody), then :func:`deliver` posts pending notices to the configured webhooks — one URL
-per ``target`` (``union``: the union units' system; ``government``: the same-level party committee
-and government contact for dual reports) — at least once, with an ``Idempotency-Key`` header so a
-receiver can drop repeats. A failed post is retried with exponential backoff; after
+notifies nobody), then :func:`deliver` posts pending notices at least once (with an
+``Idempotency-Key`` header so a receiver can drop repeats): to the 企业微信/DingTalk group robot of
+the recipient unit, cell or officer, or of the nearest unit above it (``grid.cases.notify``,
+``config/notify.toml``), else to the generic webhook of the notice's ``target`` (``union``: the
+union units' system; ``government``: the same-level party committee and government contact for
+dual reports). A failed post is retried with exponential backoff; after
 ``max_attempts`` it is marked failed and stays in the table for an operator.
 
 Payloads are built from an allow-list of keys (codes, kinds, levels, counts and times), so no
@@ -24,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import psycopg2.extensions
@@ -34,6 +36,9 @@ from connectors.kinds import CaseKind, Severity
 from geodata.codes import Level
 from grid.settings import get_settings
 from grid.store.db import transaction
+
+if TYPE_CHECKING:
+    from grid.cases.notify import Routing
 
 TARGETS: Final = ("union", "government")
 
@@ -271,75 +276,82 @@ def targets_from_env() -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _error_text(exc: BaseException) -> str:
-    return type(exc).__name__
-
-
 def deliver(
     conn: psycopg2.extensions.connection,
     *,
-    targets: Mapping[str, str],
     client: httpx.Client,
+    targets: Mapping[str, str] | None = None,
+    routing: Routing | None = None,
     now: datetime | None = None,
     batch: int = 200,
     max_attempts: int = 8,
     backoff: Backoff | None = None,
     max_batches: int | None = None,
 ) -> DeliveryReport:
-    """Post due notices whose target has a webhook; mark them delivered, retrying or failed.
+    """Post due notices that have a route (:mod:`grid.cases.notify`: a WeCom or DingTalk robot of
+    the recipient or a unit above it, else the target's generic webhook); mark them delivered
+    (with the rule that routed them, ``delivered_via``), retrying or failed.
 
-    One transaction per batch; rows are taken with ``FOR UPDATE SKIP LOCKED`` so two deliverers
-    never post the same notice at once. Notices for a target without a configured webhook wait.
+    ``targets`` alone (target -> URL) is the generic webhooks without robots. One transaction per
+    batch; rows are taken with ``FOR UPDATE SKIP LOCKED`` so two deliverers never post the same
+    notice at once. Notices without a route wait.
     """
+    from grid.cases.notify import Routing, post
+
     at = now or datetime.now(UTC)
     wait = backoff or Backoff()
     report = DeliveryReport()
-    configured = sorted(targets)
+    routes = routing if routing is not None else Routing((), dict(targets or {}))
+    where = routes.sql_filter()
+    unrouted: list[int] = []
     batches = 0
     while max_batches is None or batches < max_batches:
         batches += 1
         with transaction(conn) as cur:
             cur.execute(
                 """
-                SELECT id, target, payload, attempts FROM notification_outbox
-                WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= %s
-                  AND target = ANY(%s)
-                ORDER BY next_attempt_at, id
-                LIMIT %s
-                FOR UPDATE SKIP LOCKED
+                SELECT o.id, o.target, o.recipient_code, o.payload, o.attempts FROM notification_outbox o
+                WHERE o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= %(at)s
+                  AND o.id <> ALL(%(skip)s::bigint[])
+                  AND (o.target = ANY(%(hooks)s::text[])
+                       OR EXISTS (SELECT 1 FROM unnest(%(pre)s::text[], %(pre_t)s::text[]) r(p, t)
+                                  WHERE r.t = o.target AND left(o.recipient_code, length(r.p)) = r.p)
+                       OR EXISTS (SELECT 1 FROM unnest(%(eq)s::text[], %(eq_t)s::text[]) r(e, t)
+                                  WHERE r.t = o.target AND o.recipient_code = r.e))
+                ORDER BY o.next_attempt_at, o.id
+                LIMIT %(batch)s
+                FOR UPDATE OF o SKIP LOCKED
                 """,
-                (at, configured, batch),
+                {"at": at, "skip": unrouted, "batch": batch, **where},
             )
             rows = cur.fetchall()
             if not rows:
                 break
-            updates: list[tuple[int, datetime | None, datetime | None, datetime | None, str | None]] = []
-            for notice_id, target, payload, attempts in rows:
+            updates: list[
+                tuple[int, datetime | None, datetime | None, datetime | None, str | None, str | None]
+            ] = []
+            for notice_id, target, recipient, payload, attempts in rows:
+                route = routes.route(target, recipient)
+                if route is None:
+                    unrouted.append(notice_id)
+                    continue
                 report.attempted += 1
                 body = {**payload, "notice_id": notice_id}
-                error: str | None = None
-                try:
-                    resp = client.post(
-                        targets[target],
-                        json=body,
-                        headers={"Idempotency-Key": f"gridflow-notice-{notice_id}"},
-                    )
-                    if not 200 <= resp.status_code < 300:
-                        error = f"HTTP {resp.status_code}"
-                except httpx.HTTPError as exc:
-                    error = _error_text(exc)
+                error = post(client, route, body, notice_id=notice_id, case_url=routes.case_url)
                 if error is None:
                     report.delivered += 1
-                    updates.append((notice_id, at, None, None, None))
+                    updates.append((notice_id, at, None, None, None, route.via))
                     continue
                 report.errors[error] = report.errors.get(error, 0) + 1
                 failures = attempts + 1
                 if failures >= max_attempts:
                     report.failed += 1
-                    updates.append((notice_id, None, at, None, error))
+                    updates.append((notice_id, None, at, None, error, route.via))
                 else:
                     report.retrying += 1
-                    updates.append((notice_id, None, None, at + wait.delay(failures), error))
+                    updates.append((notice_id, None, None, at + wait.delay(failures), error, route.via))
+            if not updates:
+                continue
             execute_values(
                 cur,
                 """
@@ -348,12 +360,13 @@ def deliver(
                     delivered_at = v.delivered_at,
                     failed_at = v.failed_at,
                     next_attempt_at = COALESCE(v.next_at, o.next_attempt_at),
-                    last_error = COALESCE(v.err, o.last_error)
-                FROM (VALUES %s) AS v(id, delivered_at, failed_at, next_at, err)
+                    last_error = COALESCE(v.err, o.last_error),
+                    delivered_via = v.via
+                FROM (VALUES %s) AS v(id, delivered_at, failed_at, next_at, err, via)
                 WHERE o.id = v.id
                 """,
                 updates,
-                template="(%s::bigint, %s::timestamptz, %s::timestamptz, %s::timestamptz, %s::text)",
+                template="(%s::bigint, %s::timestamptz, %s::timestamptz, %s::timestamptz, %s::text, %s::text)",
                 page_size=max(len(updates), 1),
             )
     return report

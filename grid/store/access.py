@@ -41,6 +41,7 @@ RELATIONS: Final[dict[str, tuple[WebAccess, str]]] = {
     "reveal_audit": (S, "who revealed what; via a visible case"),
     "escalation_step": (S, "deadlines of cases; via a visible case"),
     "notification_outbox": (S, "notices of every scope; via a visible case"),
+    "notice_read": (S, "a user's read marks of notices; the signed-in session's user, visible case"),
     "case_event": (N, "written by the web (INSERT only); read through case_event_scoped"),
     "case_event_scoped": (S, "view of case_event filtered by the visibility rule"),
     "supervision_ledger": (S, "view of the ledger filtered by the visibility rule for the web"),

@@ -29,7 +29,7 @@ from grid.cases.store import rules_from_settings
 from grid.people import vault_from_settings
 from grid.settings import get_settings
 from grid.store.db import transaction
-from grid.web import admin_users, api, dashboard, health, views
+from grid.web import admin, admin_users, api, dashboard, health, notices, views
 from grid.web.db import WebDatabase
 from grid.web.deps import WebState, session_of
 
@@ -187,6 +187,9 @@ def create_app(web: WebSettings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(health.router)
     app.include_router(admin_users.router)
+    app.include_router(admin.router)
+    app.include_router(notices.router)
+    app.include_router(notices.api_router)
     proxies = [h.strip() for h in web.trusted_proxies.split(",") if h.strip()]
     if proxies:
         # Outermost: the client address (login throttle, login history) is taken from

@@ -53,6 +53,11 @@ def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) 
         "now": datetime.now(UTC),
         **ctx,
     }
+    session = ctx.get("session")
+    if isinstance(session, sessions.Session):
+        from grid.web.notices import unread_for  # the notices module renders through here
+
+        full["unread_notices"] = unread_for(request, session)
     resp = TEMPLATES.TemplateResponse(request, name, full, status_code=status)
     remember_lang(request, resp)
     resp.headers["Cache-Control"] = "no-store"

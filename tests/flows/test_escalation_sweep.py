@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -60,3 +61,49 @@ def test_the_flow_sweeps_delivers_and_publishes_its_counts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["escalation-sweep"]))
         )
     assert arts, "no artifact with key escalation-sweep"
+
+
+def test_the_flow_delivers_to_the_wecom_robot_of_the_notify_file(
+    prefect_harness: None,
+    conn: psycopg2.extensions.connection,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Flow rule: the sweep's delivery reads the notify file (GRIDFLOW_NOTIFY_FILE) and the robot's
+    URL from the environment, and posts WeCom markdown to the town's robot for the notices of the
+    community and cells below it (the route stored as the unit above)."""
+    from flows.escalation_sweep import escalation_sweep
+    from tests.grid.test_notify import WECOM_KEY, Receiver
+
+    world = make_world(conn)
+    cid = open_case(conn, report=report(world), rules=RULES, actor="t", at=T0).case_id
+    _only_case(conn, cid)
+    notify = tmp_path / "notify.toml"
+    notify.write_text(f'[robots.town_group]\nkind = "wecom"\ncodes = ["{world.town}"]\n', encoding="utf-8")
+    receiver = Receiver()
+    receiver.thread.start()
+    try:
+        monkeypatch.setenv("GRIDFLOW_NOTIFY_FILE", str(notify))
+        monkeypatch.setenv(
+            "GRIDFLOW_NOTIFY_TOWN_GROUP_URL", f"{receiver.base}/cgi-bin/webhook/send?key={WECOM_KEY}"
+        )
+        monkeypatch.delenv("GRIDFLOW_WEBHOOKS", raising=False)
+        get_settings.cache_clear()
+        first = escalation_sweep(now="2026-10-14T09:30:00+08:00", scope=world.town)
+    finally:
+        monkeypatch.delenv("GRIDFLOW_NOTIFY_FILE")
+        get_settings.cache_clear()
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    assert first["outbox_delivered"] >= 6
+    vias = rows(
+        conn,
+        "SELECT DISTINCT delivered_via FROM notification_outbox WHERE case_id = %s AND recipient_code <> %s",
+        cid,
+        world.town,
+    )
+    assert vias == [(f"robot:town_group (unit above {world.town})",)]
+    contents = [b["markdown"]["content"] for _, b in receiver.got]
+    assert any(c.startswith("### 逾期催办") for c in contents) and any(
+        c.startswith("### 新案件派单") for c in contents
+    )

@@ -99,6 +99,9 @@ def test_api_answers_generated_requests_as_documented(fuzz_app: Any, signed_in: 
     # the requests were signed in (not 401 everywhere), and the fuzzer reached the handlers
     assert seen["GET /api/v1/me"][200] > 0 and seen["GET /api/v1/cases"][200] > 0, seen
     assert seen["POST /api/v1/cases/{case_id}/actions/{action}"][404] > 0, seen
+    assert seen["GET /api/v1/notices"][200] > 0 and seen["POST /api/v1/notices/{notice_id}/read"][404] > 0, (
+        seen
+    )
 
 
 def test_the_document_states_auth_csrf_the_action_enum_and_every_status_code(web_app: Any) -> None:
@@ -125,6 +128,9 @@ def test_the_document_states_auth_csrf_the_action_enum_and_every_status_code(web
         "/api/v1/cases/{case_id}/actions/{action}",
         "/api/v1/cases/{case_id}/reveal",
         "/api/v1/ledger",
+        "/api/v1/notices",
+        "/api/v1/notices/read-all",
+        "/api/v1/notices/{notice_id}/read",
     }
     for path, ops in doc["paths"].items():
         for method, op in ops.items():

@@ -19,9 +19,12 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from grid.accounts import sessions
 from grid.accounts.access import Role, apply_scope
+from grid.accounts.config import WebSettings
+from grid.cases import notices
 from grid.web import casework
-from tests.web.conftest import Tree, client, login, version_of
+from tests.web.conftest import PASSWORD, Tree, client, login, version_of
 
 pytestmark = pytest.mark.db
 
@@ -71,6 +74,18 @@ class Oracle:
 
     def reveals(self, chain: str) -> bool:
         return self.sees(chain) and self.role in (Role.GRID_OFFICER, Role.COMMUNITY, Role.TOWN, Role.COUNTY)
+
+    def notice_for(self, recipient: str) -> bool:
+        """A notice is the user's: addressed to its unit, or an officer's to one of its cells."""
+        if self.role is Role.GRID_OFFICER:
+            return recipient in self.cells
+        return self.role is not Role.ADMIN and recipient == self.scope
+
+    def operates_outbox(self) -> bool:
+        return self.role in (Role.ADMIN, Role.PROVINCE)
+
+    def reads_reveal_log(self) -> bool:
+        return self.role is Role.ADMIN
 
     def mine(self, chain: str, owner: str, owner_officer: int | None = None) -> bool:
         if self.role is Role.GRID_OFFICER:
@@ -248,11 +263,62 @@ def test_matrix_through_the_app(tree: Tree, web_app: Any, owner_conn: Any) -> No
             codes = {row["unit_code"] for row in ledger.json()}
             for code in codes:
                 expect(o.sees(code), True, f"{user} ledger shows {code}")
+        _notices_and_admin(c, csrf, o, user, tree, owner_conn, expect)
     assert not mistakes, "\n".join(mistakes[:40])
     assert checked > 1000
     # every endpoint was exercised both ways: some calls must be allowed and some refused
     one_sided = {k: v for k, v in tally.items() if (0 in v) and k != "ledger shows"}
     assert not one_sided, one_sided
+
+
+def _notices_and_admin(
+    c: Any, csrf: str, o: Oracle, user: str, tree: Tree, owner_conn: Any, expect: Any
+) -> None:
+    """The 通知 list (HTML, API, read marks) and the administration pages of one user."""
+    sample = sorted(tree.cases.values())
+    with owner_conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, case_id, recipient_code FROM notification_outbox WHERE case_id = ANY(%s)", (sample,)
+        )
+        notices = [(int(a), int(b), str(r)) for a, b, r in cur.fetchall()]
+        cur.execute("SELECT DISTINCT case_id FROM reveal_audit WHERE case_id = ANY(%s)", (sample,))
+        revealed = {int(r[0]) for r in cur.fetchall()}
+    ids = {n for n, _, _ in notices}
+    want = {n for n, case, rcpt in notices if o.notice_for(rcpt) and o.sees(tree.chain[case])}
+    html = {int(x) for x in re.findall(r'<tr data-notice="(\d+)"', c.get("/notices").text)} & ids
+    api: set[int] = set()
+    offset = 0
+    while True:
+        body = c.get("/api/v1/notices", params={"limit": 200, "offset": offset}).json()
+        api |= {n["id"] for n in body["notices"]} & ids
+        if not body["has_more"]:
+            break
+        offset += 200
+    for n in sorted(ids):
+        expect(n in html, n in want, f"{user} notices page lists notice {n}")
+        expect(n in api, n in want, f"{user} API notices lists notice {n}")
+        r = c.post(f"/api/v1/notices/{n}/read", headers={"X-CSRF-Token": csrf})
+        expect(r.status_code == 200, n in want, f"{user} API marks read notice {n} ({r.status_code})")
+        r = c.post(f"/notices/{n}/read", data={"csrf": csrf})
+        expect(r.status_code == 303, n in want, f"{user} form marks read notice {n} ({r.status_code})")
+    r = c.get("/admin")
+    expect(r.status_code == 200, o.operates_outbox() or o.reads_reveal_log(), f"{user} GET /admin")
+    for name, i in sorted(tree.cases.items()):
+        r = c.get("/admin/outbox", params={"status": "all", "case": str(i)})
+        listed = {int(x) for x in re.findall(r'<tr data-notice="(\d+)"', r.text)}
+        expect(r.status_code == 200, o.operates_outbox(), f"{user} GET /admin/outbox {name}")
+        expect(
+            bool(listed) and listed <= {n for n, case, _ in notices if case == i},
+            o.operates_outbox() and o.sees(tree.chain[i]),
+            f"{user} admin outbox lists {name}",
+        )
+        r = c.get("/admin/reveals", params={"case": str(i)})
+        expect(r.status_code == 200, o.reads_reveal_log(), f"{user} GET /admin/reveals {name}")
+        expect(
+            'data-reveal="' in r.text,
+            o.reads_reveal_log() and o.sees(tree.chain[i]) and i in revealed,
+            f"{user} reveal log lists {name}",
+        )
 
 
 def _ids(cur: Any, sql: str, args: tuple[Any, ...]) -> set[int]:
@@ -265,6 +331,7 @@ def test_matrix_against_the_database_alone(tree: Tree, database_url: str, owner_
     sample = sorted(tree.cases.values())
     mistakes: list[str] = []
     conn = psycopg2.connect(database_url, options="-c role=gridflow_app")
+    login_conn = psycopg2.connect(database_url)
     try:
         # nothing stated: nothing visible
         with conn.cursor() as cur:
@@ -314,6 +381,8 @@ def test_matrix_against_the_database_alone(tree: Tree, database_url: str, owner_
                 mistakes.append(f"{user} worker rows differ")
             if updated != len(want_update):
                 mistakes.append(f"{user} could update {updated} cases, want {len(want_update)}")
+            # notices: the outbox rows of visible cases only, and the user's own read marks only
+            _notices_alone(conn, login_conn, tree, user, p, want, mistakes)
             # the web module's own query with its filter removed gives the same set
             apply_scope(conn, p)
             box = casework.inbox(conn, p, view="subtree", status="all", unscoped=True, limit=100000)
@@ -357,4 +426,53 @@ def test_matrix_against_the_database_alone(tree: Tree, database_url: str, owner_
         conn.rollback()
     finally:
         conn.close()
+        login_conn.close()
     assert not mistakes, "\n".join(mistakes[:40])
+
+
+def _notices_alone(
+    conn: Any, login_conn: Any, tree: Tree, user: str, p: Any, want: set[int], mistakes: list[str]
+) -> None:
+    """Row-level security alone on the notices: the unscoped 通知 query returns notices of visible
+    cases only; a read mark may be written for the signed-in session's own user and a visible
+    notice, never for another user or a hidden notice."""
+    sample = sorted(tree.cases.values())
+    session = sessions.login(login_conn, login=user, password=PASSWORD, client="matrix-db", web=WebSettings())
+    with login_conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, case_id FROM notification_outbox WHERE case_id = ANY(%s) ORDER BY id", (sample,)
+        )
+        by_case = {int(n): int(c) for n, c in cur.fetchall()}
+    listed = notices.list_notices(conn, session, unscoped=True, limit=100000)
+    got = {r.case_id for r in listed.rows} & set(sample)
+    if got != want:
+        mistakes.append(f"{user} unscoped notices show cases {sorted(got)}, want {sorted(want)}")
+    apply_scope(conn, p)
+    with conn.cursor() as cur:
+        seen = _ids(cur, "SELECT case_id FROM notification_outbox WHERE case_id = ANY(%s)", (sample,))
+    conn.rollback()
+    if seen != want:
+        mistakes.append(f"{user} notification_outbox shows cases {sorted(seen)}, want {sorted(want)}")
+    visible = next((n for n, c in by_case.items() if c in want), None)
+    hidden = next((n for n, c in by_case.items() if c not in want), None)
+    other = next(uid for u, uid in tree.user_ids.items() if u != user)
+    tries = [(p.user_id, visible, True), (other, visible, False), (p.user_id, hidden, False)]
+    for uid, notice, allowed in tries:
+        if notice is None:
+            continue
+        with conn.cursor() as cur:
+            sessions.state_session(cur, session)
+            apply_scope(conn, p)
+            try:
+                cur.execute(
+                    "INSERT INTO notice_read (user_id, notice_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (uid, notice),
+                )
+                ok = True
+            except psycopg2.errors.InsufficientPrivilege:
+                ok = False
+        conn.rollback()
+        if ok != allowed:
+            mistakes.append(
+                f"{user} notice_read insert (user {uid}, notice {notice}): got {ok}, want {allowed}"
+            )

@@ -221,11 +221,22 @@ def _seeded_monitoring(owner_conn: Any, tree: Tree) -> Iterator[None]:
             (user_id, case_id),
         )
         audit = cur.fetchone()[0]
+        cur.execute("SELECT min(id) FROM notification_outbox WHERE case_id = %s", (case_id,))
+        notice_id = cur.fetchone()[0]
+        cur.execute(
+            "INSERT INTO notice_read (user_id, notice_id) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING notice_id",
+            (user_id, notice_id),
+        )
+        read_mark = cur.fetchone()
     try:
         yield
     finally:
         with owner_conn.cursor() as cur:
             cur.execute("DELETE FROM reveal_audit WHERE id = %s", (audit,))
+            if read_mark is not None:
+                cur.execute(
+                    "DELETE FROM notice_read WHERE user_id = %s AND notice_id = %s", (user_id, notice_id)
+                )
             cur.execute("DELETE FROM coverage_run WHERE snapshot_date = '2001-01-01'")  # cascades
             cur.execute("DELETE FROM reprocess_request WHERE source = %s", (source,))
             cur.execute("DELETE FROM quarantine WHERE source = %s", (source,))

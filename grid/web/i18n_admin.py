@@ -1,0 +1,48 @@
+"""Interface strings of the administration pages and the 通知 list (Chinese first)."""
+
+from __future__ import annotations
+
+STRINGS: dict[str, tuple[str, str]] = {
+    "admin": ("管理", "Administration"),
+    "notices": ("通知", "Notices"),
+    "notices_none": ("暂无通知。", "No notices."),
+    "notices_unread_only": ("只看未读", "Unread only"),
+    "notice_read": ("已读", "Read"),
+    "notice_unread": ("未读", "Unread"),
+    "mark_read": ("标为已读", "Mark as read"),
+    "mark_all_read": ("全部标为已读", "Mark all as read"),
+    "notice_topic": ("事项", "Topic"),
+    "notice_time": ("时间", "Time"),
+    "notice_to": ("接收单位", "Recipient"),
+    "target_union": ("工会", "Union"),
+    "target_government": ("同级党委政府", "Party committee and government"),
+    "dual_report_mark": ("双报告", "Dual report"),
+    "criticised_unit": ("被通报单位", "Criticised unit"),
+    "due_at": ("到期时间", "Due"),
+    "admin_outbox": ("通知投递", "Notice delivery"),
+    "admin_outbox_hint": (
+        "企业微信、钉钉群机器人与工会系统的投递状态；失败的通知可重新投递。",
+        "Delivery to WeCom and DingTalk group robots and the union system; a failed notice can be retried.",
+    ),
+    "outbox_failed": ("投递失败", "Failed"),
+    "outbox_pending": ("待投递", "Pending"),
+    "outbox_retrying": ("重试中", "Retrying"),
+    "outbox_delivered": ("已投递", "Delivered"),
+    "outbox_all": ("全部", "All"),
+    "outbox_attempts": ("尝试次数", "Attempts"),
+    "outbox_next": ("下次尝试", "Next attempt"),
+    "outbox_error": ("最近错误", "Last error"),
+    "outbox_via": ("投递渠道", "Route"),
+    "outbox_retry": ("重新投递", "Retry"),
+    "outbox_requeued": ("已重新排队", "Requeued"),
+    "outbox_none": ("没有符合条件的通知。", "No notices match."),
+    "admin_reveals": ("查看记录", "Reveal log"),
+    "admin_reveals_hint": (
+        "每一次查看完整个人信息的记录：谁、哪个字段、哪个案件、理由、时间。",
+        "Every reveal of a masked field: who, which field, which case, why, when.",
+    ),
+    "reveals_since": ("起始日期", "Since"),
+    "reveals_user": ("登录名", "Login"),
+    "reveals_none": ("没有符合条件的查看记录。", "No reveals match."),
+    "field": ("字段", "Field"),
+}
