@@ -10,7 +10,7 @@ intake (the web role may not read ``enterprise``; a company name is no personal 
 ``reveal_audit.field`` gains the three case fields a reveal may now open.
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0014"
-down_revision = "0011"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
