@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from connectors.problems import ProblemKind, kind_of
 from connectors.reasons import Reason
 from connectors.sandbox.data import SandboxDataset, SandboxRow, id_check_char
 from connectors.sandbox.fixes import FIXABLE, fixed_row
-from connectors.validate import CHINA_TZ
+from connectors.validate import CHINA_TZ, validate_enterprises, validate_workers
 
 __all__ = [
     "CITY_SIZES",
@@ -141,6 +141,10 @@ class TruthItem:
     updated_at: datetime
     label: str
     present: bool = True
+    #: the update time of the earliest version in an unbroken run of versions whose validated
+    #: content equals the latest one's (gridflow's version guard does not rewrite a newer version
+    #: with unchanged content, so any version in [accept_from, updated_at] is "the latest")
+    accept_from: datetime | None = None
 
     def expected(self) -> str:
         return self.label if self.label in _REASONS else "ok"
@@ -321,6 +325,7 @@ class CityTimeline:
                 "expected": t.expected(),
                 "outcome": t.outcome(entity, fields),
                 "present": t.present,
+                "accept_from": (t.accept_from or t.updated_at).strftime("%Y-%m-%d %H:%M:%S"),
             }
             for rid, t in sorted(self._truth[entity].items())
         ]
@@ -337,9 +342,31 @@ class CityTimeline:
 
     def _put(self, entity: str, rows: Iterable[SandboxRow]) -> None:
         for r in rows:
+            old = self._current[entity].get(r.record_id)
+            accept_from = r.updated_at
+            if old is not None and self._same_content(entity, old.row, r.row):
+                previous = self._truth[entity][r.record_id]
+                accept_from = previous.accept_from or previous.updated_at
             self._current[entity][r.record_id] = r
-            self._truth[entity][r.record_id] = TruthItem(r.updated_at, r.label)
+            self._truth[entity][r.record_id] = TruthItem(r.updated_at, r.label, accept_from=accept_from)
             self._today[entity].append(r)
+
+    def _same_content(self, entity: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+        """Whether two versions validate to the same record (update time aside): what a load
+        stores of them is the same."""
+        if entity not in ("workers", "enterprises"):
+            return False
+        validate: Callable[..., tuple[Sequence[Any], Sequence[Any]]] = (
+            validate_workers if entity == "workers" else validate_enterprises
+        )
+        today = self.date_of(self.day)
+        a, rej_a = validate([old], mapping=self._mapping[entity], default_crs=self.plan.crs, today=today)
+        b, rej_b = validate([new], mapping=self._mapping[entity], default_crs=self.plan.crs, today=today)
+        if rej_a or rej_b or not a or not b:
+            return False
+        # a field problem empties the field: the stored content is the record without its problems
+        before = replace(a[0], source_updated_at=b[0].source_updated_at, problems=())
+        return bool(before == replace(b[0], problems=()))
 
     def _leave(self, entity: str, record_id: str) -> None:
         del self._current[entity][record_id]
