@@ -436,6 +436,11 @@ from gridflow_cli.users import app as users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
 
+# -- the roster of grid officers (gridflow_cli/officers.py) --------------------------------------
+from gridflow_cli.officers import app as officers_app  # noqa: E402
+
+app.add_typer(officers_app, name="officers")
+
 # -- coverage snapshots (gridflow_cli/monitoring.py) ---------------------------------------------
 from gridflow_cli import monitoring  # noqa: E402
 

@@ -147,7 +147,7 @@ class TruthItem:
     accept_from: datetime | None = None
 
     def expected(self) -> str:
-        return self.label if self.label in _REASONS else "ok"
+        return self.label if self.label in _REASONS else "ok"  # "inactive" officers load too
 
     def outcome(self, entity: str, field_of: Mapping[str, str]) -> str:
         expected = self.expected()
@@ -176,6 +176,7 @@ _DEFECT_FIELD: dict[str, dict[str, str]] = {
         Reason.BAD_PHONE.value: "legal_rep_phone",
     },
     "cases": {},  # every case field is a record problem
+    "grid_officers": {},  # every roster defect the generator makes is a record problem
 }
 
 
@@ -256,9 +257,12 @@ class CityTimeline:
             names=self._names,
             mapping=self._mapping,
             every_bad_kind=True,
+            roster="grid_officers" in plan.entities,  # h16's roster generator, over this city's cells
         )
         #: entity -> record id -> the row served now (insertion = first export order)
-        self._current: dict[str, dict[str, SandboxRow]] = {e: {} for e in ("enterprises", "workers", "cases")}
+        self._current: dict[str, dict[str, SandboxRow]] = {
+            e: {} for e in ("enterprises", "workers", "grid_officers", "cases")
+        }
         self._truth: dict[str, dict[str, TruthItem]] = {e: {} for e in self._current}
         self._today: dict[str, list[SandboxRow]] = {e: [] for e in self._current}
         for entity in base.entities:

@@ -154,6 +154,18 @@ def _check_against_truth(sandbox: ProvinceSandbox) -> dict[str, dict[str, int]]:
                 assert problems == want, (source, entity)
             n["stored"] += len(want_stored)
             n["quarantined"] += len(want_quarantined)
+        # the roster (h16's generator, every city): officers loaded, bad rows quarantined by reason
+        truth = sandbox.truth(source, "grid_officers")
+        officers = {rid for (rid,) in query("SELECT source_record_id FROM officer WHERE source = %s", source)}
+        assert officers == {t["id"] for t in truth if t["outcome"] == "stored"}, source
+        reasons = query(
+            "SELECT reason_code FROM quarantine WHERE source = %s AND entity = 'grid_officers' AND resolved_at IS NULL",
+            source,
+        )
+        assert sorted(r for (r,) in reasons) == sorted(
+            t["expected"] for t in truth if t["outcome"] == "quarantined"
+        )
+        n["stored"] += len(officers)
         assert n["stored"] and n["quarantined"], (source, n)
         counts[source] = n
     return counts
