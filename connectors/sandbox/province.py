@@ -34,6 +34,7 @@ from connectors.validate import CHINA_TZ, validate_enterprises, validate_workers
 
 __all__ = [
     "CITY_SIZES",
+    "EXTRA_BAD_KINDS",
     "CityPlan",
     "CityTimeline",
     "TruthItem",
@@ -160,6 +161,10 @@ class TruthItem:
 # decides on): a worker's bad credit code is its employer's, an enterprise's is its own.
 _DEFECT_FIELD: dict[str, dict[str, str]] = {
     "workers": {
+        Reason.BAD_ID_FORMAT.value: "id_number",
+        Reason.BAD_ID_BIRTHDATE.value: "id_number",
+        Reason.MISSING_FIELD.value: "name",
+        Reason.BAD_COORDINATES.value: "lon",
         Reason.BAD_ID_CHECKSUM.value: "id_number",
         Reason.BAD_USCC_CHECKSUM.value: "enterprise_uscc",
         Reason.MISSING_COORDINATES.value: "lon",
@@ -169,6 +174,9 @@ _DEFECT_FIELD: dict[str, dict[str, str]] = {
         Reason.BAD_DATE.value: "birth_date",
     },
     "enterprises": {
+        Reason.BAD_USCC_FORMAT.value: "uscc",
+        Reason.BAD_VALUE.value: "union_established",
+        Reason.MISSING_FIELD.value: "name",
         Reason.BAD_USCC_CHECKSUM.value: "uscc",
         Reason.MISSING_COORDINATES.value: "lon",
         Reason.OUT_OF_CHINA.value: "lon",
@@ -178,6 +186,17 @@ _DEFECT_FIELD: dict[str, dict[str, str]] = {
     "cases": {},  # every case field is a record problem
     "grid_officers": {},  # every roster defect the generator makes is a record problem
 }
+
+
+#: Defects the timeline adds beside those of :mod:`connectors.sandbox.data` (which the single-city
+#: sandbox keeps as they are), so the province carries every reason code a row can have:
+#: entity -> (reason, canonical field spoiled, how).
+EXTRA_BAD_KINDS: dict[str, tuple[Reason, ...]] = {
+    "workers": (Reason.BAD_ID_FORMAT, Reason.BAD_ID_BIRTHDATE, Reason.MISSING_FIELD, Reason.BAD_COORDINATES),
+    "enterprises": (Reason.BAD_USCC_FORMAT, Reason.BAD_VALUE, Reason.MISSING_FIELD),
+    "cases": (Reason.MISSING_FIELD, Reason.BAD_VALUE),
+}
+_EXTRA_PER_DAY = 0.15  # chance a day's new rows carry one defect of each extra kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +284,9 @@ class CityTimeline:
         }
         self._truth: dict[str, dict[str, TruthItem]] = {e: {} for e in self._current}
         self._today: dict[str, list[SandboxRow]] = {e: [] for e in self._current}
+        extra = random.Random(f"gridflow-timeline:{seed}:{plan.city_code}:extra0")
         for entity in base.entities:
-            self._put(entity, base.rows(entity))
+            self._put(entity, self._spoil_extra(entity, base.rows(entity), extra, each=1.0))
         self._shared = self._shared_people()
         window0 = (base.as_of - timedelta(days=365), base.as_of)
         self._add_shared_workers(window0)
@@ -399,6 +419,40 @@ class CityTimeline:
             stochastic_bad=True,
         )
 
+    def _spoil_extra(
+        self, entity: str, rows: Sequence[SandboxRow], rng: random.Random, *, each: float = _EXTRA_PER_DAY
+    ) -> list[SandboxRow]:
+        """``rows`` with, for each kind of :data:`EXTRA_BAD_KINDS`, one good row spoiled with it
+        (with probability ``each``)."""
+        out = list(rows)
+        kinds = EXTRA_BAD_KINDS.get(entity, ())
+        good = [i for i, r in enumerate(out) if r.label == "ok"]
+        rng.shuffle(good)
+        m = self._mapping[entity]
+        for reason in kinds:
+            if not good or rng.random() >= each:
+                continue
+            i = good.pop()
+            row = dict(out[i].row)
+            if reason is Reason.BAD_ID_FORMAT:
+                row[m["id_number"]] = str(row[m["id_number"]])[:17]
+            elif reason is Reason.BAD_ID_BIRTHDATE:
+                body = str(row[m["id_number"]])[:10] + "13" + str(row[m["id_number"]])[12:17]
+                row[m["id_number"]] = body + id_check_char(body)
+            elif reason is Reason.MISSING_FIELD:
+                row[m["kind" if entity == "cases" else "name"]] = ""
+            elif reason is Reason.BAD_COORDINATES:
+                row[m["lon"]] = "东经" + str(row[m["lon"]])
+            elif reason is Reason.BAD_USCC_FORMAT:
+                row[m["uscc"]] = str(row[m["uscc"]])[:17] + "I"  # I is outside GB 32100
+            elif reason is Reason.BAD_VALUE:
+                if entity == "cases":
+                    row[m["workers_affected"]] = "0"
+                else:
+                    row[m["union_established"]] = "不详"
+            out[i] = replace(out[i], row=row, label=reason.value)
+        return out
+
     def _good(self, entity: str) -> list[SandboxRow]:
         return [r for r in self._current[entity].values() if r.label not in _REASONS]
 
@@ -525,7 +579,7 @@ class CityTimeline:
             return start + timedelta(seconds=rng.randrange(86_400))
 
         # enterprises: registrations, unions set up, fixes
-        self._put("enterprises", fresh.rows("enterprises")[:new_firms])
+        self._put("enterprises", self._spoil_extra("enterprises", fresh.rows("enterprises")[:new_firms], rng))
         union_f = self._f("enterprises", "union_established")
         no_union = [r for r in self._good("enterprises") if str(r.row.get(union_f)) == "0"]
         n_union = _stochastic_round(max(0.5, len(no_union) * _UNION_SETUP), rng)
@@ -547,7 +601,7 @@ class CityTimeline:
             if row.get(employer_f) and r.label != Reason.BAD_USCC_CHECKSUM.value and firms:
                 row[employer_f] = rng.choice(firms)
             joined.append(replace(r, row=row))
-        self._put("workers", joined)
+        self._put("workers", self._spoil_extra("workers", joined, rng))
         self._change_workers(new_workers[joins : joins + changes], firms, rng, when)
         present = sorted(self._current["workers"])
         shared_ids = {p.id_number for p in self._shared}
@@ -559,7 +613,7 @@ class CityTimeline:
 
         # case reports about this city's workers and enterprises, then the cross-city ones
         if "cases" in fresh.entities:
-            self._put("cases", self._day_cases(fresh.rows("cases"), rng))
+            self._put("cases", self._spoil_extra("cases", self._day_cases(fresh.rows("cases"), rng), rng))
         self._put("cases", self._cross_city_cases(day, window))
 
     def _change_workers(
