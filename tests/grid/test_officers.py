@@ -156,3 +156,49 @@ def test_an_officer_not_serving_the_cell_cannot_be_named_owner(conn: psycopg2.ex
     with transaction(conn) as cur:
         cur.execute("UPDATE case_file SET owner_officer = %s WHERE id = %s", (stranger, res.case_id))
     assert owner_officer(conn, res.case_id) == first_officer(conn, w.cells[0])
+
+
+def test_an_officer_who_leaves_or_stops_serving_the_cell_hands_open_cases_to_the_community(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """Rule (grid.roster.store.release_departed): an officer soft-deleted by the sync is no longer in
+    post (trigger), and each open case of an officer who left — or who no longer serves the case's
+    cell — moves to the community union with a ``reassign`` event saying why; resolved cases stay."""
+    from grid.cases.actions import accept, resolve
+    from grid.roster.store import release_departed
+
+    w = make_world(conn)
+    gone = open_case(conn, report=report(w), rules=RULES, actor="t", at=T0)
+    done = open_case(conn, report=report(w, kind="dismissal"), rules=RULES, actor="t", at=T0)
+    a = accept(conn, case_id=done.case_id, expected_version=done.version, actor="t", rules=RULES, at=T0)
+    resolve(
+        conn,
+        case_id=done.case_id,
+        expected_version=a.version,
+        actor="t",
+        rules=RULES,
+        outcome="agreement",
+        at=T0,
+    )
+    moved_cell = open_case(conn, report=report(w, cell_code=w.cells[1]), rules=RULES, actor="t", at=T0)
+    first, second = owner_officer(conn, gone.case_id), owner_officer(conn, moved_cell.case_id)
+    with transaction(conn) as cur:
+        cur.execute("UPDATE officer SET deleted_at = now() WHERE id = %s RETURNING active", (first,))
+        assert cur.fetchone() == (False,)  # gone from two full snapshots: no longer in post
+        cur.execute("UPDATE officer_cell SET cell_code = %s WHERE officer_id = %s", (w.bare_cell, second))
+        released = release_departed(cur, source=None, rules=RULES, actor="roster:test")
+    mine = {r.case_id: (r.why, r.to_owner) for r in released}
+    assert mine[gone.case_id] == ("left", w.community)
+    assert mine[moved_cell.case_id] == ("left_cell", w.community)
+    assert done.case_id not in mine
+    with transaction(conn) as cur:
+        cur.execute(
+            "SELECT owner_code, owner_officer, state FROM case_file WHERE id = ANY(%s) ORDER BY id",
+            ([gone.case_id, moved_cell.case_id],),
+        )
+        assert cur.fetchall() == [(w.community, None, "new"), (w.community, None, "new")]
+        cur.execute(
+            "SELECT action, actor, payload->>'roster' FROM case_event WHERE case_id = %s ORDER BY seq DESC LIMIT 1",
+            (gone.case_id,),
+        )
+        assert cur.fetchone() == ("reassign", "roster:test", "left")

@@ -140,6 +140,8 @@ def _seed(conn: psycopg2.extensions.connection, rules: CaseRules) -> Tree:
         f"off1{tag}": (Role.GRID_OFFICER, communities[0], [cells[0]]),
         f"offb{tag}": (Role.GRID_OFFICER, communities[0], [cells[0]]),  # the first cell's second officer
         f"off4{tag}": (Role.GRID_OFFICER, communities[2], [cells[3]]),
+        # an officer account not tied to the roster (cells given by hand): owns no roster officer's case
+        f"offl{tag}": (Role.GRID_OFFICER, communities[3], [cells[4]]),
         f"com1{tag}": (Role.COMMUNITY, communities[0], []),
         f"town1{tag}": (Role.TOWN, towns[0], []),
         f"town2{tag}": (Role.TOWN, towns[1], []),

@@ -102,25 +102,39 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     LIMIT 1
 $$;
 
-CREATE FUNCTION gridflow_officer_serves(officer bigint, cell text) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT EXISTS (SELECT 1 FROM officer o JOIN officer_cell oc ON oc.officer_id = o.id
-                   WHERE o.id = officer AND o.active AND oc.cell_code = cell)
-$$;
-
-CREATE FUNCTION case_file_owner_officer() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Whenever a case lands on a cell (insert, or owner_code moves): the cell's one active officer, or
+-- among several the tie-break's; an officer named explicitly is kept only if it serves the cell;
+-- NULL when a division owns the case or the cell has no active officer. SECURITY DEFINER (every
+-- name schema-qualified, no SET clause: this runs once per row written): the roster and the counts
+-- are read whatever the acting transaction may see.
+CREATE FUNCTION case_file_owner_officer() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    candidates bigint[];
 BEGIN
     IF length(NEW.owner_code) <> 15 THEN
         NEW.owner_officer := NULL;
-    ELSIF TG_OP = 'INSERT' OR NEW.owner_code IS DISTINCT FROM OLD.owner_code
-          OR NEW.owner_officer IS DISTINCT FROM OLD.owner_officer THEN
-        IF NEW.owner_officer IS NULL OR NOT gridflow_officer_serves(NEW.owner_officer, NEW.owner_code) THEN
-            NEW.owner_officer := gridflow_pick_officer(NEW.owner_code);
-        END IF;
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.owner_code = OLD.owner_code
+       AND NEW.owner_officer IS NOT DISTINCT FROM OLD.owner_officer THEN
+        RETURN NEW;
+    END IF;
+    SELECT pg_catalog.array_agg(o.id ORDER BY o.id) INTO candidates
+    FROM public.officer_cell oc JOIN public.officer o ON o.id = oc.officer_id
+    WHERE oc.cell_code = NEW.owner_code AND o.active;
+    IF candidates IS NULL THEN
+        NEW.owner_officer := NULL;
+    ELSIF NEW.owner_officer IS NOT NULL AND NEW.owner_officer = ANY (candidates) THEN
+        RETURN NEW;
+    ELSIF pg_catalog.cardinality(candidates) = 1 THEN
+        NEW.owner_officer := candidates[1];
+    ELSE
+        NEW.owner_officer := public.gridflow_pick_officer(NEW.owner_code);
     END IF;
     RETURN NEW;
 END;
 $$;
+REVOKE ALL ON FUNCTION case_file_owner_officer() FROM PUBLIC;
 CREATE TRIGGER case_file_owner_officer BEFORE INSERT OR UPDATE OF owner_code, owner_officer ON case_file
     FOR EACH ROW EXECUTE FUNCTION case_file_owner_officer();
 
@@ -202,11 +216,12 @@ DROP POLICY IF EXISTS case_file_officer_owns ON case_file;
 DROP FUNCTION IF EXISTS gridflow_revoke_sessions(bigint);
 DROP POLICY IF EXISTS app_user_admin ON app_user;
 REVOKE UPDATE (active, role, password_hash, updated_at) ON app_user FROM gridflow_app;
+DROP POLICY IF EXISTS officer_scope ON officer;
+DROP POLICY IF EXISTS officer_cell_scope ON officer_cell;
 DROP FUNCTION IF EXISTS gridflow_admin();
 ALTER TABLE app_user DROP COLUMN IF EXISTS officer_id;
 DROP TRIGGER IF EXISTS case_file_owner_officer ON case_file;
 DROP FUNCTION IF EXISTS case_file_owner_officer();
-DROP FUNCTION IF EXISTS gridflow_officer_serves(bigint, text);
 DROP FUNCTION IF EXISTS gridflow_pick_officer(text);
 ALTER TABLE case_file DROP COLUMN IF EXISTS owner_officer;
 CREATE TABLE grid_officer (
