@@ -282,7 +282,8 @@ def run(
     typer.echo("== database")
     db_up()
     typer.echo("== world")
-    world_load()
+    for city in _province_cities():
+        world_load(city=city)
     typer.echo("== services")
     services_up(["prefect", "sandbox", "web"])
     typer.echo("== deployments")
@@ -310,6 +311,20 @@ def run(
     )
     if not keep_running:
         services_down(None)
+
+
+def _province_cities() -> list[str]:
+    """City codes of the sandbox province (every sandboxed source file: an HTTP city on loopback or
+    a file drop), whose worlds the main job loads; the sample city when there is none."""
+    from connectors.config import SourceConfigError
+    from connectors.sandbox.province import province_plans
+
+    s = get_settings()
+    try:
+        codes = sorted({p.city_code for p in province_plans(s.sources_dir)})
+    except SourceConfigError as exc:
+        fail(str(exc))
+    return codes or [s.sample_city]
 
 
 def _install_alerts_if_configured() -> None:

@@ -560,8 +560,10 @@ def _field_problems(
     the versions the store now holds — once per record and field; a problem seen again by another
     run takes the new reason, detail and raw value and counts one more sighting (a replay in the
     same run changes nothing) — and settle as ``fixed`` the open problems of records whose
-    newly stored version no longer has them. A staged version the guard did not store (an older
-    one, or the same content) changes nothing here.
+    newly stored version no longer has them. An older staged version changes nothing here; a newer
+    one the guard did not rewrite because its content is the same counts as the stored one (its
+    problems are the record's problems now: a fix that leaves the stored content as it was, such as
+    a birth date corrected to what the resident ID already gave, still settles the problem).
 
     Every lookup is by key (``= ANY`` of the chunk's record ids on a unique index), never a join
     of the staged chunk with a table: without fresh statistics the planner scanned the growing
@@ -586,7 +588,11 @@ def _field_problems(
         " WHERE source = %(source)s AND source_record_id = ANY(%(ids)s) AND deleted_at IS NULL",
         {**args, "ids": candidates},
     )
-    stored = sorted(rid for rid, version in cur.fetchall() if versions.get(rid) == version)
+    # The record as stored now is this chunk's version - or an older one with the same content (the
+    # version guard does not rewrite a newer version whose content is unchanged, e.g. a birth date
+    # fixed to what the resident ID already gave): either way this version's problems are the
+    # record's problems now, and a problem it no longer has is settled.
+    stored = sorted(rid for rid, version in cur.fetchall() if rid in versions and versions[rid] >= version)
     if not stored:
         return
     if problems:
