@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from grid.accounts.access import Role
-from grid.accounts.sessions import add_user
+from grid.accounts.users import add_user
 from grid.cases.notify import Robot, Routing
 from grid.cases.outbox import deliver
 from tests.grid.test_notify import WECOM_KEY, Receiver

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from grid.accounts.access import Role
-from grid.accounts.sessions import add_user
+from grid.accounts.users import add_user
 from tests.web.conftest import PASSWORD, LiveServer, Tree, sign_in
 
 pytestmark = pytest.mark.db
