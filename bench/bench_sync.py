@@ -229,9 +229,7 @@ def _run(args: argparse.Namespace, url: str, tmp: Path) -> None:
 
         from prefect.testing.utilities import prefect_test_harness
 
-        from flows.nightly_sync import configured, sync_source
-
-        sync_source = configured(sync_source)
+        from flows.nightly_sync import sync_source
 
         cluster = None
         if args.dask_workers:
@@ -242,7 +240,6 @@ def _run(args: argparse.Namespace, url: str, tmp: Path) -> None:
             )
             os.environ["GRIDFLOW_DASK_ADDRESS"] = cluster.scheduler_address
             get_settings.cache_clear()
-            sync_source = configured(sync_source)
         pg_pid = cluster_pid(url)
         with prefect_test_harness(server_startup_timeout=120):
             cpu0 = _cpu(sandbox.pid, pg_pid)

@@ -4,35 +4,43 @@
 ``GRIDFLOW_MAX_PARALLEL_SOURCES``; a failing city does not stop the others, and the parent ends
 Failed naming them. A source is synced by at most one run at a time (a PostgreSQL advisory lock
 held for the run; a second run exits as a no-op). Within a source, a page is the unit of work and
-of retry: it is fetched (the only task that touches the network, so the only one with retries),
-split into chunks prepared on the flow's task runner (threads, or a Dask cluster when
-``GRIDFLOW_DASK_ADDRESS`` is set), and written in ONE transaction with the cursor advance — a
-run killed at any point resumes from the last committed page. Records are never tasks. Flow
-parameters carry source names only — never personal data.
+of retry: it is fetched (the only task, since it is the only step that touches the network and
+the only one with retries), split into chunks prepared on a plain pool (threads, or a Dask cluster
+when ``GRIDFLOW_DASK_ADDRESS`` is set), and written in ONE transaction with the cursor advance — a
+run killed at any point resumes from the last committed page. Chunks and records are never tasks:
+the Prefect server costs ~30 ms of CPU per task run, so a page is one task run and its progress
+is one progress artifact per stream, updated after each page. Flow parameters carry source names
+only — never personal data.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from connectors.checks import SuspiciousVolume, check_schema, volume_check
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.source import Page
 from connectors.sources import open_source
-from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
+from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk, skip_unchanged
 from grid.cases.intake import page_intake
 from grid.settings import FLOWS_ROLE, get_settings
 from grid.store.db import connect, transaction
@@ -52,19 +60,29 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("gridflow.sync")
 
 
-def chunk_task_runner() -> TaskRunner[Any]:
-    """Threads by default; the Dask cluster at GRIDFLOW_DASK_ADDRESS when set."""
+#: ``submit(prepare_chunk, spec, rows, known, today)`` -> a future of the prepared chunk.
+Submit = Callable[..., Any]
+
+
+@contextmanager
+def chunk_pool() -> Iterator[Submit]:
+    """Where chunks are prepared: threads by default; the Dask cluster at GRIDFLOW_DASK_ADDRESS
+    when set (a plain Dask client: chunks are not Prefect task runs)."""
     settings = get_settings()
     if settings.dask_address:
-        from prefect_dask.task_runners import DaskTaskRunner
+        from distributed import Client
 
-        return DaskTaskRunner(address=settings.dask_address)
-    return ThreadPoolTaskRunner(max_workers=settings.prep_workers)
-
-
-def configured(flow_fn: Any) -> Any:
-    """``flow_fn`` with the chunk task runner the settings ask for (threads, processes or Dask)."""
-    return flow_fn.with_options(task_runner=chunk_task_runner())
+        client = Client(settings.dask_address, set_as_default=False, timeout=60)  # type: ignore[no-untyped-call]
+        try:
+            yield lambda fn, *args: client.submit(fn, *args, pure=False)
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.prep_workers), thread_name_prefix="prep")
+    try:
+        yield pool.submit
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed page does not wait for its other chunks
 
 
 # -- tasks ------------------------------------------------------------------------------------
@@ -94,22 +112,10 @@ def fetch_page(
         )
 
 
-@task(cache_policy=NO_CACHE, task_run_name="prepare-{spec.entity}")
-def prepare_chunk_task(
-    spec: ChunkSpec,
-    raw_rows: Opaque[Sequence[Mapping[str, Any]]],
-    known: Opaque[dict[str, datetime]],
-    today: date,
-) -> PreparedChunk:
-    return prepare_chunk(spec, raw_rows.value, known.value, today)
-
-
 # -- one source -------------------------------------------------------------------------------
 
 
-def _chunks(
-    futures: list[PrefectFuture[PreparedChunk]], written: list[PreparedChunk]
-) -> Iterator[PreparedChunk]:
+def _chunks(futures: list[Any], written: list[PreparedChunk]) -> Iterator[PreparedChunk]:
     """Each chunk as its task finishes (in order), kept in ``written`` for after the commit."""
     for f in futures:
         chunk = f.result()
@@ -157,6 +163,7 @@ def _sync_entity(
     full: bool,
     cell_version: int,
     totals: sync.RunTotals,
+    submit: Submit,
 ) -> None:
     settings = get_settings()
     log = _logger()
@@ -184,7 +191,8 @@ def _sync_entity(
     fetch = fetch_page.with_options(
         retries=settings.page_retries, retry_delay_seconds=settings.page_retry_delay_s
     )
-    page_no = 0
+    page_no, received = 0, 0
+    progress: Any = None
     while True:
         page_no += 1
         page = fetch(config, entity, cursor, since, page_no)
@@ -209,12 +217,12 @@ def _sync_entity(
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
         today = date.today()
-        # Opaque: Prefect must not walk thousands of raw rows looking for futures.
         futures = [
-            prepare_chunk_task.submit(
+            submit(
+                prepare_chunk,
                 spec,
-                Opaque(piece),
-                Opaque({k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known}),
+                piece,
+                {k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known},
                 today,
             )
             for piece in pieces
@@ -240,12 +248,34 @@ def _sync_entity(
             config.name, entity, page_no, result.received, result.loaded, result.unchanged,
             result.quarantined, result.unmapped,
         )  # fmt: skip
+        received += result.received
+        progress = _progress(config, entity, progress, page_no, received, page)
         if page.cursor_after is None:
             if snapshot is not None:
                 log.info("%s %s full snapshot: %d missing, %d soft-deleted", config.name, entity,
                          result.missing, result.soft_deleted)  # fmt: skip
             return
         cursor = page.cursor_after
+
+
+def _progress(
+    config: SourceConfig, entity: str, artifact_id: Any, page_no: int, received: int, page: Page
+) -> Any:
+    """The stream's progress on the Prefect server: one progress artifact per stream and run,
+    updated after each committed page (counts only). Returns the artifact's id."""
+    done = page.cursor_after is None
+    total = max(page.total or 0, received)
+    percent = 100.0 if done or not total else min(99.9, 100.0 * received / total)
+    text = (
+        f"{config.name} {entity}: page {page_no} committed, {received:,} records received"
+        + (f" of ~{total:,}" if page.total else "")
+        + (" — done" if done else "")
+    )
+    if artifact_id is None:
+        key = f"sync-{config.name.replace('_', '-')}-{entity}-progress"
+        return create_progress_artifact(progress=percent, key=key, description=text)
+    update_progress_artifact(artifact_id, progress=percent, description=text)
+    return artifact_id
 
 
 def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, error: str | None) -> None:
@@ -307,10 +337,12 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
                 raise SyncFailed(
                     f"no grid cells are loaded for {config.city_code}: run `gridflow world load` first"
                 )
-            for entity in config.entities:
-                _sync_entity(
-                    conn, config, entity, run_id=run.id, full=full, cell_version=version, totals=run.totals
-                )
+            with chunk_pool() as submit:
+                for entity in config.entities:
+                    _sync_entity(
+                        conn, config, entity, run_id=run.id, full=full, cell_version=version,
+                        totals=run.totals, submit=submit,
+                    )  # fmt: skip
         run_id, totals = run.id, run.totals
         row = _summary(source_name, run_id, totals, "completed")
         # Heartbeat of a healthy source: the stale-source automation expects one per source.
@@ -330,8 +362,8 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
 @flow(name="sync-city", flow_run_name="sync-city-{source_name}")
 def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
     """One city on demand (deployment ``sync-city/one-city``, taken by any worker of the pool):
-    ``sync-source`` with the chunk task runner the settings ask for, as the nightly run uses."""
-    result: dict[str, Any] = configured(sync_source)(source_name, full=full)
+    ``sync-source`` as the nightly run uses it (chunks prepared where the settings ask)."""
+    result: dict[str, Any] = sync_source(source_name, full=full)
     return result
 
 
@@ -341,7 +373,7 @@ def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
 @task(cache_policy=NO_CACHE, task_run_name="source-{source_name}")
 def run_source(source_name: str, full: bool) -> dict[str, Any]:
     """One child flow run; its failure is reported, not raised, so the other cities go on."""
-    state = configured(sync_source)(source_name, full=full, return_state=True)
+    state = sync_source(source_name, full=full, return_state=True)
     if state.is_completed():
         return {"ok": True, "row": state.result()}
     exc = state.result(raise_on_failure=False)

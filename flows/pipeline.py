@@ -1,6 +1,6 @@
 """The per-chunk pipeline of the nightly sync: validate → place → protect → COPY text.
 
-Plain functions (no Prefect, no database writes): they run in the flow's task runner — a thread,
+Plain functions (no Prefect, no database writes): they run in the sync's chunk pool — a thread,
 or a Dask worker process on another machine — and return a picklable
 :class:`grid.sync.store.PreparedChunk`. Each process builds the grid context it needs once and
 caches it by (city, cell version).
@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from connectors.reasons import Reason
 from connectors.records import Reject
@@ -35,24 +35,6 @@ from grid.settings import FLOWS_ROLE
 from grid.store import geo
 from grid.store.db import connect, transaction
 from grid.sync.store import PreparedChunk
-
-T = TypeVar("T")
-
-
-class Opaque(Generic[T]):
-    """A box Prefect does not look into: task parameters are walked element by element in
-    search of futures, which costs seconds for thousands of raw rows. Picklable for Dask."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: T) -> None:
-        self.value = value
-
-    def __getstate__(self) -> T:
-        return self.value
-
-    def __setstate__(self, value: T) -> None:
-        self.value = value
 
 
 @dataclass(frozen=True)

@@ -240,3 +240,45 @@ def test_run_publishes_a_table_artifact_of_its_counts(
         )
     assert arts, "no artifact with key sync-city-c"
     assert str(row["loaded"]) in str(arts[0].data)
+
+
+def test_a_page_is_one_task_run_and_the_server_shows_each_streams_progress(
+    prefect_harness, loaded_world, sandbox_url, sources_dir
+) -> None:
+    """Rule: the Prefect server records one task run per page (its fetch) and none per chunk or
+    record, however small the chunks; each stream's progress is one progress artifact updated
+    after every committed page, ending at 100 % with the page count."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    from flows.nightly_sync import sync_source
+    from tests.flows.helpers import env
+
+    write_sources(sources_dir, city_p=sandbox_url)
+    with env(GRIDFLOW_CHUNK_SIZE="50"):  # ten chunks a page: none of them may become a task run
+        row = sync_source("city_p")
+    assert row["status"] == "completed" and row["loaded"] > 0
+    flow_run_id, pages = _query("SELECT flow_run_id, pages FROM sync_run WHERE id = %s", row["run_id"])[0]
+    assert pages > 2
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        names = sorted(r.name for r in runs)
+        assert len(names) == pages, names
+        assert all(n.startswith("fetch-") for n in names), names
+        by_entity = {
+            e: sum(1 for n in names if n.startswith(f"fetch-{e}-")) for e in ("enterprises", "workers")
+        }
+        for entity, n in by_entity.items():
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"sync-city-p-{entity}-progress"]))
+            )
+            assert arts, f"no progress artifact for {entity}"
+            latest = max(arts, key=lambda a: a.created or 0)
+            assert latest.type == "progress" and float(latest.data) == 100.0  # type: ignore[arg-type]
+            assert f"page {n} committed" in (latest.description or ""), latest.description
+            assert "done" in (latest.description or "")
