@@ -129,11 +129,11 @@ def skip_unchanged(
     spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, datetime]
 ) -> tuple[PreparedChunk, list[Mapping[str, Any]]]:
     """A page's rows already stored at exactly this version, summarised as one chunk that needs no
-    task (their count, newest time and, in a full snapshot, their ids), and the rest to prepare.
+    preparing (their count, newest time and, in a full snapshot, their ids), and the rest to prepare.
 
-    On a night when little changed this leaves almost nothing for the prepare tasks, so a re-run
-    costs a fetch and one version lookup per page instead of a task per chunk. Case reports are
-    never skipped here: intake decides what is new."""
+    On a night when little changed this leaves almost nothing to prepare, so a re-run costs a
+    fetch and one version lookup per page. Case reports are never skipped here: intake decides
+    what is new."""
     if spec.entity == "cases" or not known:
         return PreparedChunk(entity=spec.entity), list(raw_rows)
     unchanged, todo = _split_unchanged(spec, raw_rows, known)
