@@ -87,7 +87,7 @@ def chunk_pool() -> Iterator[Submit]:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed page does not wait for its other chunks
 
 
-# -- tasks ------------------------------------------------------------------------------------
+# -- fetching and preparing -------------------------------------------------------------------
 
 
 def _fetch(
@@ -124,7 +124,7 @@ def _fetch(
 
 
 def _chunks(futures: list[Any], written: list[PreparedChunk]) -> Iterator[PreparedChunk]:
-    """Each chunk as its task finishes (in order), kept in ``written`` for after the commit."""
+    """Each chunk as it is prepared (in order), kept in ``written`` for after the commit."""
     for f in futures:
         chunk = f.result()
         written.append(chunk)
