@@ -4,35 +4,45 @@
 ``GRIDFLOW_MAX_PARALLEL_SOURCES``; a failing city does not stop the others, and the parent ends
 Failed naming them. A source is synced by at most one run at a time (a PostgreSQL advisory lock
 held for the run; a second run exits as a no-op). Within a source, a page is the unit of work and
-of retry: it is fetched (the only task that touches the network, so the only one with retries),
-split into chunks prepared on the flow's task runner (threads, or a Dask cluster when
-``GRIDFLOW_DASK_ADDRESS`` is set), and written in ONE transaction with the cursor advance — a
-run killed at any point resumes from the last committed page. Records are never tasks. Flow
-parameters carry source names only — never personal data.
+of retry: it is fetched (the only step that touches the network, so the only one retried), split
+into chunks prepared on a plain pool (threads, or a Dask cluster when ``GRIDFLOW_DASK_ADDRESS`` is
+set), and written in ONE transaction with the cursor advance — a run killed at any point resumes
+from the last committed page. Pages, chunks and records are not task runs: the Prefect server
+spends ~20 ms of CPU on each task run, more than a city's page of 500 rows costs to prepare. What
+the server shows instead is each stream's progress: one progress artifact per stream and run,
+updated after the committed pages (at most once a second, and always after the last page), and
+one log line per page. Flow parameters carry source names only — never personal data.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from connectors.checks import SuspiciousVolume, check_schema, volume_check
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.source import Page
 from connectors.sources import open_source
-from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
+from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk, skip_unchanged
 from grid.cases.intake import page_intake
 from grid.settings import FLOWS_ROLE, get_settings
 from grid.store.db import connect, transaction
@@ -52,65 +62,69 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("gridflow.sync")
 
 
-def chunk_task_runner() -> TaskRunner[Any]:
-    """Threads by default; the Dask cluster at GRIDFLOW_DASK_ADDRESS when set."""
+#: ``submit(prepare_chunk, spec, rows, known, today)`` -> a future of the prepared chunk.
+Submit = Callable[..., Any]
+
+
+@contextmanager
+def chunk_pool() -> Iterator[Submit]:
+    """Where chunks are prepared: threads by default; the Dask cluster at GRIDFLOW_DASK_ADDRESS
+    when set (a plain Dask client: chunks are not Prefect task runs)."""
     settings = get_settings()
     if settings.dask_address:
-        from prefect_dask.task_runners import DaskTaskRunner
+        from distributed import Client
 
-        return DaskTaskRunner(address=settings.dask_address)
-    return ThreadPoolTaskRunner(max_workers=settings.prep_workers)
-
-
-def configured(flow_fn: Any) -> Any:
-    """``flow_fn`` with the chunk task runner the settings ask for (threads, processes or Dask)."""
-    return flow_fn.with_options(task_runner=chunk_task_runner())
-
-
-# -- tasks ------------------------------------------------------------------------------------
-
-
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a page only when the source may recover; a refusal (4xx, bad body) needs a person."""
+        client = Client(settings.dask_address, set_as_default=False, timeout=60)  # type: ignore[no-untyped-call]
+        try:
+            yield lambda fn, *args: client.submit(fn, *args, pure=False)
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.prep_workers), thread_name_prefix="prep")
     try:
-        state.result()
-    except SourceRejected:
-        return False
-    except SourceUnavailable:
-        return True
-    except Exception:
-        return False
-    return False
+        yield pool.submit
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed page does not wait for its other chunks
 
 
-@task(cache_policy=NO_CACHE, task_run_name="fetch-{entity}-{page_no}", retry_condition_fn=_transient)
-def fetch_page(
+# -- fetching and preparing -------------------------------------------------------------------
+
+
+def _fetch(
     config: SourceConfig, entity: str, cursor: str | None, since: datetime | None, page_no: int
 ) -> Page:
-    """The only step that touches the network, so the only one with retries."""
-    with open_source(config) as source:
-        return source.fetch_page(
-            entity, cursor=cursor, since=since.isoformat() if since else None, page_no=page_no
-        )
-
-
-@task(cache_policy=NO_CACHE, task_run_name="prepare-{spec.entity}")
-def prepare_chunk_task(
-    spec: ChunkSpec,
-    raw_rows: Opaque[Sequence[Mapping[str, Any]]],
-    known: Opaque[dict[str, datetime]],
-    today: date,
-) -> PreparedChunk:
-    return prepare_chunk(spec, raw_rows.value, known.value, today)
+    """The only step that touches the network, so the only one retried per page (on top of the
+    connector's own retries): while the source may recover (SourceUnavailable) up to
+    GRIDFLOW_PAGE_RETRIES more times after GRIDFLOW_PAGE_RETRY_DELAY_S; a refusal (SourceRejected:
+    4xx, a bad body, schema drift) needs a person and fails the run at once. A plain call, not a
+    task run: with the cities' page sizes (500-1,000 rows) a task per page would cost the Prefect
+    server ~20 ms of CPU per page, more than the page's own work."""
+    settings = get_settings()
+    attempt = 0
+    while True:
+        try:
+            with open_source(config) as source:
+                return source.fetch_page(
+                    entity, cursor=cursor, since=since.isoformat() if since else None, page_no=page_no
+                )
+        except SourceRejected:
+            raise
+        except SourceUnavailable:
+            attempt += 1
+            if attempt > settings.page_retries:
+                raise
+            _logger().warning(
+                "%s %s page %d: source unavailable; retry %d of %d in %.0f s",
+                config.name, entity, page_no, attempt, settings.page_retries, settings.page_retry_delay_s,
+            )  # fmt: skip
+            time.sleep(settings.page_retry_delay_s)
 
 
 # -- one source -------------------------------------------------------------------------------
 
 
-def _chunks(
-    futures: list[PrefectFuture[PreparedChunk]], written: list[PreparedChunk]
-) -> Iterator[PreparedChunk]:
-    """Each chunk as its task finishes (in order), kept in ``written`` for after the commit."""
+def _chunks(futures: list[Any], written: list[PreparedChunk]) -> Iterator[PreparedChunk]:
+    """Each chunk as it is prepared (in order), kept in ``written`` for after the commit."""
     for f in futures:
         chunk = f.result()
         written.append(chunk)
@@ -157,6 +171,7 @@ def _sync_entity(
     full: bool,
     cell_version: int,
     totals: sync.RunTotals,
+    submit: Submit,
 ) -> None:
     settings = get_settings()
     log = _logger()
@@ -181,13 +196,11 @@ def _sync_entity(
         if plan.whole
         else None
     )
-    fetch = fetch_page.with_options(
-        retries=settings.page_retries, retry_delay_seconds=settings.page_retry_delay_s
-    )
     page_no = 0
+    progress = _Progress(config.name, entity)
     while True:
         page_no += 1
-        page = fetch(config, entity, cursor, since, page_no)
+        page = _fetch(config, entity, cursor, since, page_no)
         failpoint("after_fetch")
         if cursor is None:  # a stream's first page: is the day's volume plausible?
             with transaction(conn) as cur:
@@ -209,12 +222,12 @@ def _sync_entity(
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
         today = date.today()
-        # Opaque: Prefect must not walk thousands of raw rows looking for futures.
         futures = [
-            prepare_chunk_task.submit(
+            submit(
+                prepare_chunk,
                 spec,
-                Opaque(piece),
-                Opaque({k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known}),
+                piece,
+                {k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known},
                 today,
             )
             for piece in pieces
@@ -243,12 +256,48 @@ def _sync_entity(
         if result.released:
             log.info("%s roster page %d: %d open cases of officers who left handed to the community",
                      config.name, page_no, result.released)  # fmt: skip
+        progress.page(page_no, result.received, page)
         if page.cursor_after is None:
             if snapshot is not None:
                 log.info("%s %s full snapshot: %d missing, %d soft-deleted", config.name, entity,
                          result.missing, result.soft_deleted)  # fmt: skip
             return
         cursor = page.cursor_after
+
+
+class _Progress:
+    """A stream's progress on the Prefect server (counts only): one progress artifact per stream
+    and run, updated after a committed page when a second has passed since the last update, and
+    always after the last page (an update costs the server ~6 ms of CPU; a page of 500 rows ~30 ms
+    of work)."""
+
+    EVERY_S = 1.0
+
+    def __init__(self, source: str, entity: str) -> None:
+        self.source, self.entity = source, entity
+        self.received = 0
+        self.artifact_id: Any = None
+        self.shown_at = 0.0
+
+    def page(self, page_no: int, received: int, page: Page) -> None:
+        self.received += received
+        done = page.cursor_after is None
+        now = time.monotonic()
+        if not done and self.artifact_id is not None and now - self.shown_at < self.EVERY_S:
+            return
+        self.shown_at = now
+        total = max(page.total or 0, self.received)
+        percent = 100.0 if done or not total else min(99.9, 100.0 * self.received / total)
+        text = (
+            f"{self.source} {self.entity}: page {page_no} committed, {self.received:,} records received"
+            + (f" of ~{total:,}" if page.total else "")
+            + (" — done" if done else "")
+        )
+        if self.artifact_id is None:
+            key = f"sync-{self.source.replace('_', '-')}-{self.entity}-progress"
+            self.artifact_id = create_progress_artifact(progress=percent, key=key, description=text)
+        else:
+            update_progress_artifact(self.artifact_id, progress=percent, description=text)
 
 
 def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, error: str | None) -> None:
@@ -310,10 +359,12 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
                 raise SyncFailed(
                     f"no grid cells are loaded for {config.city_code}: run `gridflow world load` first"
                 )
-            for entity in config.entities:
-                _sync_entity(
-                    conn, config, entity, run_id=run.id, full=full, cell_version=version, totals=run.totals
-                )
+            with chunk_pool() as submit:
+                for entity in config.entities:
+                    _sync_entity(
+                        conn, config, entity, run_id=run.id, full=full, cell_version=version,
+                        totals=run.totals, submit=submit,
+                    )  # fmt: skip
         run_id, totals = run.id, run.totals
         row = _summary(source_name, run_id, totals, "completed")
         # Heartbeat of a healthy source: the stale-source automation expects one per source.
@@ -333,8 +384,8 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
 @flow(name="sync-city", flow_run_name="sync-city-{source_name}")
 def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
     """One city on demand (deployment ``sync-city/one-city``, taken by any worker of the pool):
-    ``sync-source`` with the chunk task runner the settings ask for, as the nightly run uses."""
-    result: dict[str, Any] = configured(sync_source)(source_name, full=full)
+    ``sync-source`` as the nightly run uses it (chunks prepared where the settings ask)."""
+    result: dict[str, Any] = sync_source(source_name, full=full)
     return result
 
 
@@ -344,7 +395,7 @@ def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
 @task(cache_policy=NO_CACHE, task_run_name="source-{source_name}")
 def run_source(source_name: str, full: bool) -> dict[str, Any]:
     """One child flow run; its failure is reported, not raised, so the other cities go on."""
-    state = configured(sync_source)(source_name, full=full, return_state=True)
+    state = sync_source(source_name, full=full, return_state=True)
     if state.is_completed():
         return {"ok": True, "row": state.result()}
     exc = state.result(raise_on_failure=False)

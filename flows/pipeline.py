@@ -1,6 +1,6 @@
 """The per-chunk pipeline of the nightly sync: validate → place → protect → COPY text.
 
-Plain functions (no Prefect, no database writes): they run in the flow's task runner — a thread,
+Plain functions (no Prefect, no database writes): they run in the sync's chunk pool — a thread,
 or a Dask worker process on another machine — and return a picklable
 :class:`grid.sync.store.PreparedChunk`. Each process builds the grid context it needs once and
 caches it by (city, cell version).
@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from connectors.reasons import Reason
 from connectors.records import Reject
@@ -38,24 +38,6 @@ from grid.settings import FLOWS_ROLE
 from grid.store import geo
 from grid.store.db import connect, transaction
 from grid.sync.store import PreparedChunk
-
-T = TypeVar("T")
-
-
-class Opaque(Generic[T]):
-    """A box Prefect does not look into: task parameters are walked element by element in
-    search of futures, which costs seconds for thousands of raw rows. Picklable for Dask."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: T) -> None:
-        self.value = value
-
-    def __getstate__(self) -> T:
-        return self.value
-
-    def __setstate__(self, value: T) -> None:
-        self.value = value
 
 
 @dataclass(frozen=True)
@@ -152,11 +134,11 @@ def skip_unchanged(
     spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, datetime]
 ) -> tuple[PreparedChunk, list[Mapping[str, Any]]]:
     """A page's rows already stored at exactly this version, summarised as one chunk that needs no
-    task (their count, newest time and, in a full snapshot, their ids), and the rest to prepare.
+    preparing (their count, newest time and, in a full snapshot, their ids), and the rest to prepare.
 
-    On a night when little changed this leaves almost nothing for the prepare tasks, so a re-run
-    costs a fetch and one version lookup per page instead of a task per chunk. Case reports are
-    never skipped here: intake decides what is new."""
+    On a night when little changed this leaves almost nothing to prepare, so a re-run costs a
+    fetch and one version lookup per page. Case reports are never skipped here: intake decides
+    what is new."""
     if spec.entity == "cases" or not known:
         return PreparedChunk(entity=spec.entity), list(raw_rows)
     unchanged, todo = _split_unchanged(spec, raw_rows, known)

@@ -240,3 +240,45 @@ def test_run_publishes_a_table_artifact_of_its_counts(
         )
     assert arts, "no artifact with key sync-city-c"
     assert str(row["loaded"]) in str(arts[0].data)
+
+
+def test_pages_and_chunks_are_no_task_runs_and_the_server_shows_each_streams_progress(
+    prefect_harness, loaded_world, sandbox_url, sandbox_dataset, sources_dir
+) -> None:
+    """Rule: the Prefect server records no task run per page, chunk or record, however small the
+    chunks (each would cost it ~20 ms of CPU); each stream's progress is one progress artifact,
+    updated after committed pages and ending at 100 % with the stream's last page."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    from flows.nightly_sync import sync_source
+    from tests.flows.helpers import env
+
+    write_sources(sources_dir, city_p=sandbox_url)
+    with env(GRIDFLOW_CHUNK_SIZE="50"):  # ten chunks a page: none of them may become a task run
+        row = sync_source("city_p")
+    assert row["status"] == "completed" and row["loaded"] > 0
+    flow_run_id, pages = _query("SELECT flow_run_id, pages FROM sync_run WHERE id = %s", row["run_id"])[0]
+    page_size = 500  # the bundled config's
+    expected = {e: -(-len(getattr(sandbox_dataset, e)) // page_size) for e in ("enterprises", "workers")}
+    assert pages == sum(expected.values()) and pages > 2
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        assert [r.name for r in runs] == []
+        for entity, n in expected.items():
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[f"sync-city-p-{entity}-progress"]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                )
+            )
+            assert len(arts) == 1, f"one progress artifact per stream: {entity} has {len(arts)}"
+            assert arts[0].type == "progress" and float(arts[0].data) == 100.0  # type: ignore[arg-type]
+            assert f"page {n} committed" in (arts[0].description or ""), arts[0].description
+            assert "done" in (arts[0].description or "")
