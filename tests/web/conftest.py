@@ -316,6 +316,15 @@ def login(c: TestClient, user: str, password: str = PASSWORD) -> str:
     return str(r.json()["csrf_token"])
 
 
+def owning_officer(tree: Tree, conn: psycopg2.extensions.connection, case_id: int) -> str:
+    """The login of the roster officer the tie-break gave ``case_id`` to (a cell may have two)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT owner_officer FROM case_file WHERE id = %s", (case_id,))
+        row = cur.fetchone()
+    assert row is not None and row[0] is not None, f"case {case_id} is owned by no officer"
+    return next(u for u, oid in tree.officer_of.items() if oid == row[0])
+
+
 def sign_in(page: Page, base_url: str, user: str) -> None:
     """Sign in through the login form in a browser; lands on the inbox."""
     page.goto(f"{base_url}/login")

@@ -14,7 +14,7 @@ from connectors.kinds import CaseKind
 from grid.cases.actions import accept
 from grid.cases.amounts import MAX_YUAN, AmountError, parse_yuan
 from grid.cases.intake import CaseReport, open_case
-from tests.web.conftest import Tree, client, login, version_of
+from tests.web.conftest import Tree, client, login, owning_officer, version_of
 
 BAD = [
     pytest.param("NaN", "金额必须是有限的数字", id="NaN"),
@@ -89,7 +89,7 @@ def test_resolving_with_no_amount_is_422_in_chinese_and_stores_nothing(
     value: str, zh: str, tree: Tree, web_app: Any, owner_conn: Any, accepted_case: int
 ) -> None:
     c = client(web_app)
-    csrf = login(c, next(u for u in tree.users if u.startswith("off1")))
+    csrf = login(c, owning_officer(tree, owner_conn, accepted_case))
     before = _stored(owner_conn, accepted_case)
     v = version_of(owner_conn, accepted_case)
     api = c.post(
@@ -120,7 +120,7 @@ def test_resolving_with_no_amount_is_422_in_chinese_and_stores_nothing(
 
 def test_a_real_amount_is_stored(tree: Tree, web_app: Any, owner_conn: Any, accepted_case: int) -> None:
     c = client(web_app)
-    csrf = login(c, next(u for u in tree.users if u.startswith("off1")))
+    csrf = login(c, owning_officer(tree, owner_conn, accepted_case))
     v = version_of(owner_conn, accepted_case)
     ok = c.post(
         f"/api/v1/cases/{accepted_case}/actions/resolve",

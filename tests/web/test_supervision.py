@@ -13,7 +13,7 @@ from connectors.kinds import CaseKind
 from grid.cases.actions import escalate
 from grid.cases.intake import CaseReport, open_case
 from grid.cases.store import CaseRules
-from tests.web.conftest import Tree, client, login, version_of
+from tests.web.conftest import Tree, client, login, owning_officer, version_of
 
 pytestmark = pytest.mark.db
 
@@ -186,12 +186,8 @@ def test_action_not_allowed_in_state_names_what_is(
         )
     finally:
         conn.close()
-    with owner_conn.cursor() as cur:  # the cell has two officers: act as the one the tie-break chose
-        cur.execute("SELECT owner_officer FROM case_file WHERE id = %s", (res.case_id,))
-        row = cur.fetchone()
-        assert row is not None
-    c = client(web_app)
-    csrf = login(c, next(u for u, oid in tree.officer_of.items() if oid == row[0]))
+    c = client(web_app)  # the cell has two officers: act as the one the tie-break chose
+    csrf = login(c, owning_officer(tree, owner_conn, res.case_id))
     r = c.post(
         f"/cases/{res.case_id}/actions/close",
         data={"csrf": csrf, "version": str(version_of(owner_conn, res.case_id))},
