@@ -34,6 +34,8 @@ from connectors.source import Page
 from connectors.sources import open_source
 from flows.pipeline import ChunkSpec, Opaque, current_cell_version, prepare_chunk, skip_unchanged
 from grid.cases.intake import page_intake
+from grid.cases.store import rules_from_settings
+from grid.clock import local_day, past_only, resolve
 from grid.settings import FLOWS_ROLE, get_settings
 from grid.store.db import connect, transaction
 from grid.store.failpoints import failpoint
@@ -157,6 +159,7 @@ def _sync_entity(
     full: bool,
     cell_version: int,
     totals: sync.RunTotals,
+    at: datetime | None = None,
 ) -> None:
     settings = get_settings()
     log = _logger()
@@ -208,7 +211,7 @@ def _sync_entity(
         done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
-        today = date.today()
+        today = date.today() if at is None else local_day(at, rules_from_settings().policy.calendar.tz)
         # Opaque: Prefect must not walk thousands of raw rows looking for futures.
         futures = [
             prepare_chunk_task.submit(
@@ -230,7 +233,7 @@ def _sync_entity(
             since=since,
             cursor_after=page.cursor_after,
             snapshot_run_id=snapshot,
-            on_reports=page_intake(config.name) if entity == "cases" else None,
+            on_reports=page_intake(config.name, at=at) if entity == "cases" else None,
         )
         if stored is not None:
             sync.note_versions(stored, written)  # committed: later pages skip these versions
@@ -275,9 +278,13 @@ def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, 
 
 
 @flow(name="sync-source", flow_run_name="sync-{source_name}", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
-def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
-    """Sync one source, every entity, from its stored position. A concurrent run is a no-op."""
+def sync_source(source_name: str, full: bool = False, as_of: str | None = None) -> dict[str, Any]:
+    """Sync one source, every entity, from its stored position. A concurrent run is a no-op.
+
+    ``as_of`` (an ISO time, see :mod:`grid.clock`) is the time the run acts at: the day records are
+    validated against and the time cases are taken in at; default the current time."""
     settings = get_settings()
+    at = past_only(resolve(as_of)) if as_of else None
     configs = {c.name: c for c in load_all_sources(settings.sources_dir)}
     if source_name not in configs:
         raise SyncFailed(f"unknown source {source_name!r}; known: {', '.join(sorted(configs)) or 'none'}")
@@ -309,7 +316,14 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
                 )
             for entity in config.entities:
                 _sync_entity(
-                    conn, config, entity, run_id=run.id, full=full, cell_version=version, totals=run.totals
+                    conn,
+                    config,
+                    entity,
+                    run_id=run.id,
+                    full=full,
+                    cell_version=version,
+                    totals=run.totals,
+                    at=at,
                 )
         run_id, totals = run.id, run.totals
         row = _summary(source_name, run_id, totals, "completed")
@@ -328,10 +342,10 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
 
 
 @flow(name="sync-city", flow_run_name="sync-city-{source_name}")
-def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
+def sync_city(source_name: str, full: bool = False, as_of: str | None = None) -> dict[str, Any]:
     """One city on demand (deployment ``sync-city/one-city``, taken by any worker of the pool):
     ``sync-source`` with the chunk task runner the settings ask for, as the nightly run uses."""
-    result: dict[str, Any] = configured(sync_source)(source_name, full=full)
+    result: dict[str, Any] = configured(sync_source)(source_name, full=full, as_of=as_of)
     return result
 
 
@@ -339,9 +353,9 @@ def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE, task_run_name="source-{source_name}")
-def run_source(source_name: str, full: bool) -> dict[str, Any]:
+def run_source(source_name: str, full: bool, as_of: str | None = None) -> dict[str, Any]:
     """One child flow run; its failure is reported, not raised, so the other cities go on."""
-    state = configured(sync_source)(source_name, full=full, return_state=True)
+    state = configured(sync_source)(source_name, full=full, as_of=as_of, return_state=True)
     if state.is_completed():
         return {"ok": True, "row": state.result()}
     exc = state.result(raise_on_failure=False)
@@ -350,8 +364,11 @@ def run_source(source_name: str, full: bool) -> dict[str, Any]:
 
 
 @flow(name="nightly-sync", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
-def nightly_sync(sources: list[str] | None = None, full: bool = False) -> list[dict[str, Any]]:
-    """Sync every enabled source (or the named ones) in parallel up to the configured limit."""
+def nightly_sync(
+    sources: list[str] | None = None, full: bool = False, as_of: str | None = None
+) -> list[dict[str, Any]]:
+    """Sync every enabled source (or the named ones) in parallel up to the configured limit, at
+    ``as_of`` (an ISO time; default now — see :mod:`grid.clock`)."""
     settings = get_settings()
     configs = load_all_sources(settings.sources_dir)
     if sources:
@@ -365,7 +382,7 @@ def nightly_sync(sources: list[str] | None = None, full: bool = False) -> list[d
     limit = max(1, settings.max_parallel_sources)
     results: list[dict[str, Any]] = []
     for name in selected:
-        pending.append(run_source.submit(name, full))
+        pending.append(run_source.submit(name, full, as_of))
         if len(pending) >= limit:
             results.append(pending.pop(0).result())
     results.extend(f.result() for f in pending)

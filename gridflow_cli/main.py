@@ -431,6 +431,11 @@ from gridflow_cli import alerts  # noqa: E402
 
 alerts.register(app)
 
+# -- the simulation (gridflow_cli/simulate.py) ---------------------------------------------------
+from gridflow_cli import simulate  # noqa: E402
+
+simulate.register(app)
+
 
 def main() -> None:
     app()
