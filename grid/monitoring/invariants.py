@@ -241,7 +241,7 @@ def ledger_matches_events(conn: Conn) -> Check:
     for col in ("reminded", "criticised"):
         by_sweep = _rows(
             conn,
-            f"SELECT count(*) FROM case_event WHERE actor = 'system:sweep' AND payload ? '{col[:-1]}_unit'",
+            f"SELECT count(*) FROM case_event WHERE actor = 'system:sweep' AND payload ? '{col}_unit'",
         )[0][0]
         if by_sweep != fired.get(col, 0):
             check.breach(f"{col}: {fired.get(col, 0)} fired steps but {by_sweep} sweep events")
