@@ -83,3 +83,4 @@ resolve_seconds_left  # grid/web/api.py: JSON fields of the case list and case
 respond_seconds_left
 plan_reroute  # grid/cases/reroute.py: the dry-run plan of every open case, read by tests
 RELATIONS  # grid/store/access.py: the classification the database-roles test walks
+_.shared_people  # connectors/sandbox/province.py: the cross-city people, read by tests and the simulation

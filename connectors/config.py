@@ -28,6 +28,9 @@ A file-drop city (``kind = "file"``) names a ``folder`` instead of a ``base_url`
     settle_s = 300
     encoding = "gb18030"                # optional override; detected when absent
 
+HTTP sources whose API pages by offset set ``paging = "offset"`` (see :mod:`connectors.http` for
+how the cursor is kept so that offset paging resumes as safely as keyset paging).
+
 HTTP sources may set ``lookback_s`` (each incremental run re-reads that much before its watermark,
 so records committed late are not missed) and ``rate_limit_per_s`` (a token bucket shared by
 every request to that source in the process).
@@ -113,6 +116,11 @@ class SourceConfig(BaseModel):
     #: Incremental runs ask for records updated since (watermark - lookback_s): a record committed
     #: late with an older update time is still seen. Re-reading costs only "unchanged" upserts.
     lookback_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
+    #: How the city's API pages: ``cursor`` (keyset, ``?cursor=C`` from ``next_cursor``) or
+    #: ``offset`` (``?offset=K``; the stored cursor is (last update time, rows read at that time),
+    #: see :mod:`connectors.http`). ``offset_overlap`` rows are re-read at each offset page.
+    paging: Literal["cursor", "offset"] = "cursor"
+    offset_overlap: Annotated[int, Field(ge=0, le=1_000)] = 20
     #: Requests per second to this source (token bucket shared in the process); None = unlimited.
     rate_limit_per_s: Annotated[float | None, Field(gt=0, le=1000)] = None
     # File drops (kind="file").
@@ -203,6 +211,8 @@ class SourceConfig(BaseModel):
             raise ValueError("base_url is required for kind 'http'")
         if self.kind == "file" and self.folder is None:
             raise ValueError("folder is required for kind 'file'")
+        if self.paging == "offset" and self.offset_overlap >= self.page_size:
+            raise ValueError("offset_overlap must be smaller than page_size, or offset paging never advances")
         problems: list[str] = []
         for entity in [e for e in _ENTITY_ORDER if e in self.entities or e in self.mapping]:
             fields = self.mapping.get(entity)

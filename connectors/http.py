@@ -20,6 +20,18 @@ body that is not JSON at all, JSON that is not a page) raises :class:`SourceReje
 at once. Neither message contains the token, query values beyond the base URL, or anything from a
 response body (which may hold personal data).
 
+Offset paging (``config.paging = "offset"``, e.g. 荆州): ``?offset=K&limit=N[&updated_since=ISO]``
+over rows ordered by (update time, id); ``next_cursor`` is ignored, a page shorter than ``limit``
+is the last. A bare offset is not a safe cursor: a row updated while we page leaves its place, the
+rows after it shift down by one and the next offset skips one. So the cursor this class hands out
+(and the flow stores with the page, in the page's transaction) is ``o1.`` + (the update time T of
+the page's last row, the number of rows at exactly T read so far); the next page asks
+``updated_since=T&offset=<that number - offset_overlap>``. Rows before T no longer matter, rows
+updated meanwhile move past T (and are read there), and the overlap re-reads the last rows of T in
+case rows of that same second left (a re-read is an "unchanged" upsert). A crash resumes from the
+stored cursor exactly as with keyset paging. A last row whose update time is unreadable keeps the
+previous time and the plain offset.
+
 Incremental reads: ``since`` is moved back by ``config.lookback_s`` before it is sent, so a record
 committed late (its update time already behind our watermark) is still read. The caller passes the
 same ``since`` for every page of a stream, so the keyset cursor stays consistent.
@@ -31,8 +43,11 @@ flow opens one per page), refilled at that rate with a burst of one second's wor
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import functools
+import json
 import logging
 import random
 import ssl
@@ -204,6 +219,8 @@ class HttpSource:
         """One page starting at ``cursor`` (None = the first page)."""
         if entity not in self.config.entities:
             raise ValueError(f"source {self.name} has no entity {entity!r}")
+        if self.config.paging == "offset":
+            return self._fetch_offset_page(entity, cursor=cursor, since=since, page_no=page_no)
         path, fixed = self._path_and_query(entity)
         params: dict[str, str | int] = dict(fixed)
         params["limit"] = self.config.page_size
@@ -252,6 +269,82 @@ class HttpSource:
                 if isinstance(row, dict) and row.get(id_field) not in (None, ""):
                     found[str(row[id_field]).strip()] = row
         return found
+
+    def _fetch_offset_page(self, entity: str, *, cursor: str | None, since: str | None, page_no: int) -> Page:
+        """One page of an offset-paged API (see the module docstring for the cursor)."""
+        if cursor:
+            page_since, seen_at_since = self._decode_offset_cursor(cursor)
+            offset = max(0, seen_at_since - self.config.offset_overlap)
+        else:
+            page_since, seen_at_since, offset = (self._looked_back(since) if since else None), 0, 0
+        path, fixed = self._path_and_query(entity)
+        params: dict[str, str | int] = dict(fixed)
+        params["limit"] = self.config.page_size
+        params["offset"] = offset
+        if page_since:
+            params["updated_since"] = page_since
+        body = self._get(self.base_url + path, params, entity)
+        items, _, total = self._parse(body, entity)
+        next_cursor = None
+        if len(items) >= self.config.page_size:
+            next_cursor = self._next_offset_cursor(entity, items, page_since, offset)
+        log.debug(
+            "source %s: %s page %d (offset %d), %d rows", self.name, entity, page_no, offset, len(items)
+        )
+        return Page(
+            entity=entity,
+            records=items,
+            cursor_before=cursor,
+            cursor_after=next_cursor,
+            page_no=page_no,
+            fetched_at=datetime.now(UTC),
+            total=total,
+        )
+
+    def _next_offset_cursor(
+        self, entity: str, items: Sequence[dict[str, Any]], page_since: str | None, offset: int
+    ) -> str:
+        from connectors.validate import FieldError, parse_timestamp
+
+        field = self.config.mapping[entity]["source_updated_at"]  # type: ignore[index]
+
+        def when(row: dict[str, Any]) -> datetime | None:
+            try:
+                return parse_timestamp(row.get(field) if isinstance(row, dict) else None, field=field)
+            except FieldError:
+                return None
+
+        last = when(items[-1])
+        since_at = None
+        if page_since:
+            try:
+                since_at = parse_timestamp(page_since, field="since")
+            except FieldError:
+                since_at = None
+        if last is None or (since_at is not None and last <= since_at):
+            # the whole page sits at the page's own time (or the time is unreadable): plain offset
+            return _encode_offset_cursor(page_since, offset + len(items))
+        at_last = 0
+        for row in reversed(items):
+            if when(row) != last:
+                break
+            at_last += 1
+        return _encode_offset_cursor(last.isoformat(), at_last)
+
+    def _decode_offset_cursor(self, cursor: str) -> tuple[str | None, int]:
+        try:
+            if not cursor.startswith("o1."):
+                raise ValueError
+            raw = base64.urlsafe_b64decode(cursor[3:] + "=" * (-len(cursor[3:]) % 4))
+            since, count = json.loads(raw)
+            if not (since is None or isinstance(since, str)) or not isinstance(count, int) or count < 0:
+                raise ValueError
+        except (ValueError, TypeError, binascii.Error):
+            raise SourceRejected(
+                f"source {self.name}: the stored page cursor is not an offset cursor this connector "
+                'issued (was the source switched to paging = "offset" mid-stream?)'
+            ) from None
+        return since, count
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -377,6 +470,11 @@ class HttpSource:
         if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
             raise bad("whose 'total' is not an integer")
         return items, next_cursor or None, total
+
+
+def _encode_offset_cursor(since: str | None, count: int) -> str:
+    raw = json.dumps([since, count], separators=(",", ":")).encode()
+    return "o1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _status_text(status: int) -> str:

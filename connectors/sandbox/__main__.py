@@ -10,6 +10,11 @@ them on for every request (see :mod:`connectors.sandbox.faults`); any request ca
 some with ``?fault=...``. ``--write-files DIR`` writes the records as a file drop instead of
 serving them (``--file-format csv|xlsx``, ``--encoding gbk``, ``--partial`` for files cut
 mid-row and without their manifest).
+
+``python -m connectors.sandbox province [--volume V] [--seed S] [--start-date D]`` serves the
+sandbox province instead: every sandboxed city of the source files, each on its own timeline with
+the ``/_sim/*`` control API (``docs/SANDBOX-TIMELINE.md``); ``province-drop --source S --day N``
+writes one day's drop of a file-drop city.
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("province", "province-drop"):
+        from connectors.sandbox.sim import main_province, main_province_drop
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return (main_province if argv[0] == "province" else main_province_drop)(argv[1:])
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.as_of:

@@ -7,6 +7,8 @@
 * ``cursor`` is an opaque keyset position (the last row's update time and id), so paging neither
   skips nor repeats rows however the data changes; ``next_cursor`` is null on the last page;
 * ``limit`` defaults to 100 and is clamped to 1..1000, as municipal APIs do;
+* ``offset=K`` instead of ``cursor`` starts at the K-th row matching ``updated_since`` (the page
+  style of cities whose APIs page by offset, e.g. 荆州's);
 * ``total`` counts the rows matching ``updated_since`` (not the cursor);
 * ``Authorization: Bearer <token>`` is required when the app was created with a token.
 
@@ -46,7 +48,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from connectors.sandbox.data import SandboxDataset
+from connectors.sandbox.data import DatasetLike, SandboxDataset
 from connectors.sandbox.faults import FaultPlan, request_plan
 from connectors.validate import FieldError, parse_timestamp
 
@@ -99,7 +101,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def create_app(
-    dataset: SandboxDataset,
+    dataset: DatasetLike,
     *,
     token: str | None = None,
     hooks: Sequence[RequestHook] = (),
@@ -169,6 +171,7 @@ def create_app(
         updated_since: str | None = None,
         cursor: str | None = None,
         limit: int = DEFAULT_LIMIT,
+        offset: int | None = None,
     ) -> Response:
         if not authorised(request):
             return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
@@ -205,6 +208,10 @@ def create_app(
             except ValueError as e:
                 return _error(400, str(e))
             start = max(first, bisect.bisect_right(entity_keys, position))
+        elif offset is not None:  # offset paging: rows from ``offset`` in the updated_since order
+            if offset < 0:
+                return _error(400, "offset must not be negative")
+            start = min(first + offset, len(rows))
         limit = min(max(limit, 1), max_limit)
         end = min(start + limit, len(rows))
         next_cursor = _encode_cursor(*entity_keys[end - 1]) if end < len(rows) and end > start else None

@@ -24,7 +24,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import shapely
@@ -39,6 +39,7 @@ __all__ = [
     "ENTERPRISE_BAD_KINDS",
     "WORKER_BAD_KINDS",
     "YICHANG_MAPPING",
+    "DatasetLike",
     "SandboxDataset",
     "SandboxRow",
 ]
@@ -237,6 +238,21 @@ class SandboxRow:
     label: str  # "ok", a variant name, or the Reason value the row must be rejected with
 
 
+class DatasetLike(Protocol):
+    """What the HTTP app and the fixes read of a dataset (a :class:`SandboxDataset`, or a
+    timeline's current export, :class:`connectors.sandbox.province.CityTimeline`)."""
+
+    @property
+    def city_code(self) -> str: ...
+    @property
+    def crs(self) -> str: ...
+    @property
+    def mapping(self) -> dict[str, dict[str, str]]: ...
+    @property
+    def entities(self) -> tuple[str, ...]: ...
+    def rows(self, entity: str) -> list[SandboxRow]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Place:
     lon: np.ndarray
@@ -267,6 +283,9 @@ class SandboxDataset:
         names: Mapping[str, str] | None = None,
         mapping: Mapping[str, Mapping[str, str]] | None = None,
         n_cases: int = 0,
+        window: tuple[datetime, datetime] | None = None,
+        stochastic_bad: bool = False,
+        every_bad_kind: bool = False,
     ) -> None:
         if not cells:
             raise ValueError("need at least one cell")
@@ -286,9 +305,17 @@ class SandboxDataset:
         self.as_of = as_of.astimezone(CHINA_TZ).replace(microsecond=0)
         self.seed = seed
         self.bad_fraction = bad_fraction
+        # ``window``: every update time falls in [start, end) instead of the two years before
+        # ``as_of`` (one simulated day of a timeline); ``stochastic_bad``: the number of bad rows
+        # is rounded at random and the reason codes start at a random one, so a few rows a day
+        # still carry a few percent of bad rows of every kind over the days.
+        self._window = window
+        self._stochastic_bad = stochastic_bad
+        self._every_bad_kind = every_bad_kind  # at least one bad row of each kind when n allows
         self.mapping = {e: dict(m) for e, m in (mapping or YICHANG_MAPPING).items()}
         self._cells = [(code, poly) for code, poly in cells]
         self._names = {**_YICHANG_NAMES, **(names or {})}
+        self._city_word = self._names.get(city_code, "宜昌市").removesuffix("市")
         self._addr_prefix = [self._address_prefix(code) for code, _ in self._cells]
         county_codes = sorted({code[:6] for code, _ in self._cells})
         self._county_codes = county_codes
@@ -388,6 +415,10 @@ class SandboxDataset:
     def _times(self, n: int, rng: random.Random) -> list[datetime]:
         """Update times: mostly spread over two years, a quarter in three bulk imports sharing one
         timestamp each, and a few percent in the last three days (the nightly delta)."""
+        if self._window is not None:
+            start, end = self._window
+            span = max(1, int((end - start).total_seconds()))
+            return [start + timedelta(seconds=rng.randrange(span)) for _ in range(n)]
         as_of = self.as_of
         bulk = [as_of - timedelta(days=d, hours=h) for d, h in ((400, 7), (200, 15), (30, 3))]
         out = []
@@ -405,9 +436,15 @@ class SandboxDataset:
         return [f"{rng.getrandbits(128):032x}" for _ in range(n)]
 
     def _bad_plan(self, n: int, kinds: Sequence[Reason], rng: random.Random) -> dict[int, Reason]:
-        n_bad = round(n * self.bad_fraction)
+        if self._stochastic_bad:
+            n_bad = int(n * self.bad_fraction + rng.random())
+            first = rng.randrange(len(kinds))
+        else:
+            n_bad, first = round(n * self.bad_fraction), 0
+        if self._every_bad_kind and self.bad_fraction > 0 and n >= 4 * len(kinds):
+            n_bad = max(n_bad, len(kinds))
         chosen = rng.sample(range(n), n_bad) if n_bad else []
-        return {i: kinds[k % len(kinds)] for k, i in enumerate(chosen)}
+        return {i: kinds[(first + k) % len(kinds)] for k, i in enumerate(chosen)}
 
     def _address(self, cell: int, rng: random.Random, *, home: bool) -> str:
         addr = f"{self._addr_prefix[cell]}{rng.choice(_ROADS)}{rng.randint(1, 399)}号"
@@ -420,7 +457,7 @@ class SandboxDataset:
             words = rng.choice(_FIRM_WORDS) + rng.choice(_FIRM_WORDS)
             if attempt >= 10:  # crowded name space: a third word, as real registrations do
                 words += rng.choice(_FIRM_WORDS)
-            name = f"宜昌{words}{rng.choice(_INDUSTRIES)}{rng.choice(_FIRM_FORMS)}"
+            name = f"{self._city_word}{words}{rng.choice(_INDUSTRIES)}{rng.choice(_FIRM_FORMS)}"
             if name not in seen:
                 break
         seen.add(name)

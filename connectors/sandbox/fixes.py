@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.reasons import Reason
-from connectors.sandbox.data import SandboxDataset, id_check_char, uscc_check_char
+from connectors.sandbox.data import DatasetLike, id_check_char, uscc_check_char
 
 __all__ = ["FIXABLE", "fixed_row"]
 
@@ -31,9 +31,7 @@ FIXABLE: frozenset[str] = frozenset(
 )
 
 
-def fixed_row(
-    dataset: SandboxDataset, entity: str, record_id: str, *, updated_at: datetime
-) -> dict[str, Any]:
+def fixed_row(dataset: DatasetLike, entity: str, record_id: str, *, updated_at: datetime) -> dict[str, Any]:
     """A corrected copy of bad row ``record_id`` of ``entity`` (city field names), updated at
     ``updated_at``, to hand to :func:`~connectors.sandbox.app.correct_record` with its record id.
 

@@ -24,7 +24,28 @@ def test_yichang_config_loads() -> None:
         required, optional = CANONICAL_FIELDS[entity]
         assert set(cfg.mapping[entity]) == set(required) | set(optional)
     assert cfg.mapping["workers"]["id_number"] == "sfzh"
-    assert [c.name for c in load_all_sources(SOURCES)] == ["yichang"]
+    assert [c.name for c in load_all_sources(SOURCES)] == ["jingzhou", "xiangyang", "yichang"]
+
+
+def test_bundled_province_cities_map_every_canonical_field() -> None:
+    """Rule: 荆州 (4210…, offset paging, BD-09) and 襄阳 (a file drop) are onboarded by their
+    source files alone, each mapping every canonical field in its own field names."""
+    by = {c.name: c for c in load_all_sources(SOURCES)}
+    jz, xy = by["jingzhou"], by["xiangyang"]
+    assert (jz.city_code, jz.kind, jz.crs, jz.paging) == ("421000000000", "http", "bd09", "offset")
+    assert (xy.city_code, xy.kind, xy.crs, xy.ready) == ("420600000000", "file", "wgs84", "manifest")
+    for cfg in (jz, xy):
+        for entity in cfg.entities:
+            required, optional = CANONICAL_FIELDS[entity]
+            assert set(cfg.mapping[entity]) == set(required) | set(optional), (cfg.name, entity)
+
+
+def test_offset_overlap_must_be_smaller_than_a_page() -> None:
+    """Rule: offset paging with an overlap of a whole page would never advance: refused at load."""
+    base = load_source_config(SOURCES / "jingzhou.toml").model_dump()
+    base.update(page_size=20, offset_overlap=20)
+    with pytest.raises(ValueError, match="offset_overlap"):
+        SourceConfig.model_validate(base)
 
 
 GOOD = (SOURCES / "yichang.toml").read_text(encoding="utf-8")
