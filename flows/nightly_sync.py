@@ -308,6 +308,7 @@ def sync_source(source_name: str, full: bool = False, as_of: str | None = None) 
             flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
             parent_flow_run_id=flow_run.get_parent_flow_run_id(),
             on_finish=publish,
+            at=at,
         ) as run:
             version = current_cell_version(config.city_code)
             if not version:

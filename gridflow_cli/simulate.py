@@ -30,6 +30,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -62,11 +63,15 @@ class DayStats:
     escalated: int = 0
     notices: int = 0
     failed_sources: list[str] = field(default_factory=list)
+    #: sources the stale-source rule flags at the day's last sweep hour: name -> "warn 26 h"
+    stale: dict[str, str] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
 
     def line(self) -> str:
         bad = sum(1 for c in self.checks if not c.ok)
-        down = f" sync failed: {', '.join(self.failed_sources)}" if self.failed_sources else ""
+        down = f"; sync failed: {', '.join(self.failed_sources)}" if self.failed_sources else ""
+        if self.stale:
+            down += "; stale source: " + ", ".join(f"{k} ({v})" for k, v in sorted(self.stale.items()))
         return (
             f"day {self.day:>2} {self.date.isoformat()}: records {self.records:,}, cases opened {self.opened}, "
             f"closed {self.closed}, escalated {self.escalated}, notices {self.notices}; "
@@ -77,6 +82,12 @@ class DayStats:
 def day_dates(days: int, *, today: date) -> list[date]:
     """The simulated days' dates: the ``days`` days ending today (day 1 .. day N = today)."""
     return [today - timedelta(days=days - d) for d in range(1, days + 1)]
+
+
+def sandbox_start(days: int, *, today: date) -> date:
+    """The sandbox's ``start_date`` (its day 0) for a run of ``days`` days ending ``today``: the day
+    before the first simulated day, whose changes the first night loads."""
+    return today - timedelta(days=days)
 
 
 def at_local(day: date, t: dtime, *, now: datetime) -> datetime:
@@ -326,6 +337,33 @@ def sweep_at(now: datetime) -> dict[str, int]:
         conn.close()
 
 
+def stale_sources(names: Sequence[str], *, now: datetime) -> dict[str, str]:
+    """The sources the stale-source rule (``config/alerts.toml`` freshness, what ``/health`` and
+    the alert automation use) flags at simulated time ``now``: name -> status and age."""
+    from grid.monitoring.alert_rules import load_alerts
+    from grid.store.db import connect, transaction
+    from grid.sync.health import sources_health
+
+    conn = connect()
+    try:
+        with transaction(conn) as cur:
+            rows = sources_health(
+                cur,
+                prefix="",
+                now=now,
+                limits=load_alerts().freshness,
+                runs_per_source=1,
+                with_quarantine=False,
+            )
+    finally:
+        conn.close()
+    return {
+        h.name: f"{h.status} {h.age_hours:.0f} h" if h.age_hours is not None else h.status
+        for h in rows
+        if h.name in names and h.status != "ok"
+    }
+
+
 def coverage_of(day: date, *, now: datetime) -> None:
     from grid.monitoring.coverage import as_of_for, compute_snapshot
     from grid.settings import FLOWS_ROLE
@@ -393,7 +431,7 @@ def simulate(plan: Plan, echo: Callable[[str], None]) -> list[DayStats]:
     names = [c.name for c in plan.sources]
     today = local_day(plan.now(), SHANGHAI)
     dates = day_dates(plan.days, today=today)
-    start = dates[0] - timedelta(days=1)
+    start = sandbox_start(plan.days, today=today)
     officers = Officers(plan.officers_url, seed=plan.seed) if plan.officers_url else None
     client = httpx.Client(timeout=60.0)
     out: list[DayStats] = []
@@ -402,11 +440,14 @@ def simulate(plan: Plan, echo: Callable[[str], None]) -> list[DayStats]:
         for n, day in enumerate(dates, 1):
             t0 = time.monotonic()
             stats = DayStats(n, day)
+            # the night of ``day`` loads the city's day before: sandbox day n - 1 (day 0 = the
+            # initial load, everything before the first simulated day)
+            sandbox_day = {"day": n - 1, "date": (start + timedelta(days=n - 1)).isoformat()}
             for c in plan.sources:
                 url = sim_url(c)
                 if url is None:
                     continue
-                sim_post(client, url, "/_sim/day", {"day": (day - start).days, "date": day.isoformat()})
+                sim_post(client, url, "/_sim/day", sandbox_day)
                 if c.name == plan.outage_source:
                     sim_post(client, url, "/_sim/outage", {"down": n in plan.outage_days})
             opened0 = _count("SELECT count(*) FROM case_file")
@@ -425,6 +466,8 @@ def simulate(plan: Plan, echo: Callable[[str], None]) -> list[DayStats]:
                 r = sweep_at(swept_until)
                 stats.escalated += r["escalated"]
                 stats.notices += r["notices"]
+            if swept_until is not None:
+                stats.stale = stale_sources(names, now=swept_until)
             stats.closed = _count("SELECT count(*) FROM case_event WHERE action = 'resolve'") - closed0
             coverage_of(day, now=plan.now())
             truths: dict[str, Truth] = {}
@@ -495,16 +538,23 @@ def register(app: typer.Typer) -> None:
         chosen = [c for c in configs if (c.name in wanted if wanted else c.enabled)]
         if outage and outage not in {c.name for c in chosen}:
             fail(f"--outage names {outage!r}, which is not simulated")
-        # the sandbox's own settings (docs/SANDBOX-TIMELINE.md), used when this command starts it
-        os.environ.setdefault("GRIDFLOW_SANDBOX_VOLUME", str(VOLUMES[volume]))
-        os.environ.setdefault("GRIDFLOW_SANDBOX_SEED", str(seed))
         db_up()
-        services_up(["prefect", "sandbox", "web"])
+        from flows.pipeline import current_cell_version
+
+        missing = [c.city_code for c in chosen if not current_cell_version(c.city_code)]
+        if missing:
+            fail(
+                f"no grid cells loaded for {', '.join(missing)}: run `gridflow world load --city CODE` first"
+            )
+        services_up(["prefect", "web"])
         _ensure_deployed()
         services_up(["worker"])
         os.environ.update(prefect_env(settings))
         mid = max(1, days // 2)
-        with paused("escalation-sweep/every-15-minutes"):
+        with (
+            province_sandbox(settings, chosen, days=days, seed=seed, volume=VOLUMES[volume]) as sandbox_log,
+            paused("escalation-sweep/every-15-minutes"),
+        ):
             result = simulate(
                 Plan(
                     days=days,
@@ -513,7 +563,7 @@ def register(app: typer.Typer) -> None:
                     officers_url=f"http://127.0.0.1:{settings.web_port}" if officers else None,
                     outage_source=outage or None,
                     outage_days=(mid, mid + 1) if outage else (),
-                    log_files=tuple(logfile(settings, n) for n in ("prefect", "worker", "web", "sandbox")),
+                    log_files=(sandbox_log, *(logfile(settings, n) for n in ("prefect", "worker", "web"))),
                 ),
                 typer.echo,
             )
@@ -521,6 +571,52 @@ def register(app: typer.Typer) -> None:
         if broken:
             fail(f"invariants broken on {len(broken)} of {len(result)} days (first: day {broken[0].day})")
         typer.echo(f"{len(result)} days simulated; every invariant held every day")
+
+
+@contextmanager
+def province_sandbox(
+    settings: Any, sources: Sequence[SourceConfig], *, days: int, seed: int, volume: float
+) -> Iterator[Path]:
+    """The sandbox province for the run, started by this command in the background with its day 0
+    the day before the first simulated day (``python -m connectors.sandbox province``), stopped
+    afterwards (this process only). A plain ``gridflow sandbox`` on the same ports is stopped first."""
+    import subprocess
+    import sys
+
+    from gridflow_cli.services import logfile, stop
+
+    stop(settings, "sandbox")
+    start = sandbox_start(days, today=local_day(datetime.now(UTC), SHANGHAI))
+    log = logfile(settings, "simulate-sandbox")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "connectors.sandbox", "province", "--sources-dir", str(settings.sources_dir),
+            "--seed", str(seed), "--volume", str(volume), "--start-date", start.isoformat(),
+            "--cells", str(settings.sample_cells), "--cities", ",".join(c.name for c in sources)]  # fmt: skip
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        urls = [u for c in sources if (u := sim_url(c))]
+        deadline = time.monotonic() + 600
+        with httpx.Client(timeout=5.0) as client:
+            for url in urls:
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"the sandbox province exited at start; see {log}")
+                    try:
+                        if client.get(f"{url}/_sim/state").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the sandbox province did not answer at {url}; see {log}")
+                    time.sleep(1.0)
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 class paused:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,14 @@ import pytest
 from connectors.config import SourceConfig, load_all_sources
 from connectors.sandbox.app import SandboxServer, create_app
 from connectors.sandbox.data import SandboxDataset
+from connectors.sandbox.province import province_plans
+from connectors.sandbox.sim import ProvinceSandbox
+from grid.clock import local_day
 from grid.settings import Settings, get_settings
 from grid.store.db import connect, transaction
 from grid.workdays import SHANGHAI
 from gridflow_cli import services
-from gridflow_cli.simulate import SWEEP_HOURS, Plan, day_dates, simulate
+from gridflow_cli.simulate import SWEEP_HOURS, Plan, day_dates, sandbox_start, simulate
 from tests.conftest import SAMPLE_CITY, SANDBOX_AS_OF, write_sources
 from tests.flows.helpers import env as set_env
 from tests.flows.helpers import prefect_database, query, service_passwords
@@ -62,7 +65,7 @@ def _dataset(world: Any, seed: int, cases: int) -> SandboxDataset:
 
 @pytest.fixture(scope="module")
 def province(
-    database_url: str, loaded_world: Any, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, loaded_world: Any, sample_world: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Province]:
     from grid.cases.owners import ensure_units
     from tests.web.conftest import LiveServer
@@ -76,11 +79,27 @@ def province(
     state = tmp_path_factory.mktemp("sim-state")
     folder = tmp_path_factory.mktemp("sim-sources")
     stack = ExitStack()
-    sim = stack.enter_context(SandboxServer(create_app(_dataset(loaded_world, 41, 90))))
+    # the city on its timeline (docs/SANDBOX-TIMELINE.md), day 0 the day before the first simulated day
+    port = _free_port()
+    write_sources(folder, with_cases=True, sim_city=f"http://127.0.0.1:{port}")
+    today = local_day(datetime.now(UTC), SHANGHAI)
+    stack.enter_context(
+        ProvinceSandbox(
+            province_plans(folder, ["sim_city"]),
+            seed=41,
+            volume=0.02,
+            start_date=sandbox_start(DAYS, today=today),
+            ports={"sim_city": port},
+            worlds={"sim_city": sample_world},
+        )
+    )
     broken_data = _dataset(loaded_world, 43, 0)
     broken = stack.enter_context(SandboxServer(create_app(broken_data)))
-    write_sources(folder, with_cases=True, sim_city=sim.base_url)
     write_sources(folder, sim_broken=broken.base_url)
+    # a backlog from before the simulated days (cases opened two weeks earlier, long overdue), so
+    # three days are enough for the sweep to have due steps at its simulated hours
+    backlog = stack.enter_context(SandboxServer(create_app(_dataset(loaded_world, 47, 40))))
+    write_sources(folder, with_cases=True, sim_backlog=backlog.base_url)
     values = {
         **service_passwords(),
         "GRIDFLOW_STATE_DIR": str(state),
@@ -103,6 +122,20 @@ def province(
         )
         assert proc.returncode == 0, proc.stderr
         services.start(settings, "worker")
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        from flows.nightly_sync import sync_source
+
+        before = datetime.combine(
+            sandbox_start(DAYS, today=today) - timedelta(days=14), time(2), tzinfo=SHANGHAI
+        )
+        with temporary_settings(
+            {
+                PREFECT_API_URL: prefect["PREFECT_API_URL"],
+                PREFECT_API_AUTH_STRING: prefect["PREFECT_API_AUTH_STRING"],
+            }
+        ):
+            assert sync_source("sim_backlog", as_of=before.isoformat())["status"] == "completed"
         from grid.web.app import create_app as web_app
 
         web_url = stack.enter_context(LiveServer(web_app()))
@@ -115,7 +148,7 @@ def province(
         stack.close()
 
 
-def _run(p: Province, names: list[str], days: int) -> Any:
+def _run(p: Province, names: list[str], days: int, outage: tuple[int, ...] = ()) -> Any:
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     with temporary_settings(
@@ -131,6 +164,8 @@ def _run(p: Province, names: list[str], days: int) -> Any:
                 sources=[c for c in p.sources if c.name in names],
                 seed=5,
                 officers_url=p.web_url,
+                outage_source=names[0] if outage else None,
+                outage_days=outage,
                 log_files=tuple(services.logfile(p.settings, n) for n in ("prefect", "worker")),
             ),
             lines.append,
@@ -139,15 +174,20 @@ def _run(p: Province, names: list[str], days: int) -> Any:
 
 
 def test_a_ci_sized_simulation_holds_every_invariant_every_day(province: Province) -> None:
-    """Three days of one city: each night's sync is a run of the nightly-sync deployment taken by the
-    worker with that night's ``as_of``; officers act over HTTP; steps fire at simulated hours; every
-    invariant holds each day and one progress line is printed per day."""
+    """Three days of one city on its sandbox timeline: each night's sync is a run of the nightly-sync
+    deployment taken by the worker with that night's ``as_of``; the city's system is down on night
+    2 (that sync fails) and night 3 catches up; officers act over HTTP; steps fire at simulated
+    hours; every invariant holds each day and one progress line is printed per day."""
     started = datetime.now(UTC)
-    result, lines = _run(province, ["sim_city"], DAYS)
+    result, lines = _run(province, ["sim_city"], DAYS, outage=(2,))
     assert len(result) == DAYS
     for day in result:
         assert [(c.rule, c.examples) for c in day.checks if not c.ok] == [], day.line()
-        assert not day.failed_sources
+    assert [bool(d.failed_sources) for d in result] == [False, True, False]
+    # the stale-source rule flags the city on the outage day (its last good night 39 h back) only
+    assert [sorted(d.stale) for d in result] == [[], ["sim_city"], []]
+    # the catch-up night loaded the outage day's records too (checked against the truth above)
+    assert result[2].records > 0
     assert sum(1 for line in lines if line.startswith("day ")) == DAYS
     assert result[0].records > 0 and result[0].opened > 0
     # the syncs ran through the deployment, each with its night's as_of, never in the future
@@ -176,7 +216,11 @@ def test_a_ci_sized_simulation_holds_every_invariant_every_day(province: Provinc
     stamps = sorted(datetime.fromisoformat(r.parameters["as_of"]) for r in runs)
     today = datetime.now(UTC).astimezone(SHANGHAI).date()
     assert [s.astimezone(SHANGHAI).date() for s in stamps] == day_dates(DAYS, today=today)
-    assert all(r.state is not None and r.state.is_completed() for r in runs)
+    assert [r.state.is_completed() for r in sorted(runs, key=lambda r: r.parameters["as_of"])] == [
+        True,
+        False,
+        True,
+    ]
     assert max(stamps) <= datetime.now(UTC)
     # officers acted through the API as their unit accounts; the sweep fired at simulated hours
     acted = dict(query("SELECT action, count(*) FROM case_event WHERE actor LIKE 'sim-%%' GROUP BY 1"))
