@@ -146,7 +146,9 @@ def truth_from_sim(
             return None
         r.raise_for_status()
         out[entity] = {
-            str(i["id"]): Expected(_parse_local(i.get("updated_at")), i.get("outcome"))
+            str(i["id"]): Expected(
+                _parse_local(i.get("updated_at")), i.get("outcome"), bool(i.get("present", True))
+            )
             for i in r.json()["items"]
             if i.get("id") not in (None, "")
         }
@@ -550,7 +552,7 @@ def register(app: typer.Typer) -> None:
         _ensure_deployed()
         services_up(["worker"])
         os.environ.update(prefect_env(settings))
-        mid = max(1, days // 2)
+        mid = max(1, (days - 1) // 2)  # two nights down mid-run, the next night catches up
         with (
             province_sandbox(settings, chosen, days=days, seed=seed, volume=VOLUMES[volume]) as sandbox_log,
             paused("escalation-sweep/every-15-minutes"),

@@ -189,3 +189,21 @@ def test_a_rewritten_event_and_a_tampered_snapshot_are_caught(synced: Any) -> No
         conn.close()
     assert chains.breaches == 1 and chains.examples == [f"case {case_id}"]
     assert coverage.breaches == 1 and coverage.examples[0].startswith(f"workers of {SAMPLE_CITY}: snapshot")
+
+
+def test_a_record_that_left_the_export_unseen_is_no_loss_but_a_present_one_is(database_url: str) -> None:
+    """A worker who joined and left while the city's system was down was never readable: the
+    records invariant does not require it; a present record that is missing is a loss."""
+    truth = {
+        "workers": {
+            "left-unseen": inv.Expected(datetime(2026, 11, 3, tzinfo=UTC), "stored", present=False),
+            "never-stored": inv.Expected(datetime(2026, 11, 3, tzinfo=UTC), "stored"),
+        }
+    }
+    conn = connect()
+    try:
+        check = inv.records_accounted(conn, source="no_such_city", truth=truth)
+    finally:
+        conn.close()
+    assert check.checked == 2
+    assert check.examples == ["no_such_city workers never-stored lost (not stored, not quarantined)"]
