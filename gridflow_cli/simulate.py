@@ -66,17 +66,38 @@ class DayStats:
     #: sources the stale-source rule flags at the day's last sweep hour: name -> "warn 26 h"
     stale: dict[str, str] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    boundary: str | None = None
+    #: cities whose night failed: their records invariant waits for their next good night
+    deferred: list[str] = field(default_factory=list)
+    #: wall seconds of each phase of the day (sync, officers, sweep, coverage, checks)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         bad = sum(1 for c in self.checks if not c.ok)
         down = f"; sync failed: {', '.join(self.failed_sources)}" if self.failed_sources else ""
+        if self.deferred:
+            down += f" (records check deferred: {', '.join(self.deferred)})"
         if self.stale:
             down += "; stale source: " + ", ".join(f"{k} ({v})" for k, v in sorted(self.stale.items()))
         return (
             f"day {self.day:>2} {self.date.isoformat()}: records {self.records:,}, cases opened {self.opened}, "
             f"closed {self.closed}, escalated {self.escalated}, notices {self.notices}; "
-            f"invariants {'ok' if bad == 0 else f'{bad} BROKEN'}{down}"
+            f"invariants {'ok' if bad == 0 else f'{bad} BROKEN'}{down} "
+            f"({sum(self.seconds.values()):.0f} s: {', '.join(f'{k} {v:.0f}' for k, v in self.seconds.items())})"
         )
+
+
+class _Laps:
+    """Adds the wall time since the previous lap to a phase's total."""
+
+    def __init__(self, totals: dict[str, float]) -> None:
+        self.totals = totals
+        self.mark = time.monotonic()
+
+    def __call__(self, phase: str) -> None:
+        now = time.monotonic()
+        self.totals[phase] = self.totals.get(phase, 0.0) + now - self.mark
+        self.mark = now
 
 
 def day_dates(days: int, *, today: date) -> list[date]:
@@ -324,6 +345,99 @@ def sync_via_deployment(sources: list[str], as_of: datetime, *, timeout: int = 1
     return ok, (fr.state.message if fr.state and fr.state.message else "")
 
 
+_PAIR_SQL = """
+SELECT a.community_code, a.code, b.code
+FROM grid_cell a JOIN grid_cell b
+  ON b.community_code = a.community_code AND b.code > a.code AND ST_Intersects(a.geom, b.geom)
+WHERE a.valid_to IS NULL AND b.valid_to IS NULL AND a.code LIKE %s
+  AND (SELECT count(*) FROM grid_cell c WHERE c.community_code = a.community_code AND c.valid_to IS NULL) >= 4
+ORDER BY a.code, b.code
+LIMIT 1
+"""
+
+
+def boundary_change_file(city_code: str, folder: Path) -> tuple[str, Path, str]:
+    """A grid file for one community of the city in which two touching cells are merged (the
+    second's code disappears) and a third is split in two along its centroid's meridian (the
+    second half gets a new code) — what a city sends after redrawing a few cells. Returns the
+    community code (the import's scope), the GeoJSON file and a one-line summary."""
+    import json
+
+    from geodata.codes import own_prefix
+    from grid.store.db import connect, transaction
+
+    conn = connect()
+    try:
+        with transaction(conn) as cur:
+            cur.execute(_PAIR_SQL, (own_prefix(city_code) + "%",))
+            row = cur.fetchone()
+            if row is None:
+                raise RuntimeError(f"no community of {city_code} with four cells, two of them touching")
+            community, keep, gone = (str(x) for x in row)
+            cur.execute(
+                """
+                WITH cells AS (SELECT code, name, geom FROM grid_cell
+                               WHERE community_code = %(c)s AND valid_to IS NULL),
+                split AS (SELECT code FROM cells WHERE code NOT IN (%(k)s, %(g)s) ORDER BY code LIMIT 1),
+                cut AS (
+                    SELECT s.code, (ST_Dump(ST_Split(c.geom, ST_SetSRID(ST_MakeLine(
+                               ST_MakePoint(ST_X(ST_Centroid(c.geom)), ST_YMin(c.geom) - 1),
+                               ST_MakePoint(ST_X(ST_Centroid(c.geom)), ST_YMax(c.geom) + 1)), 4326)))).geom AS part
+                    FROM split s JOIN cells c USING (code)
+                )
+                SELECT code, name, ST_AsGeoJSON(ST_Multi(geom)) FROM cells
+                 WHERE code NOT IN (%(k)s, %(g)s) AND code NOT IN (SELECT code FROM split)
+                UNION ALL
+                SELECT %(k)s, (SELECT name FROM cells WHERE code = %(k)s),
+                       ST_AsGeoJSON(ST_Multi(ST_Union((SELECT geom FROM cells WHERE code = %(k)s),
+                                                      (SELECT geom FROM cells WHERE code = %(g)s))))
+                UNION ALL
+                SELECT CASE WHEN row_number() OVER (ORDER BY ST_XMin(part)) = 1 THEN code
+                            ELSE %(c)s || lpad(((SELECT max(right(code, 3)::int) FROM cells) + 1)::text, 3, '0') END,
+                       'split ' || code, ST_AsGeoJSON(ST_Multi(part))
+                FROM cut
+                """,
+                {"c": community, "k": keep, "g": gone},
+            )
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    features = [
+        {"type": "Feature", "properties": {"code": code, "name": name}, "geometry": json.loads(geom)}
+        for code, name, geom in rows
+    ]
+    path = folder / f"cells-{community}.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+    split = sorted(str(r[0]) for r in rows if str(r[1]).startswith("split "))
+    return community, path, f"merged {gone} into {keep}; split {split[0]} into {', '.join(split)}"
+
+
+def boundary_change(city_code: str, folder: Path, *, valid_from: date) -> str:
+    """Redraw a few cells of the city through ``gridflow cells import FILE --commit`` (the real
+    command: diff, checks, new version, open cases re-routed with their events)."""
+    import subprocess
+    import sys
+
+    community, path, summary = boundary_change_file(city_code, folder)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("gridflow")),
+            "cells",
+            "import",
+            str(path),
+            "--scope",
+            community,
+            "--commit",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cells import failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return f"{summary} ({proc.stdout.strip().splitlines()[-1]})"
+
+
 def sweep_at(now: datetime) -> dict[str, int]:
     """The escalation sweep at simulated time ``now`` (the function the deployment wraps)."""
     from grid.cases.store import rules_from_settings
@@ -335,6 +449,21 @@ def sweep_at(now: datetime) -> dict[str, int]:
     try:
         r = sweep(conn, now=now, rules=rules_from_settings())
         return {"escalated": r.escalated, "notices": r.notices, "steps": r.steps}
+    finally:
+        conn.close()
+
+
+def failed_sources(as_of: datetime) -> set[str]:
+    """The sources whose sync run of the night ``as_of`` did not complete."""
+    from grid.store.db import connect, transaction
+
+    conn = connect()
+    try:
+        with transaction(conn) as cur:
+            cur.execute(
+                "SELECT source FROM sync_run WHERE started_at = %s AND status <> 'completed'", (as_of,)
+            )
+            return {str(r[0]) for r in cur.fetchall()}
     finally:
         conn.close()
 
@@ -424,6 +553,9 @@ class Plan:
     outage_source: str | None = None
     outage_days: tuple[int, ...] = ()
     log_files: tuple[Path, ...] = ()
+    #: (day, source): redraw a few cells of that source's city before that day's night
+    boundary: tuple[int, str] | None = None
+    work_dir: Path | None = None
     sync: Callable[[list[str], datetime], tuple[bool, str]] = sync_via_deployment
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -440,7 +572,6 @@ def simulate(plan: Plan, echo: Callable[[str], None]) -> list[DayStats]:
     echo(f"simulating {plan.days} days {dates[0]} .. {dates[-1]} of {', '.join(names)} (seed {plan.seed})")
     try:
         for n, day in enumerate(dates, 1):
-            t0 = time.monotonic()
             stats = DayStats(n, day)
             # the night of ``day`` loads the city's day before: sandbox day n - 1 (day 0 = the
             # initial load, everything before the first simulated day)
@@ -455,35 +586,52 @@ def simulate(plan: Plan, echo: Callable[[str], None]) -> list[DayStats]:
             opened0 = _count("SELECT count(*) FROM case_file")
             closed0 = _count("SELECT count(*) FROM case_event WHERE action = 'resolve'")
             loaded0 = _count("SELECT coalesce(sum(loaded), 0) FROM sync_run")
+            lap = _Laps(stats.seconds)
+            if plan.boundary is not None and plan.boundary[0] == n:
+                city = next(c.city_code for c in plan.sources if c.name == plan.boundary[1])
+                try:
+                    stats.boundary = boundary_change(city, plan.work_dir or Path("."), valid_from=day)
+                except RuntimeError as exc:
+                    stats.boundary = f"skipped: {exc}"
+                echo(f"day {n:>2} {day.isoformat()}: grid change in {plan.boundary[1]}: {stats.boundary}")
+                lap("cells")
             ok, message = plan.sync(names, at_local(day, SYNC_HOUR, now=plan.now()))
             if not ok:
                 stats.failed_sources = [message[:120] or "nightly sync failed"]
             stats.records = _count("SELECT coalesce(sum(loaded), 0) FROM sync_run") - loaded0
             stats.opened = _count("SELECT count(*) FROM case_file") - opened0
+            lap("sync")
             swept_until = None
             for hour in SWEEP_HOURS:
                 if officers is not None and hour == SWEEP_HOURS[0]:
                     officers.work(_owners(), day=day)
+                    lap("officers")
                 swept_until = at_local(day, hour, now=plan.now())
                 r = sweep_at(swept_until)
                 stats.escalated += r["escalated"]
                 stats.notices += r["notices"]
+                lap("sweep")
             if swept_until is not None:
                 stats.stale = stale_sources(names, now=swept_until)
             stats.closed = _count("SELECT count(*) FROM case_event WHERE action = 'resolve'") - closed0
             coverage_of(day, now=plan.now())
+            lap("coverage")
+            # a city whose night failed (its system down, or a night the sync refused) has its
+            # records pending, not lost: they are checked after its next good night
+            failed = failed_sources(at_local(day, SYNC_HOUR, now=plan.now()))
+            stats.deferred = sorted(failed)
             truths: dict[str, Truth] = {}
             for c in plan.sources:
+                if c.name in failed:
+                    continue
                 url = sim_url(c)
                 truth = truth_from_sim(client, url, list(c.entities)) if url else None
-                if truth is None and not (c.name == plan.outage_source and n in plan.outage_days):
-                    truth = truth_from_source(c)
-                if truth is not None and not (c.name == plan.outage_source and n in plan.outage_days):
-                    truths[c.name] = truth
+                truths[c.name] = truth if truth is not None else truth_from_source(c)
             stats.checks = check_all(
                 truths, swept_until=swept_until, snapshot_date=day, log_files=plan.log_files
             )
-            echo(stats.line() + f" ({time.monotonic() - t0:.0f} s)")
+            lap("checks")
+            echo(stats.line())
             if not all(c.ok for c in stats.checks):
                 for line in table(stats.checks):
                     echo(line)
@@ -519,6 +667,11 @@ def register(app: typer.Typer) -> None:
         ),
         officers: bool = typer.Option(True, help="simulated officers act through the web API"),
         outage: str = typer.Option("", "--outage", help="source down for two nights mid-run (default: none)"),
+        boundary: str = typer.Option(
+            "",
+            "--boundary",
+            help="source whose city redraws a few cells a third into the run (default: none)",
+        ),
     ) -> None:
         """Replay N province days through the real Prefect deployment, checking every invariant daily."""
         import os
@@ -538,8 +691,9 @@ def register(app: typer.Typer) -> None:
         if unknown:
             fail(f"unknown source(s): {', '.join(unknown)}")
         chosen = [c for c in configs if (c.name in wanted if wanted else c.enabled)]
-        if outage and outage not in {c.name for c in chosen}:
-            fail(f"--outage names {outage!r}, which is not simulated")
+        for option, value in (("--outage", outage), ("--boundary", boundary)):
+            if value and value not in {c.name for c in chosen}:
+                fail(f"{option} names {value!r}, which is not simulated")
         db_up()
         from flows.pipeline import current_cell_version
 
@@ -553,6 +707,8 @@ def register(app: typer.Typer) -> None:
         services_up(["worker"])
         os.environ.update(prefect_env(settings))
         mid = max(1, (days - 1) // 2)  # two nights down mid-run, the next night catches up
+        work = settings.state_dir / "simulate"
+        work.mkdir(parents=True, exist_ok=True)
         with (
             province_sandbox(settings, chosen, days=days, seed=seed, volume=VOLUMES[volume]) as sandbox_log,
             paused("escalation-sweep/every-15-minutes"),
@@ -565,6 +721,8 @@ def register(app: typer.Typer) -> None:
                     officers_url=f"http://127.0.0.1:{settings.web_port}" if officers else None,
                     outage_source=outage or None,
                     outage_days=(mid, mid + 1) if outage else (),
+                    boundary=(max(1, days // 3), boundary) if boundary else None,
+                    work_dir=work,
                     log_files=(sandbox_log, *(logfile(settings, n) for n in ("prefect", "worker", "web"))),
                 ),
                 typer.echo,

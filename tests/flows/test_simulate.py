@@ -148,7 +148,9 @@ def province(
         stack.close()
 
 
-def _run(p: Province, names: list[str], days: int, outage: tuple[int, ...] = ()) -> Any:
+def _run(
+    p: Province, names: list[str], days: int, outage: tuple[int, ...] = (), boundary: int | None = None
+) -> Any:
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     with temporary_settings(
@@ -166,6 +168,8 @@ def _run(p: Province, names: list[str], days: int, outage: tuple[int, ...] = ())
                 officers_url=p.web_url,
                 outage_source=names[0] if outage else None,
                 outage_days=outage,
+                boundary=(boundary, names[0]) if boundary else None,
+                work_dir=p.settings.state_dir,
                 log_files=tuple(services.logfile(p.settings, n) for n in ("prefect", "worker")),
             ),
             lines.append,
@@ -177,9 +181,10 @@ def test_a_ci_sized_simulation_holds_every_invariant_every_day(province: Provinc
     """Three days of one city on its sandbox timeline: each night's sync is a run of the nightly-sync
     deployment taken by the worker with that night's ``as_of``; the city's system is down on night
     2 (that sync fails) and night 3 catches up; officers act over HTTP; steps fire at simulated
-    hours; every invariant holds each day and one progress line is printed per day."""
+    hours; on day 2 the city redraws a few cells (``gridflow cells import --commit``); every
+    invariant holds each day and one progress line is printed per day."""
     started = datetime.now(UTC)
-    result, lines = _run(province, ["sim_city"], DAYS, outage=(2,))
+    result, lines = _run(province, ["sim_city"], DAYS, outage=(2,), boundary=2)
     assert len(result) == DAYS
     for day in result:
         assert [(c.rule, c.examples) for c in day.checks if not c.ok] == [], day.line()
@@ -188,7 +193,11 @@ def test_a_ci_sized_simulation_holds_every_invariant_every_day(province: Provinc
     assert [sorted(d.stale) for d in result] == [[], ["sim_city"], []]
     # the catch-up night loaded the outage day's records too (checked against the truth above)
     assert result[2].records > 0
-    assert sum(1 for line in lines if line.startswith("day ")) == DAYS
+    assert (result[1].boundary or "").startswith("merged "), result[1].boundary
+    assert "committed cell version" in (result[1].boundary or ""), result[1].boundary
+    new_cell = result[1].boundary.split("; split ")[1].split(" into ")[1].split(",")[1].split()[0]
+    assert query("SELECT count(*) FROM grid_cell WHERE code = %s AND valid_to IS NULL", new_cell)[0][0] == 1
+    assert sum(1 for line in lines if line.startswith("day ") and "invariants" in line) == DAYS
     assert result[0].records > 0 and result[0].opened > 0
     # the syncs ran through the deployment, each with its night's as_of, never in the future
     from prefect.client.orchestration import get_client
