@@ -84,3 +84,8 @@ respond_seconds_left
 plan_reroute  # grid/cases/reroute.py: the dry-run plan of every open case, read by tests
 RELATIONS  # grid/store/access.py: the classification the database-roles test walks
 _.shared_people  # connectors/sandbox/province.py: the cross-city people, read by tests and the simulation
+officer_name  # unused variable (grid/accounts/users.py): shown by the admin page
+PICK_RULE  # unused variable (grid/cases/owners.py): the documented tie-break, asserted by tests
+open_cases  # unused variable (grid/cases/owners.py): the re-dispatch pick-list shows it
+officers_of_units  # unused function (grid/cases/owners.py): the re-dispatch pick-list's query
+case_officer  # unused function (grid/cases/owners.py): the case page's owner officer

@@ -192,7 +192,13 @@ def seed_cases(
         )  # fmt: skip
     with conn.cursor() as cur:
         copy_rows(cur, "unit", ("code", "level", "name"), [(c, lv, "bench union") for c, lv in sorted(units)])
-        copy_rows(cur, "grid_officer", ("cell_code", "account"), [(c, f"wg{c[-9:]}") for c in officers])
+        cur.execute(
+            "WITH o AS (INSERT INTO officer (source_record_id, name) "
+            "SELECT 'wg' || c, '网格员' FROM unnest(%s::text[]) c "
+            "RETURNING id, source_record_id AS code) INSERT INTO officer_cell (officer_id, cell_code) "
+            "SELECT id, substr(code, 3) FROM o",
+            (sorted(officers),),
+        )
         copy_rows(
             cur,
             "case_file",

@@ -125,7 +125,13 @@ def seed(conn: psycopg2.extensions.connection, *, city: str, cases: int, due: in
             ("code", "level", "name"),
             [(c, lv, "bench union") for c, lv in sorted(units) if c not in present],
         )
-        copy_rows(cur, "grid_officer", ("cell_code", "account"), [(c, f"wg{c[-7:]}") for c in cells])
+        cur.execute(
+            "WITH o AS (INSERT INTO officer (source_record_id, name) "
+            "SELECT 'wg' || c, '网格员' FROM unnest(%s::text[]) c "
+            "RETURNING id, source_record_id AS code) INSERT INTO officer_cell (officer_id, cell_code) "
+            "SELECT id, substr(code, 3) FROM o",
+            (sorted(cells),),
+        )
         cur.execute("SELECT coalesce(max(id), 0) FROM case_file")
         row = cur.fetchone()
         first_id = int(row[0]) + 1 if row else 1

@@ -81,9 +81,10 @@ class SourceConfigError(ValueError):
 
 _CITY_CODE_RE = re.compile(r"^\d{4}0{8}$")
 
-Entity = Literal["enterprises", "workers", "cases"]
-#: Load order: workers reference enterprises, case reports reference both.
-_ENTITY_ORDER: tuple[Entity, ...] = ("enterprises", "workers", "cases")
+Entity = Literal["enterprises", "workers", "grid_officers", "cases"]
+#: Load order: workers reference enterprises; the roster (grid officers) comes before case reports,
+#: so a report's cell finds its officer; case reports reference all.
+_ENTITY_ORDER: tuple[Entity, ...] = ("enterprises", "workers", "grid_officers", "cases")
 
 
 def _default_entities() -> list[Entity]:

@@ -31,6 +31,7 @@ rename one; add a new member instead.
 | ``malformed_row`` | 行格式损坏 | a file line that is no CSV row (a quote never closed, text after a closing quote) |
 | ``field_too_long`` | 字段超长 | a field longer than the reader's limit (128 KiB) |
 | ``ragged_row`` | 列数多于表头 | a file row with more values than the header has columns (a value would be lost) |
+| ``unknown_cell`` | 网格编码无效 | a roster row's cell is no 15-digit code of a current cell of the source's city |
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Reason(StrEnum):
     MALFORMED_ROW = "malformed_row"
     FIELD_TOO_LONG = "field_too_long"
     RAGGED_ROW = "ragged_row"
+    UNKNOWN_CELL = "unknown_cell"
 
     @property
     def label_zh(self) -> str:
@@ -110,4 +112,5 @@ _DESCRIPTIONS: dict[Reason, tuple[str, str]] = {
     Reason.MALFORMED_ROW: ("行格式损坏", "a file line that is no CSV row (e.g. a quote never closed)"),
     Reason.FIELD_TOO_LONG: ("字段超长", "a field longer than the file reader's limit"),
     Reason.RAGGED_ROW: ("列数多于表头", "a file row with more values than the header has columns"),
+    Reason.UNKNOWN_CELL: ("网格编码无效", "a roster row names no current cell of the source's city"),
 }

@@ -49,14 +49,21 @@ CASE_OPTIONAL = (
     "crs",
 )
 
+#: The roster (网格员花名册): who serves which cells. ``cells`` is a list of 15-digit cell codes
+#: (a JSON list, or text separated by commas, semicolons, 、 or spaces); ``active`` defaults to yes.
+OFFICER_REQUIRED = ("source_record_id", "source_updated_at", "name", "cells")
+OFFICER_OPTIONAL = ("phone", "active")
+
 CANONICAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "enterprises": (ENTERPRISE_REQUIRED, ENTERPRISE_OPTIONAL),
     "workers": (WORKER_REQUIRED, WORKER_OPTIONAL),
+    "grid_officers": (OFFICER_REQUIRED, OFFICER_OPTIONAL),
     "cases": (CASE_REQUIRED, CASE_OPTIONAL),
 }
-#: Entities in load order: workers reference enterprises by credit code; case reports reference
-#: both, so they come last.
-ENTITIES = ("enterprises", "workers", "cases")
+#: Entities in load order: workers reference enterprises by credit code; the roster comes before
+#: case reports so that a report's cell finds its officer; case reports reference all, so they
+#: come last.
+ENTITIES = ("enterprises", "workers", "grid_officers", "cases")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,23 @@ class CaseReportRecord:
     lon: float | None = dc_field(repr=False)
     lat: float | None = dc_field(repr=False)
     crs: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OfficerRecord:
+    """A grid officer (网格员) of the city's roster.
+
+    ``name`` is a staff name (shown to the officer's supervisors), ``phone`` personal (stored as a
+    keyed HMAC, masked and encrypted), both kept out of ``repr``. ``cells`` are 15-digit codes in
+    the source's order without repeats; an inactive officer may serve none.
+    """
+
+    source_record_id: str
+    source_updated_at: datetime
+    name: str = dc_field(repr=False)
+    phone: str | None = dc_field(repr=False)
+    cells: tuple[str, ...]
+    active: bool
 
 
 #: Key of a file row that is damage, not data (value: a ``Reason`` code; ``connectors.file``).

@@ -117,6 +117,7 @@ from connectors.records import (
     DAMAGE_KEY,
     CaseReportRecord,
     EnterpriseRecord,
+    OfficerRecord,
     Reject,
     WorkerRecord,
 )
@@ -131,17 +132,19 @@ __all__ = [
     "normalise_uscc",
     "parse_amount",
     "parse_case_kind",
+    "parse_cells",
     "parse_date",
     "parse_timestamp",
     "resolve_crs",
     "validate_cases",
     "validate_enterprises",
+    "validate_officers",
     "validate_workers",
 ]
 
 CHINA_TZ: tzinfo = ZoneInfo("Asia/Shanghai")
 
-R = TypeVar("R", WorkerRecord, EnterpriseRecord, CaseReportRecord)
+R = TypeVar("R", WorkerRecord, EnterpriseRecord, CaseReportRecord, OfficerRecord)
 
 
 class FieldError(ValueError):
@@ -1078,9 +1081,94 @@ def validate_cases(
     return _run(raw_rows, common, row_fn)
 
 
+# --------------------------------------------------------------------------------------------
+# The roster (grid officers)
+# --------------------------------------------------------------------------------------------
+
+_CELL_SPLIT_RE = re.compile(r"[,，;；、\s]+")
+_CELL_RE = re.compile(r"\d{15}", re.ASCII)
+OFFICER_NAME_MAX = 40
+
+
+def parse_cells(value: Any, *, field: str = "cells") -> tuple[str, ...]:
+    """A roster row's cells: a list, or text separated by commas, semicolons, 、 or spaces; each
+    a 15-digit code (full-width digits allowed); repeats dropped, order kept. Blank: ()."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    elif isinstance(value, str):
+        text = value if value.isascii() else unicodedata.normalize("NFKC", value)
+        text = text.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1].replace('"', " ").replace("'", " ")
+        items = _CELL_SPLIT_RE.split(text)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [str(value)]
+    else:
+        raise FieldError(
+            Reason.UNKNOWN_CELL, field, f"cells must be text or a list, not {type(value).__name__}"
+        )
+    out: list[str] = []
+    for item in items:
+        code = item.strip()
+        if not code:
+            continue
+        if not _CELL_RE.fullmatch(code):
+            raise FieldError(Reason.UNKNOWN_CELL, field, "a cell code is not 15 digits")
+        if code not in out:
+            out.append(code)
+    return tuple(out)
+
+
+def _officer_validator(
+    mapping: Mapping[str, str], default_crs: str | None, today: date
+) -> tuple[_Common, Callable[[Mapping[str, Any]], OfficerRecord]]:
+    _check_mapping("grid_officers", mapping)
+    c = _Common(mapping, default_crs, today, "grid_officers")
+    f_name = mapping["name"]
+    f_cells = mapping["cells"]
+    f_phone = mapping.get("phone") or None
+    f_active = mapping.get("active") or None
+
+    def validate_row(row: Mapping[str, Any]) -> OfficerRecord:
+        rid = c.record_id(row)
+        if len(rid) > OFFICER_NAME_MAX or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", rid, re.ASCII):
+            raise FieldError(
+                Reason.BAD_VALUE, "source_record_id", "officer id must be letters, digits, _ . -"
+            )
+        updated = c.updated_at(row)
+        name = _name(row.get(f_name), "name")
+        if len(name) > OFFICER_NAME_MAX:
+            raise FieldError(Reason.BAD_VALUE, "name", f"name is longer than {OFFICER_NAME_MAX} characters")
+        raw_active = row.get(f_active) if f_active else None
+        active = True if _text(raw_active) is None else _flag(raw_active, "active")
+        cells = parse_cells(row.get(f_cells))
+        if active and not cells:
+            raise FieldError(Reason.MISSING_FIELD, "cells", "an active officer serves no cell")
+        phone = normalise_phone(row.get(f_phone), field="phone") if f_phone else None
+        return OfficerRecord(rid, updated, name, phone, cells, active)
+
+    return c, validate_row
+
+
+def validate_officers(
+    raw_rows: Sequence[Mapping[str, Any]],
+    *,
+    mapping: Mapping[str, str],
+    default_crs: str | None = None,
+    today: date,
+) -> tuple[list[OfficerRecord], list[Reject]]:
+    """Validate one page of roster rows; see :func:`validate_workers`. Whether each cell is a
+    current cell of the source's city is the pipeline's check (it holds the grid)."""
+    common, row_fn = _officer_validator(mapping, default_crs, today)
+    return _run(raw_rows, common, row_fn)
+
+
 #: The page validator of each entity.
 VALIDATORS: dict[str, Callable[..., tuple[list[Any], list[Reject]]]] = {
     "enterprises": validate_enterprises,
     "workers": validate_workers,
+    "grid_officers": validate_officers,
     "cases": validate_cases,
 }

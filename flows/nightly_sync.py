@@ -136,7 +136,7 @@ def _summary(name: str, run_id: int | None, totals: sync.RunTotals, status: str)
     }
 
 
-def _register(conn: Any, config: SourceConfig) -> None:
+def register_config(conn: Any, config: SourceConfig) -> None:
     with transaction(conn) as cur:
         sync.register_source(
             cur,
@@ -243,6 +243,9 @@ def _sync_entity(
             config.name, entity, page_no, result.received, result.loaded, result.unchanged,
             result.quarantined, result.unmapped,
         )  # fmt: skip
+        if result.released:
+            log.info("%s roster page %d: %d open cases of officers who left handed to the community",
+                     config.name, page_no, result.released)  # fmt: skip
         if page.cursor_after is None:
             if snapshot is not None:
                 log.info("%s %s full snapshot: %d missing, %d soft-deleted", config.name, entity,
@@ -294,7 +297,7 @@ def sync_source(source_name: str, full: bool = False, as_of: str | None = None) 
         if not sync.try_lock_source(conn, source_name):
             _logger().info("%s: another run holds this source; nothing to do", source_name)
             return _summary(source_name, None, sync.RunTotals(), "skipped")
-        _register(conn, config)
+        register_config(conn, config)
         sync.mark_crashed_runs(conn, source=source_name)
 
         def publish(run: sync.Run) -> None:

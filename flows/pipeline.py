@@ -23,6 +23,7 @@ from connectors.validate import (
     parse_timestamp,
     validate_cases,
     validate_enterprises,
+    validate_officers,
     validate_workers,
 )
 from geodata.address import AddressLocator
@@ -31,6 +32,7 @@ from geodata.placement import place_batch
 from grid.cases.intake import CaseReport, IntakeError, worker_key
 from grid.ingest import enterprise_copy, field_problem_copy, reject_copy, worker_copy
 from grid.people import Vault, vault_from_settings
+from grid.roster.store import officer_copy
 from grid.settings import FLOWS_ROLE
 from grid.store import geo
 from grid.store.db import connect, transaction
@@ -73,6 +75,7 @@ class GridContext:
     index: CellIndex
     locator: AddressLocator
     vault: Vault
+    cell_codes: frozenset[str] = frozenset()  # the city's current cells (a roster names them)
 
 
 _contexts: dict[tuple[str, int], GridContext] = {}
@@ -109,6 +112,7 @@ def grid_context(city_code: str, cell_version: int) -> GridContext:
             index=CellIndex(cells.codes, cells.geoms, retired=cells.retired, outline=cells.outline),
             locator=AddressLocator(divisions),
             vault=vault_from_settings(),
+            cell_codes=frozenset(cells.codes),
         )
         _contexts[key] = ctx
         return ctx
@@ -258,6 +262,47 @@ def _unmapped_reasons(
                 reasons[i] = reason
 
 
+def _prepare_officers(
+    spec: ChunkSpec,
+    raw_rows: Sequence[Mapping[str, Any]],
+    known: Mapping[str, datetime],
+    today: date,
+    ctx: GridContext,
+) -> PreparedChunk:
+    """Roster rows: validated, each cell checked against the city's current grid (a cell it does
+    not have is ``unknown_cell``), the phone protected. Officers have no point to place."""
+    unchanged, todo = _split_unchanged(spec, raw_rows, known)
+    records, rejects = validate_officers(todo, mapping=spec.mapping, today=today)
+    id_field = spec.mapping["source_record_id"]
+    by_id = {str(row.get(id_field, "")).strip(): row for row in todo}
+    good = []
+    for r in records:
+        if any(c not in ctx.cell_codes for c in r.cells):
+            detail = f"a cell is not a current cell of {spec.city_code} (field {spec.mapping['cells']})"
+            raw = by_id.get(r.source_record_id, {})
+            rejects.append(Reject(r.source_record_id, Reason.UNKNOWN_CELL, "cells", detail, raw=dict(raw)))
+            continue
+        good.append(r)
+    fresh = [r for r in good if known.get(r.source_record_id) != r.source_updated_at]
+    seen: list[str] = []
+    if spec.full:
+        seen = [r.source_record_id for r in records] + [
+            j.source_record_id for j in rejects if j.source_record_id
+        ]
+        seen += [rid for rid, _ in unchanged]
+    return PreparedChunk(
+        entity=spec.entity,
+        rows_text=officer_copy(fresh, ctx.vault),
+        n_rows=len(fresh),
+        rejects_text=reject_copy(rejects, ctx.vault),  # type: ignore[arg-type]
+        skipped=len(good) - len(fresh) + len(unchanged),
+        high_water=max([*(r.source_updated_at for r in records), *(t for _, t in unchanged)], default=None),
+        by_reason=Counter(str(j.reason) for j in rejects),
+        seen=seen,
+        versions=[(r.source_record_id, r.source_updated_at) for r in fresh],
+    )
+
+
 def prepare_chunk(
     spec: ChunkSpec,
     raw_rows: Sequence[Mapping[str, Any]],
@@ -268,6 +313,8 @@ def prepare_chunk(
     ctx = grid_context(spec.city_code, spec.cell_version)
     if spec.entity == "cases":
         return _prepare_cases(spec, raw_rows, today, ctx)
+    if spec.entity == "grid_officers":
+        return _prepare_officers(spec, raw_rows, known, today, ctx)
     unchanged, todo = _split_unchanged(spec, raw_rows, known)
     validate = validate_workers if spec.entity == "workers" else validate_enterprises
     records, rejects = validate(todo, mapping=spec.mapping, default_crs=spec.default_crs, today=today)

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default=None, description="Base URL of the Prefect UI for links; by default the local server's."
     )
     sandbox_port: int = 8765
+    #: The sandbox province (``gridflow services up sandbox``): scale of every city (1.0 = the demo:
+    #: 宜昌 20,000 workers, 荆州 12,000, 襄阳 10,000) and the seed of its timelines.
+    sandbox_volume: float = Field(default=1.0, gt=0, le=10)
+    sandbox_seed: int = 20260101
     web_port: int = 8000
     sources_dir: Path = PROJECT_ROOT / "config" / "sources"
     policy_file: Path = PROJECT_ROOT / "config" / "policy" / "default.toml"

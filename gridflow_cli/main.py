@@ -294,7 +294,8 @@ def run(
     typer.echo("== database")
     db_up()
     typer.echo("== world")
-    world_load()
+    for city in _province_cities():
+        world_load(city=city)
     typer.echo("== services")
     services_up(["prefect", "sandbox", "web"])
     typer.echo("== deployments")
@@ -322,6 +323,20 @@ def run(
     )
     if not keep_running:
         services_down(None)
+
+
+def _province_cities() -> list[str]:
+    """City codes of the sandbox province (every sandboxed source file: an HTTP city on loopback or
+    a file drop), whose worlds the main job loads; the sample city when there is none."""
+    from connectors.config import SourceConfigError
+    from connectors.sandbox.province import province_plans
+
+    s = get_settings()
+    try:
+        codes = sorted({p.city_code for p in province_plans(s.sources_dir)})
+    except SourceConfigError as exc:
+        fail(str(exc))
+    return codes or [s.sample_city]
 
 
 def _install_alerts_if_configured() -> None:
@@ -432,6 +447,11 @@ app.add_typer(calendar_app, name="calendar")
 from gridflow_cli.users import app as users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
+
+# -- the roster of grid officers (gridflow_cli/officers.py) --------------------------------------
+from gridflow_cli.officers import app as officers_app  # noqa: E402
+
+app.add_typer(officers_app, name="officers")
 
 # -- coverage snapshots (gridflow_cli/monitoring.py) ---------------------------------------------
 from gridflow_cli import monitoring  # noqa: E402

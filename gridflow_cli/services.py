@@ -98,14 +98,18 @@ def services(settings: Settings) -> dict[str, Service]:
                 py,
                 "-m",
                 "connectors.sandbox",
-                "--port",
-                str(settings.sandbox_port),
-                "--workers",
-                str(settings.sample_workers),
-                "--enterprises",
-                str(settings.sample_enterprises),
+                "province",  # every sandboxed city of the source files, each on its own port
+                "--sources-dir",
+                str(settings.sources_dir),
+                "--volume",
+                str(settings.sandbox_volume),
+                "--seed",
+                str(settings.sandbox_seed),
+                "--cells",
+                str(settings.sample_cells),
             ],
-            f"http://127.0.0.1:{settings.sandbox_port}/health",
+            f"http://127.0.0.1:{settings.sandbox_port}/health",  # 宜昌's port (config/sources/yichang.toml)
+            start_timeout_s=300.0,  # three cities' grids and records are generated first
         ),
         "web": Service(
             "web",

@@ -167,9 +167,10 @@ def sandbox_url(sandbox_dataset) -> Iterator[str]:  # type: ignore[no-untyped-de
         yield server.base_url
 
 
-def write_sources(directory, *, with_cases: bool = False, **sources: str) -> None:  # type: ignore[no-untyped-def]
+def write_sources(directory, *, with_cases: bool = False, with_roster: bool = False, **sources: str) -> None:  # type: ignore[no-untyped-def]
     """Copy the bundled Yichang config under other names/base URLs into ``directory``
-    (without case reports unless ``with_cases``: the shared sandbox dataset has none)."""
+    (without case reports unless ``with_cases``, without the roster unless ``with_roster``: the
+    shared sandbox dataset has neither)."""
     from grid.settings import PROJECT_ROOT
 
     template = (PROJECT_ROOT / "config" / "sources" / "yichang.toml").read_text(encoding="utf-8")
@@ -180,8 +181,9 @@ def write_sources(directory, *, with_cases: bool = False, **sources: str) -> Non
             .replace("max_attempts = 5", "max_attempts = 2")
             .replace("backoff_base_s = 0.5", "backoff_base_s = 0.05")
         )
-        if not with_cases:
-            text = text.replace(
-                'entities = ["enterprises", "workers", "cases"]', 'entities = ["enterprises", "workers"]'
-            )
+        entities = ["enterprises", "workers"] + ["grid_officers"] * with_roster + ["cases"] * with_cases
+        text = text.replace(
+            'entities = ["enterprises", "workers", "grid_officers", "cases"]',
+            "entities = [" + ", ".join(f'"{e}"' for e in entities) + "]",
+        )
         (directory / f"{name}.toml").write_text(text, encoding="utf-8")

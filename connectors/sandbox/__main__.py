@@ -60,6 +60,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--file-format", choices=("csv", "xlsx"), default="csv")
     p.add_argument("--encoding", default="utf-8", help="CSV encoding of --write-files (e.g. gbk)")
     p.add_argument("--partial", action="store_true", help="files cut mid-row and without manifest")
+    p.add_argument("--no-roster", action="store_true", help="serve no grid officers (entity grid_officers)")
     return p.parse_args(argv)
 
 
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         as_of=as_of,
         names={d.code: d.name for d in world.divisions},
         n_cases=args.cases if args.workers and args.enterprises else 0,
+        roster=not args.no_roster,
     )
     t2 = time.perf_counter()
     log.info(

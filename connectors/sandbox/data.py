@@ -73,6 +73,14 @@ YICHANG_MAPPING: dict[str, dict[str, str]] = {
         "lat": "wd",
         "crs": "zbx",
     },
+    "grid_officers": {
+        "source_record_id": "wgybh",
+        "source_updated_at": "gxsj",
+        "name": "xm",
+        "phone": "lxdh",
+        "cells": "fzwg",
+        "active": "zgzt",
+    },
     "cases": {
         "source_record_id": "ywid",
         "source_updated_at": "gxsj",
@@ -286,6 +294,7 @@ class SandboxDataset:
         window: tuple[datetime, datetime] | None = None,
         stochastic_bad: bool = False,
         every_bad_kind: bool = False,
+        roster: bool = False,
     ) -> None:
         if not cells:
             raise ValueError("need at least one cell")
@@ -326,6 +335,17 @@ class SandboxDataset:
             "enterprises": sorted(ent_rows, key=lambda r: (r.updated_at, r.record_id)),
             "workers": sorted(wrk_rows, key=lambda r: (r.updated_at, r.record_id)),
         }
+        if roster:  # the roster of its cells (connectors.sandbox.roster), loaded before case reports
+            from connectors.sandbox.roster import roster_rows  # roster builds on this module
+
+            if "grid_officers" not in self.mapping:
+                raise ValueError("the mapping has no 'grid_officers' field names")
+            self._rows["grid_officers"] = roster_rows(
+                [code for code, _ in self._cells],
+                seed=seed,
+                as_of=self.as_of,
+                mapping=self.mapping["grid_officers"],
+            )
         if n_cases:
             if "cases" not in self.mapping:
                 raise ValueError("the mapping has no 'cases' field names")

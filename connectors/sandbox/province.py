@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -30,10 +30,11 @@ from connectors.problems import ProblemKind, kind_of
 from connectors.reasons import Reason
 from connectors.sandbox.data import SandboxDataset, SandboxRow, id_check_char
 from connectors.sandbox.fixes import FIXABLE, fixed_row
-from connectors.validate import CHINA_TZ
+from connectors.validate import CHINA_TZ, validate_enterprises, validate_workers
 
 __all__ = [
     "CITY_SIZES",
+    "EXTRA_BAD_KINDS",
     "CityPlan",
     "CityTimeline",
     "TruthItem",
@@ -141,9 +142,13 @@ class TruthItem:
     updated_at: datetime
     label: str
     present: bool = True
+    #: the update time of the earliest version in an unbroken run of versions whose validated
+    #: content equals the latest one's (gridflow's version guard does not rewrite a newer version
+    #: with unchanged content, so any version in [accept_from, updated_at] is "the latest")
+    accept_from: datetime | None = None
 
     def expected(self) -> str:
-        return self.label if self.label in _REASONS else "ok"
+        return self.label if self.label in _REASONS else "ok"  # "inactive" officers load too
 
     def outcome(self, entity: str, field_of: Mapping[str, str]) -> str:
         expected = self.expected()
@@ -156,6 +161,10 @@ class TruthItem:
 # decides on): a worker's bad credit code is its employer's, an enterprise's is its own.
 _DEFECT_FIELD: dict[str, dict[str, str]] = {
     "workers": {
+        Reason.BAD_ID_FORMAT.value: "id_number",
+        Reason.BAD_ID_BIRTHDATE.value: "id_number",
+        Reason.MISSING_FIELD.value: "name",
+        Reason.BAD_COORDINATES.value: "lon",
         Reason.BAD_ID_CHECKSUM.value: "id_number",
         Reason.BAD_USCC_CHECKSUM.value: "enterprise_uscc",
         Reason.MISSING_COORDINATES.value: "lon",
@@ -165,6 +174,9 @@ _DEFECT_FIELD: dict[str, dict[str, str]] = {
         Reason.BAD_DATE.value: "birth_date",
     },
     "enterprises": {
+        Reason.BAD_USCC_FORMAT.value: "uscc",
+        Reason.BAD_VALUE.value: "union_established",
+        Reason.MISSING_FIELD.value: "name",
         Reason.BAD_USCC_CHECKSUM.value: "uscc",
         Reason.MISSING_COORDINATES.value: "lon",
         Reason.OUT_OF_CHINA.value: "lon",
@@ -172,7 +184,19 @@ _DEFECT_FIELD: dict[str, dict[str, str]] = {
         Reason.BAD_PHONE.value: "legal_rep_phone",
     },
     "cases": {},  # every case field is a record problem
+    "grid_officers": {},  # every roster defect the generator makes is a record problem
 }
+
+
+#: Defects the timeline adds beside those of :mod:`connectors.sandbox.data` (which the single-city
+#: sandbox keeps as they are), so the province carries every reason code a row can have:
+#: entity -> (reason, canonical field spoiled, how).
+EXTRA_BAD_KINDS: dict[str, tuple[Reason, ...]] = {
+    "workers": (Reason.BAD_ID_FORMAT, Reason.BAD_ID_BIRTHDATE, Reason.MISSING_FIELD, Reason.BAD_COORDINATES),
+    "enterprises": (Reason.BAD_USCC_FORMAT, Reason.BAD_VALUE, Reason.MISSING_FIELD),
+    "cases": (Reason.MISSING_FIELD, Reason.BAD_VALUE),
+}
+_EXTRA_PER_DAY = 0.15  # chance a day's new rows carry one defect of each extra kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +276,17 @@ class CityTimeline:
             names=self._names,
             mapping=self._mapping,
             every_bad_kind=True,
+            roster="grid_officers" in plan.entities,  # h16's roster generator, over this city's cells
         )
         #: entity -> record id -> the row served now (insertion = first export order)
-        self._current: dict[str, dict[str, SandboxRow]] = {e: {} for e in ("enterprises", "workers", "cases")}
+        self._current: dict[str, dict[str, SandboxRow]] = {
+            e: {} for e in ("enterprises", "workers", "grid_officers", "cases")
+        }
         self._truth: dict[str, dict[str, TruthItem]] = {e: {} for e in self._current}
         self._today: dict[str, list[SandboxRow]] = {e: [] for e in self._current}
+        extra = random.Random(f"gridflow-timeline:{seed}:{plan.city_code}:extra0")
         for entity in base.entities:
-            self._put(entity, base.rows(entity))
+            self._put(entity, self._spoil_extra(entity, base.rows(entity), extra, each=1.0))
         self._shared = self._shared_people()
         window0 = (base.as_of - timedelta(days=365), base.as_of)
         self._add_shared_workers(window0)
@@ -321,6 +349,7 @@ class CityTimeline:
                 "expected": t.expected(),
                 "outcome": t.outcome(entity, fields),
                 "present": t.present,
+                "accept_from": (t.accept_from or t.updated_at).strftime("%Y-%m-%d %H:%M:%S"),
             }
             for rid, t in sorted(self._truth[entity].items())
         ]
@@ -337,9 +366,31 @@ class CityTimeline:
 
     def _put(self, entity: str, rows: Iterable[SandboxRow]) -> None:
         for r in rows:
+            old = self._current[entity].get(r.record_id)
+            accept_from = r.updated_at
+            if old is not None and self._same_content(entity, old.row, r.row):
+                previous = self._truth[entity][r.record_id]
+                accept_from = previous.accept_from or previous.updated_at
             self._current[entity][r.record_id] = r
-            self._truth[entity][r.record_id] = TruthItem(r.updated_at, r.label)
+            self._truth[entity][r.record_id] = TruthItem(r.updated_at, r.label, accept_from=accept_from)
             self._today[entity].append(r)
+
+    def _same_content(self, entity: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+        """Whether two versions validate to the same record (update time aside): what a load
+        stores of them is the same."""
+        if entity not in ("workers", "enterprises"):
+            return False
+        validate: Callable[..., tuple[Sequence[Any], Sequence[Any]]] = (
+            validate_workers if entity == "workers" else validate_enterprises
+        )
+        today = self.date_of(self.day)
+        a, rej_a = validate([old], mapping=self._mapping[entity], default_crs=self.plan.crs, today=today)
+        b, rej_b = validate([new], mapping=self._mapping[entity], default_crs=self.plan.crs, today=today)
+        if rej_a or rej_b or not a or not b:
+            return False
+        # a field problem empties the field: the stored content is the record without its problems
+        before = replace(a[0], source_updated_at=b[0].source_updated_at, problems=())
+        return bool(before == replace(b[0], problems=()))
 
     def _leave(self, entity: str, record_id: str) -> None:
         del self._current[entity][record_id]
@@ -367,6 +418,40 @@ class CityTimeline:
             window=window,
             stochastic_bad=True,
         )
+
+    def _spoil_extra(
+        self, entity: str, rows: Sequence[SandboxRow], rng: random.Random, *, each: float = _EXTRA_PER_DAY
+    ) -> list[SandboxRow]:
+        """``rows`` with, for each kind of :data:`EXTRA_BAD_KINDS`, one good row spoiled with it
+        (with probability ``each``)."""
+        out = list(rows)
+        kinds = EXTRA_BAD_KINDS.get(entity, ())
+        good = [i for i, r in enumerate(out) if r.label == "ok"]
+        rng.shuffle(good)
+        m = self._mapping[entity]
+        for reason in kinds:
+            if not good or rng.random() >= each:
+                continue
+            i = good.pop()
+            row = dict(out[i].row)
+            if reason is Reason.BAD_ID_FORMAT:
+                row[m["id_number"]] = str(row[m["id_number"]])[:17]
+            elif reason is Reason.BAD_ID_BIRTHDATE:
+                body = str(row[m["id_number"]])[:10] + "13" + str(row[m["id_number"]])[12:17]
+                row[m["id_number"]] = body + id_check_char(body)
+            elif reason is Reason.MISSING_FIELD:
+                row[m["kind" if entity == "cases" else "name"]] = ""
+            elif reason is Reason.BAD_COORDINATES:
+                row[m["lon"]] = "东经" + str(row[m["lon"]])
+            elif reason is Reason.BAD_USCC_FORMAT:
+                row[m["uscc"]] = str(row[m["uscc"]])[:17] + "I"  # I is outside GB 32100
+            elif reason is Reason.BAD_VALUE:
+                if entity == "cases":
+                    row[m["workers_affected"]] = "0"
+                else:
+                    row[m["union_established"]] = "不详"
+            out[i] = replace(out[i], row=row, label=reason.value)
+        return out
 
     def _good(self, entity: str) -> list[SandboxRow]:
         return [r for r in self._current[entity].values() if r.label not in _REASONS]
@@ -494,7 +579,7 @@ class CityTimeline:
             return start + timedelta(seconds=rng.randrange(86_400))
 
         # enterprises: registrations, unions set up, fixes
-        self._put("enterprises", fresh.rows("enterprises")[:new_firms])
+        self._put("enterprises", self._spoil_extra("enterprises", fresh.rows("enterprises")[:new_firms], rng))
         union_f = self._f("enterprises", "union_established")
         no_union = [r for r in self._good("enterprises") if str(r.row.get(union_f)) == "0"]
         n_union = _stochastic_round(max(0.5, len(no_union) * _UNION_SETUP), rng)
@@ -516,7 +601,7 @@ class CityTimeline:
             if row.get(employer_f) and r.label != Reason.BAD_USCC_CHECKSUM.value and firms:
                 row[employer_f] = rng.choice(firms)
             joined.append(replace(r, row=row))
-        self._put("workers", joined)
+        self._put("workers", self._spoil_extra("workers", joined, rng))
         self._change_workers(new_workers[joins : joins + changes], firms, rng, when)
         present = sorted(self._current["workers"])
         shared_ids = {p.id_number for p in self._shared}
@@ -528,7 +613,7 @@ class CityTimeline:
 
         # case reports about this city's workers and enterprises, then the cross-city ones
         if "cases" in fresh.entities:
-            self._put("cases", self._day_cases(fresh.rows("cases"), rng))
+            self._put("cases", self._spoil_extra("cases", self._day_cases(fresh.rows("cases"), rng), rng))
         self._put("cases", self._cross_city_cases(day, window))
 
     def _change_workers(

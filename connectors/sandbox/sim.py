@@ -64,8 +64,10 @@ class ProvinceSandbox:
     """Several sandbox cities, each on its own timeline, served from this process.
 
     ``ports`` overrides a city's port (0 = a free one; default: the port of its ``base_url``);
-    ``drop_dirs`` overrides a file city's folder. ``token`` turns on bearer auth on every data
-    endpoint (``/_sim/*`` is loopback control and stays open). Use as a context manager.
+    ``drop_dirs`` overrides a file city's folder; ``worlds`` hands in cities' already built
+    :class:`geodata.world.SampleWorld` (by source name); ``token`` (one for all, or by source name)
+    turns on bearer auth on the data endpoints (``/_sim/*`` is loopback control and stays open).
+    Use as a context manager.
     """
 
     def __init__(
@@ -77,7 +79,7 @@ class ProvinceSandbox:
         start_date: date,
         ports: Mapping[str, int] | None = None,
         drop_dirs: Mapping[str, Path] | None = None,
-        token: str | None = None,
+        token: str | Mapping[str, str | None] | None = None,
         host: str = "127.0.0.1",
         worlds: Mapping[str, Any] | None = None,
     ) -> None:
@@ -87,7 +89,7 @@ class ProvinceSandbox:
         self.volume = volume
         self.start_date = start_date
         self._host = host
-        self._token = token
+        self._tokens = {p.source: token.get(p.source) if isinstance(token, Mapping) else token for p in plans}
         codes = [p.city_code for p in plans]
         self._timelines = {
             p.source: CityTimeline(
@@ -121,7 +123,9 @@ class ProvinceSandbox:
             for source, folder in self._drops.items():
                 write_day_drop(self._timelines[source], folder)
             for source in self._ports:
-                self._inner[source] = create_app(self._timelines[source].snapshot(), token=self._token)
+                self._inner[source] = create_app(
+                    self._timelines[source].snapshot(), token=self._tokens[source]
+                )
         try:
             for source, port in self._ports.items():
                 server = SandboxServer(self._city_app(source), host=self._host, port=port)
@@ -173,7 +177,7 @@ class ProvinceSandbox:
                         write_day_drop(tl, self._drops[source])
                 else:
                     tl.advance(day)
-                    self._inner[source] = create_app(tl.snapshot(), token=self._token)
+                    self._inner[source] = create_app(tl.snapshot(), token=self._tokens[source])
         log.info("sandbox province: day %d (%s)", day, date.fromordinal(expected).isoformat())
 
     def set_down(self, source: str, down: bool) -> None:
@@ -304,7 +308,11 @@ def _province_args(argv: Sequence[str], *, drop: bool) -> Any:
         "--cells", type=int, default=2_000, help="cells per city, as `gridflow world load --cells`"
     )
     p.add_argument("--start-date", default=None, help="date of day 0 (default: today, Asia/Shanghai)")
-    p.add_argument("--token-env", default=None, help="environment variable holding a bearer token to require")
+    p.add_argument(
+        "--token-env",
+        default=None,
+        help="one variable holding the bearer token of every city (default: each file's)",
+    )
     if drop:
         p.add_argument("--source", required=True, help="the file city's source name, e.g. xiangyang")
         p.add_argument("--day", type=int, required=True)
@@ -329,15 +337,20 @@ def main_province(argv: Sequence[str]) -> int:
     import os
     import time
 
+    from connectors.config import load_all_sources
     from connectors.sandbox.province import province_plans
 
     args = _province_args(argv, drop=False)
     names = [n for n in args.cities.split(",") if n] or None
     plans = province_plans(args.sources_dir, names, cells_target=args.cells)
-    token = os.environ.get(args.token_env, "").strip() or None if args.token_env else None
+    # each city's bearer token from the variable its source file names, as the sync reads it
+    tokens: dict[str, str | None] = {}
+    for config in load_all_sources(args.sources_dir):
+        env = args.token_env or config.token_env
+        tokens[config.name] = (os.environ.get(env, "").strip() or None) if env else None
     t0 = time.perf_counter()
     with ProvinceSandbox(
-        plans, seed=args.seed, volume=args.volume, start_date=_start_date(args.start_date), token=token
+        plans, seed=args.seed, volume=args.volume, start_date=_start_date(args.start_date), token=tokens
     ) as sandbox:
         for source in sandbox.sources:
             tl = sandbox.timeline(source)

@@ -6,8 +6,12 @@ The web pages, the API and the case service all ask these; none decides on its o
   ``gridflow_chain_visible(chain)`` (migration 0003), which the row-level security policies on
   ``case_file`` and the tables keyed by it call, fed by :func:`apply_scope` with the same
   :attr:`Principal.prefix` / ``cells``.
-- **owns** a case (acts on it as the owner): :func:`owns`. No SQL twin: the service checks it
-  before it writes; row-level security keeps every write inside what the principal sees.
+- **owns** a case (acts on it as the owner): :func:`owns`. A unit role owns its unit's cases; a
+  grid officer the cases of its cells that the roster gave to it (``case_file.owner_officer``, or
+  any officer of the cell when none was chosen). The service checks it before it writes; row-level
+  security keeps every write inside what the principal sees, and its twin for the officer part is
+  the restrictive policy ``case_file_officer_owns`` (migration 0012, fed ``gridflow.officer`` by
+  :func:`apply_scope`): an officer cannot update another officer's case of a shared cell.
 - **supervises** a case (督办, reassign): :func:`supervises`, :func:`may_reassign` (the owner of a
   case returned to it re-dispatches it). No SQL twin, as for owns.
 - **may reveal** a masked field: :func:`may_reveal`, :func:`reveal_reason`. Twin: the
@@ -85,10 +89,19 @@ def sees(role: Role, scope_code: str, cells: tuple[str, ...], chain_code: str) -
     return within(chain_code, scope_code)
 
 
-def owns(role: Role, scope_code: str, cells: tuple[str, ...], owner_code: str) -> bool:
-    """Acts as the owner: an officer for its cells, a unit role for its own unit (admin: never)."""
+def owns(
+    role: Role,
+    scope_code: str,
+    cells: tuple[str, ...],
+    owner_code: str,
+    *,
+    officer_id: int | None = None,
+    owner_officer: int | None = None,
+) -> bool:
+    """Acts as the owner: a unit role for its own unit (admin: never); a grid officer for a case of
+    its cells that the roster gave to it (``owner_officer``), or to no officer in particular."""
     if role is Role.GRID_OFFICER:
-        return owner_code in cells
+        return owner_code in cells and (owner_officer is None or owner_officer == officer_id)
     return role is not Role.ADMIN and owner_code == scope_code
 
 
@@ -157,6 +170,7 @@ class Principal:
     role: Role
     scope_code: str
     cells: tuple[str, ...] = ()
+    officer_id: int | None = None  # the roster's officer an account is tied to (its cells follow it)
 
     @property
     def prefix(self) -> str:
@@ -181,8 +195,15 @@ class Principal:
     def sees(self, chain_code: str) -> bool:
         return sees(self.role, self.scope_code, self.cells, chain_code)
 
-    def owns(self, owner_code: str) -> bool:
-        return owns(self.role, self.scope_code, self.cells, owner_code)
+    def owns(self, owner_code: str, owner_officer: int | None = None) -> bool:
+        return owns(
+            self.role,
+            self.scope_code,
+            self.cells,
+            owner_code,
+            officer_id=self.officer_id,
+            owner_officer=owner_officer,
+        )
 
     def supervises(self, chain_code: str, owner_code: str) -> bool:
         """:func:`supervises` for a supervising role."""
@@ -190,11 +211,13 @@ class Principal:
             self.scope_code, chain_code=chain_code, owner_code=owner_code
         )
 
-    def may(self, action: Action, *, chain_code: str, owner_code: str) -> bool:
+    def may(
+        self, action: Action, *, chain_code: str, owner_code: str, owner_officer: int | None = None
+    ) -> bool:
         """May take ``action`` on a case as its owner or as a unit above it (the state machine
         then decides whether the case's state allows it)."""
         if action in OWNER_ACTIONS:
-            return self.owns(owner_code)
+            return self.owns(owner_code, owner_officer)
         if action in SUPERVISOR_ACTIONS:
             return self.supervises(chain_code, owner_code)
         return False
@@ -212,8 +235,14 @@ def apply_scope(conn: Conn, principal: Principal | None) -> None:
     """State the scope for the transaction now starting on ``conn`` (transaction-local settings)."""
     scope = "" if principal is None else principal.prefix
     cells = "" if principal is None else ",".join(principal.cells)
+    officer = ""
+    if principal is not None and principal.role is Role.GRID_OFFICER:
+        # An officer account not tied to the roster acts for no officer in particular: "0" matches
+        # no ``owner_officer`` (identity ids start at 1).
+        officer = str(principal.officer_id or 0)
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT set_config('gridflow.scope', %s, true), set_config('gridflow.cells', %s, true)",
-            (scope, cells),
+            "SELECT set_config('gridflow.scope', %s, true), set_config('gridflow.cells', %s, true), "
+            "set_config('gridflow.officer', %s, true)",
+            (scope, cells, officer),
         )

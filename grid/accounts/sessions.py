@@ -14,7 +14,7 @@ import psycopg2.extensions
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from grid.accounts.access import Principal, Role, check_role_scope
+from grid.accounts.access import Principal, Role
 from grid.accounts.config import WebSettings
 from grid.store.db import transaction
 
@@ -57,30 +57,23 @@ def _state(cur: psycopg2.extensions.cursor, **settings: str) -> None:
     )
 
 
-def add_user(
-    conn: Conn, *, login: str, password: str, role: Role, scope_code: str, cells: list[str] | None = None
-) -> int:
-    """Create an account (as the database owner, from the CLI or tests)."""
-    cells = sorted(set(cells or []))
-    check_role_scope(role, scope_code, cells)
-    pw = hash_password(password)
-    with transaction(conn) as cur:
-        cur.execute(
-            "INSERT INTO app_user (login, password_hash, role, scope_code) VALUES (%s, %s, %s, %s) RETURNING id",
-            (login.strip().lower(), pw, role.value, scope_code),
-        )
-        row = cur.fetchone()
-        assert row is not None
-        user_id = int(row[0])
-        for c in cells:
-            cur.execute("INSERT INTO user_cell (user_id, cell_code) VALUES (%s, %s)", (user_id, c))
-    return user_id
+# An account's cells: for one tied to the roster (``app_user.officer_id``) the cells its officer
+# serves now, none once the officer is inactive (read at sign-in and on every request, never
+# copied, so they follow the roster); otherwise the cells given with ``users add --cell``.
+CELLS_OF_USER = """
+    CASE WHEN u.officer_id IS NULL
+         THEN ARRAY(SELECT c.cell_code FROM user_cell c WHERE c.user_id = u.id ORDER BY c.cell_code)
+         ELSE ARRAY(SELECT oc.cell_code FROM officer_cell oc JOIN officer o ON o.id = oc.officer_id
+                    WHERE oc.officer_id = u.officer_id AND o.active ORDER BY oc.cell_code)
+    END"""
 
 
 def _principal(cur: psycopg2.extensions.cursor, user_id: int, login: str, role: str, scope: str) -> Principal:
-    cur.execute("SELECT cell_code FROM user_cell WHERE user_id = %s ORDER BY cell_code", (user_id,))
-    cells = tuple(str(r[0]) for r in cur.fetchall())
-    return Principal(user_id, login, Role(role), scope, cells)
+    cur.execute(f"SELECT {CELLS_OF_USER}, u.officer_id FROM app_user u WHERE u.id = %s", (user_id,))
+    row = cur.fetchone()
+    assert row is not None
+    cells = tuple(str(c) for c in row[0])
+    return Principal(user_id, login, Role(role), scope, cells, None if row[1] is None else int(row[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +144,9 @@ def resume(conn: Conn, *, token: str, web: WebSettings) -> Session | None:
     with transaction(conn) as cur:
         _state(cur, session=th.hex())
         cur.execute(
-            """
+            f"""
             SELECT u.id, u.login, u.role, u.scope_code, s.csrf_token, s.last_seen_at < now() - interval '60 seconds',
-                   ARRAY(SELECT c.cell_code FROM user_cell c WHERE c.user_id = u.id ORDER BY c.cell_code)
+                   {CELLS_OF_USER}, u.officer_id
             FROM web_session s JOIN app_user u ON u.id = s.user_id
             WHERE s.token_hash = %s AND u.active AND s.revoked_at IS NULL
               AND s.expires_at > now() AND s.last_seen_at > now() - make_interval(mins => %s)
@@ -166,7 +159,14 @@ def resume(conn: Conn, *, token: str, web: WebSettings) -> Session | None:
         if row[5]:
             cur.execute("SET LOCAL synchronous_commit = off")
             cur.execute("UPDATE web_session SET last_seen_at = now() WHERE token_hash = %s", (th,))
-    principal = Principal(int(row[0]), str(row[1]), Role(row[2]), str(row[3]), tuple(str(c) for c in row[6]))
+    principal = Principal(
+        int(row[0]),
+        str(row[1]),
+        Role(row[2]),
+        str(row[3]),
+        tuple(str(c) for c in row[6]),
+        None if row[7] is None else int(row[7]),
+    )
     return Session(token, str(row[4]), principal)
 
 

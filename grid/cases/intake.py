@@ -8,9 +8,11 @@ code (a company identifier, not personal information).
 
 Dedupe rule (architecture "A case's life"): a report about the same worker — or, for labour
 disputes, the same enterprise — and the same kind as an open case attaches to that case instead of
-opening a duplicate. Hardship is per household, so hardship reports match on the worker only (two
-workers of one enterprise in hardship are two files). :func:`dedupe_lock_keys` gives the advisory
-lock keys that serialise concurrent intakes of the same party.
+opening a duplicate. The worker is matched as the case's first worker or an attached one, and a
+case of the worker is preferred to one matched on the enterprise only (a worker with jobs in two
+cities, reported by both, lands in one case whatever the order). Hardship is per household, so
+hardship reports match on the worker only (two workers of one enterprise in hardship are two
+files). :func:`dedupe_lock_keys` gives the advisory lock keys that serialise concurrent intakes of the same party.
 """
 
 from __future__ import annotations
@@ -215,13 +217,22 @@ def find_open(cur: Cursor, report: CaseReport) -> int | None:
     uscc = report.enterprise_uscc if report.family.value == "dispute" else None
     if report.worker_hmac is None and uscc is None:
         return None
+    # The worker is matched as the case's first worker or as one of its attached ones (case_worker),
+    # and a case of the worker comes before a case matched on the enterprise only: a worker
+    # employed in two cities reported from both (two employers) lands in ONE case whichever city's
+    # report comes first - the first may join its employer's open case; the second then finds the
+    # worker there rather than its own employer's case.
     cur.execute(
         f"""
         SELECT id FROM case_file
-        WHERE kind = %s AND {SQL_OPEN} AND (worker_hmac = %s OR enterprise_uscc = %s)
-        ORDER BY id LIMIT 1 FOR UPDATE
+        WHERE kind = %(kind)s AND {SQL_OPEN} AND (
+            worker_hmac = %(mac)s OR enterprise_uscc = %(uscc)s
+            OR id IN (SELECT case_id FROM case_worker WHERE worker_hmac = %(mac)s))
+        ORDER BY (worker_hmac = %(mac)s
+                  OR id IN (SELECT case_id FROM case_worker WHERE worker_hmac = %(mac)s)) IS TRUE DESC, id
+        LIMIT 1 FOR UPDATE
         """,
-        (report.kind.value, report.worker_hmac, uscc),
+        {"kind": report.kind.value, "mac": report.worker_hmac, "uscc": uscc},
     )
     row = cur.fetchone()
     return None if row is None else int(row[0])
@@ -450,11 +461,19 @@ def intake_reports(
             f"""
             SELECT id FROM case_file
             WHERE {SQL_OPEN} AND (
-                (kind, worker_hmac) IN (SELECT * FROM unnest(%s::text[], %s::bytea[]))
-                OR (kind, enterprise_uscc) IN (SELECT * FROM unnest(%s::text[], %s::text[])))
+                (kind, worker_hmac) IN (SELECT * FROM unnest(%(wk)s::text[], %(wh)s::bytea[]))
+                OR (kind, enterprise_uscc) IN (SELECT * FROM unnest(%(fk)s::text[], %(fu)s::text[]))
+                OR id IN (
+                    SELECT w.case_id FROM case_worker w JOIN case_file c ON c.id = w.case_id
+                    WHERE (c.kind, w.worker_hmac) IN (SELECT * FROM unnest(%(wk)s::text[], %(wh)s::bytea[]))))
             ORDER BY id FOR UPDATE
             """,
-            ([k for k, _ in workers], [h for _, h in workers], [k for k, _ in firms], [u for _, u in firms]),
+            {
+                "wk": [k for k, _ in workers],
+                "wh": [h for _, h in workers],
+                "fk": [k for k, _ in firms],
+                "fu": [u for _, u in firms],
+            },
         )
     return [open_one(cur, r, rules=rules, actor=actor, at=when) for r in reports]
 

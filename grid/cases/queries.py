@@ -92,6 +92,7 @@ class CaseDetail:
     mediation_window_ends: datetime | None
     deadlines_provisional: bool
     head_hash: str
+    owner_officer: int | None = None  # the roster's officer when a cell owns the case
 
 
 def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetail:
@@ -105,7 +106,8 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
                    (SELECT w.id_masked FROM worker w WHERE w.id_hmac = c.worker_hmac
                      ORDER BY w.updated_at DESC LIMIT 1) AS worker_masked,
                    c.worker_hmac IS NOT NULL AS has_worker, c.enterprise_uscc, c.outcome, c.opened_at,
-                   c.respond_by, c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash
+                   c.respond_by, c.resolve_by, c.mediation_window_ends, c.deadlines_provisional, c.head_hash,
+                   c.owner_officer
             FROM case_file c WHERE c.id = %s
             """,
             (case_id,),
@@ -142,6 +144,7 @@ def get_case(conn: Conn, *, case_id: int, scope: str | None = None) -> CaseDetai
         mediation_window_ends=row["mediation_window_ends"],
         deadlines_provisional=bool(row["deadlines_provisional"]),
         head_hash=str(row["head_hash"]),
+        owner_officer=None if row["owner_officer"] is None else int(row["owner_officer"]),
     )
 
 

@@ -59,7 +59,9 @@ RELATIONS: Final[dict[str, tuple[WebAccess, str]]] = {
     "coverage_note": (S, "records pending verification per division; by the division code"),
     "field_problem": (S, "fields left empty (raw values encrypted); via a source in scope"),
     "coverage_run": (R, "dates and times a snapshot was computed; no division, no person"),
-    "grid_officer": (S, "officer accounts per cell; by the cell code"),
+    "officer": (S, "the roster: staff names, masked and encrypted phones; by a visible cell or own account"),
+    "officer_cell": (S, "the cells each officer serves; by the cell code or own account"),
+    "account_audit": (S, "who changed which account, when; an administrator of the account's scope"),
     # reference
     "division": (R, "administrative divisions: public codes, names and boundaries"),
     "grid_cell": (R, "grid cell geometry: public reference"),

@@ -245,6 +245,7 @@ _PERSON_FIELDS = {
     "workers": ("id_number", "phone", "name"),
     "enterprises": (None, "legal_rep_phone", None),
     "cases": ("worker_id_number", None, None),
+    "grid_officers": (None, "phone", "name"),
 }
 
 

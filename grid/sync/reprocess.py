@@ -48,7 +48,7 @@ from grid.store.copy import bytea_field, parse_copy_text
 from grid.sync.store import QUARANTINE_COLUMNS
 
 MAX_IDS = 1000
-_TABLES = {"workers": "worker", "enterprises": "enterprise"}
+_TABLES = {"workers": "worker", "enterprises": "enterprise", "grid_officers": "officer"}
 
 
 class ReprocessError(RuntimeError):

@@ -25,6 +25,8 @@ from typing import Any
 
 import psycopg2.extensions
 
+from grid.cases.store import rules_from_settings
+from grid.roster.store import OFFICER_COLUMNS, release_departed, upsert_officers
 from grid.store.copy import copy_from_text, copy_text, parse_copy_text
 from grid.store.db import fetch_one, transaction
 from grid.store.failpoints import failpoint
@@ -77,12 +79,18 @@ QUARANTINE_COLUMNS = (
     "raw_enc",
 )
 FIELD_PROBLEM_COLUMNS = ("source_record_id", "field", "reason_code", "detail", "raw_enc")
-_TABLES = {"workers": ("worker", WORKER_COLUMNS), "enterprises": ("enterprise", ENTERPRISE_COLUMNS)}
+_TABLES = {
+    "workers": ("worker", WORKER_COLUMNS),
+    "enterprises": ("enterprise", ENTERPRISE_COLUMNS),
+    "grid_officers": ("officer", OFFICER_COLUMNS),  # the roster: grid.roster.store
+}
+ROSTER = "grid_officers"
 _STAGE_TYPES = {
     "source_updated_at": "timestamptz",
     "birth_year": "smallint",
     "employee_count": "integer",
     "union_established": "boolean",
+    "active": "boolean",
     "lon": "double precision",
     "lat": "double precision",
 }
@@ -102,6 +110,7 @@ class PageResult:
     missing: int = 0
     soft_deleted: int = 0
     field_problems: int = 0
+    released: int = 0  # open cases an officer who left handed to the community (roster pages)
     by_reason: Counter[str] = field(default_factory=Counter)
     by_method: Counter[str] = field(default_factory=Counter)
     #: field problems of loaded records by reason code (the records are in ``loaded``/``unchanged``)
@@ -563,8 +572,10 @@ def _field_problems(
     the versions the store now holds — once per record and field; a problem seen again by another
     run takes the new reason, detail and raw value and counts one more sighting (a replay in the
     same run changes nothing) — and settle as ``fixed`` the open problems of records whose
-    newly stored version no longer has them. A staged version the guard did not store (an older
-    one, or the same content) changes nothing here.
+    newly stored version no longer has them. An older staged version changes nothing here; a newer
+    one the guard did not rewrite because its content is the same counts as the stored one (its
+    problems are the record's problems now: a fix that leaves the stored content as it was, such as
+    a birth date corrected to what the resident ID already gave, still settles the problem).
 
     Every lookup is by key (``= ANY`` of the chunk's record ids on a unique index), never a join
     of the staged chunk with a table: without fresh statistics the planner scanned the growing
@@ -589,7 +600,11 @@ def _field_problems(
         " WHERE source = %(source)s AND source_record_id = ANY(%(ids)s) AND deleted_at IS NULL",
         {**args, "ids": candidates},
     )
-    stored = sorted(rid for rid, version in cur.fetchall() if versions.get(rid) == version)
+    # The record as stored now is this chunk's version - or an older one with the same content (the
+    # version guard does not rewrite a newer version whose content is unchanged, e.g. a birth date
+    # fixed to what the resident ID already gave): either way this version's problems are the
+    # record's problems now, and a problem it no longer has is settled.
+    stored = sorted(rid for rid, version in cur.fetchall() if rid in versions and versions[rid] >= version)
     if not stored:
         return
     if problems:
@@ -635,6 +650,8 @@ def write_page(
     snapshot_run_id: int | None = None,
     on_reports: Callable[[psycopg2.extensions.cursor, list[Any]], int] | None = None,
     after_write: Callable[[psycopg2.extensions.cursor], None] | None = None,
+    rules: Any = None,
+    advance: bool = True,
 ) -> PageResult:
     """Write one page and advance the cursor, all in ONE transaction.
 
@@ -645,6 +662,10 @@ def write_page(
     update time committed and, for a full snapshot, missing records are counted (and soft-deleted
     after two snapshots). ``after_write`` runs in the same transaction once the rows are written
     (reprocessing settles the quarantine rows it re-took there, so both commit or neither does).
+    A roster page (``grid_officers``) also releases the open cases of officers who left
+    (:func:`grid.roster.store.release_departed`, under ``rules`` or the configured policy).
+    ``advance=False`` leaves the stream's cursor alone (a roster imported from a spreadsheet is
+    no page of the city's API stream).
     """
     table, columns = _TABLES.get(entity, ("", ()))
     result = PageResult(received=received)
@@ -671,7 +692,14 @@ def write_page(
                 taken = on_reports(cur, chunk.reports)
                 result.inserted += taken
                 result.unchanged += len(chunk.reports) - taken
-            if chunk.n_rows:
+            if chunk.n_rows and entity == ROSTER:
+                inserted, updated = upsert_officers(
+                    cur, source=source, run_id=run_id, rows_text=chunk.rows_text
+                )
+                result.inserted += inserted
+                result.updated += updated
+                result.unchanged += chunk.n_rows - inserted - updated
+            elif chunk.n_rows:
                 cur.execute(f"TRUNCATE stage_{table}")
                 copy_from_text(cur, f"stage_{table}", columns, chunk.rows_text)
                 cur.execute(_upsert_sql(table, columns), {"source": source, "run": run_id})
@@ -703,18 +731,25 @@ def write_page(
         if after_write is not None:
             after_write(cur)
         failpoint("before_commit")
-        _advance(
-            cur,
-            source=source,
-            entity=entity,
-            since=since,
-            cursor_after=cursor_after,
-            high_water=high_water,
-            snapshot_run_id=snapshot_run_id,
-        )
+        if advance:
+            _advance(
+                cur,
+                source=source,
+                entity=entity,
+                since=since,
+                cursor_after=cursor_after,
+                high_water=high_water,
+                snapshot_run_id=snapshot_run_id,
+            )
         if cursor_after is None and snapshot_run_id is not None:
             _finish_snapshot(
                 cur, source=source, entity=entity, snapshot_run_id=snapshot_run_id, result=result
+            )
+        if entity == ROSTER:  # officers who left hand their open cases on, in this transaction
+            result.released = len(
+                release_departed(
+                    cur, source=source, rules=rules or rules_from_settings(), actor=f"roster:{source}"
+                )
             )
     failpoint("after_commit")
     return result

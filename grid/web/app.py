@@ -29,7 +29,7 @@ from grid.cases.store import rules_from_settings
 from grid.people import vault_from_settings
 from grid.settings import get_settings
 from grid.store.db import transaction
-from grid.web import api, dashboard, health, views
+from grid.web import admin_users, api, dashboard, health, views
 from grid.web.db import WebDatabase
 from grid.web.deps import WebState, session_of
 
@@ -176,6 +176,7 @@ def create_app(web: WebSettings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(dashboard.router)
     app.include_router(health.router)
+    app.include_router(admin_users.router)
     proxies = [h.strip() for h in web.trusted_proxies.split(",") if h.strip()]
     if proxies:
         # Outermost: the client address (login throttle, login history) is taken from

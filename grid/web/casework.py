@@ -26,6 +26,7 @@ from grid.accounts.access import (
 )
 from grid.cases import actions, queries, store
 from grid.cases.amounts import AmountError, parse_yuan
+from grid.cases.owners import units_exist
 from grid.cases.queries import CASE_LIST_COLUMNS, CaseDetail, CaseListRow
 from grid.cases.routing import RoutingError
 from grid.cases.states import (
@@ -141,6 +142,9 @@ def inbox(
     if view == "mine" and not unscoped and p.role is not Role.GRID_OFFICER:
         clauses.append("owner_code = %s")
         params.append(p.scope_code)
+    elif view == "mine" and not unscoped:  # an officer: its cells' cases the roster gave it (or nobody)
+        clauses.append("(owner_officer IS NULL OR owner_officer = %s)")
+        params.append(p.officer_id or 0)
     if owner_prefix:
         if not owner_prefix.isdigit():
             raise BadRequest("owner filter must be digits")
@@ -290,8 +294,7 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
         codes = chain_codes(detail.chain_code)
         cur.execute("SELECT code, level, name, active FROM unit WHERE code = ANY(%s)", (codes,))
         units = {str(r[0]): r for r in cur.fetchall()}
-        cur.execute("SELECT cell_code FROM grid_officer WHERE active AND cell_code = ANY(%s)", (codes,))
-        officers = {str(r[0]) for r in cur.fetchall()}
+        officers = {c for c, ok in units_exist(cur, [c for c in codes if len(c) == 15]).items() if ok}
         chain = []
         for c in codes:
             u = units.get(c)
@@ -319,9 +322,14 @@ def case_page(conn: Conn, p: Principal, case_id: int) -> CasePage:
             party = Party(*r) if r else Party(detail.worker_masked, None, None)
         svg = _svg(cur, case_id, detail.cell_code)
     state = detail.state
-    on_case = {"chain_code": detail.chain_code, "owner_code": detail.owner_code}
-    owner_actions = [a.value for a in OWNER_ACTIONS if p.may(a, **on_case) and _allowed(state, a)]
-    sup = [a.value for a in SUPERVISOR_ACTIONS if p.may(a, **on_case) and state not in DONE_STATES]
+
+    def may(a: Action) -> bool:
+        return p.may(
+            a, chain_code=detail.chain_code, owner_code=detail.owner_code, owner_officer=detail.owner_officer
+        )
+
+    owner_actions = [a.value for a in OWNER_ACTIONS if may(a) and _allowed(state, a)]
+    sup = [a.value for a in SUPERVISOR_ACTIONS if may(a) and state not in DONE_STATES]
     overdue = state not in DONE_STATES and detail.resolve_by < datetime.now(UTC)
     return CasePage(detail, timeline, chain, party, svg, owner_actions, sup, p.may_reveal, overdue)
 
@@ -357,7 +365,9 @@ def act(
     except ValueError:
         raise BadRequest("version is required") from None
     detail = _visible_case(conn, p, case_id)
-    if not p.may(a, chain_code=detail.chain_code, owner_code=detail.owner_code):
+    if not p.may(
+        a, chain_code=detail.chain_code, owner_code=detail.owner_code, owner_officer=detail.owner_officer
+    ):
         what = "own" if a in OWNER_ACTIONS else "supervise"
         raise Forbidden(f"{p.login} does not {what} case {case_id}")
     common: dict[str, Any] = {

@@ -87,9 +87,14 @@ STRINGS: dict[str, tuple[str, str]] = {
 
 def _merge_feature_strings() -> None:
     """Feature modules keep their own string tables (``i18n_dashboard``, ``i18n_health``)."""
-    from grid.web import i18n_dashboard, i18n_deadlines, i18n_health
+    from grid.web import i18n_admin_users, i18n_dashboard, i18n_deadlines, i18n_health
 
-    for table in (i18n_dashboard.STRINGS, i18n_health.STRINGS, i18n_deadlines.STRINGS):
+    for table in (
+        i18n_dashboard.STRINGS,
+        i18n_health.STRINGS,
+        i18n_deadlines.STRINGS,
+        i18n_admin_users.STRINGS,
+    ):
         clash = STRINGS.keys() & table.keys()
         if clash:
             raise RuntimeError(f"duplicate interface string keys: {sorted(clash)}")

@@ -60,6 +60,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "health_entity_workers": ("职工", "workers"),
     "health_entity_enterprises": ("企业", "enterprises"),
     "health_entity_cases": ("案件", "case reports"),
+    "health_entity_grid_officers": ("网格员", "grid officers"),
     "health_record": ("业务ID", "Record id"),
     "health_field": ("字段", "Field"),
     "health_detail": ("说明", "Detail"),
@@ -123,4 +124,5 @@ STRINGS: dict[str, tuple[str, str]] = {
     "reason_malformed_row": ("行格式损坏", "malformed row"),
     "reason_field_too_long": ("字段超长", "field too long"),
     "reason_ragged_row": ("列数多于表头", "more values than columns"),
+    "reason_unknown_cell": ("网格编码无效", "no current cell of the city"),
 }

@@ -40,6 +40,7 @@ def dataset() -> SandboxDataset:
         seed=12,
         bad_fraction=0.06,
         as_of=AS_OF,
+        roster=True,  # the bundled config syncs the roster too
     )
 
 

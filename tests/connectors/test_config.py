@@ -17,7 +17,7 @@ def test_yichang_config_loads() -> None:
     cfg = load_source_config(SOURCES / "yichang.toml")
     assert (cfg.name, cfg.city_code, cfg.kind, cfg.crs) == ("yichang", "420500000000", "http", "gcj02")
     assert cfg.base_url == "http://127.0.0.1:8765"
-    assert cfg.entities == ["enterprises", "workers", "cases"]
+    assert cfg.entities == ["enterprises", "workers", "grid_officers", "cases"]
     assert "schedule" not in SourceConfig.model_fields  # synced by the nightly deployment
     assert cfg.token_env == "GRIDFLOW_SOURCE_YICHANG_TOKEN"
     for entity in cfg.entities:
@@ -111,10 +111,14 @@ def test_load_all_lists_every_bad_file(tmp_path: Path) -> None:
 
 
 def test_entities_are_put_in_load_order(tmp_path: Path) -> None:
-    """Rule: enterprises load before workers, and case reports last, whatever order the file lists."""
+    """Rule: enterprises load before workers, the roster before case reports, and case reports
+    last, whatever order the file lists."""
     path = tmp_path / "yichang.toml"
     path.write_text(
-        GOOD.replace('["enterprises", "workers", "cases"]', '["cases", "workers", "enterprises"]'),
+        GOOD.replace(
+            '["enterprises", "workers", "grid_officers", "cases"]',
+            '["cases", "grid_officers", "workers", "enterprises"]',
+        ),
         encoding="utf-8",
     )
-    assert load_source_config(path).entities == ["enterprises", "workers", "cases"]
+    assert load_source_config(path).entities == ["enterprises", "workers", "grid_officers", "cases"]

@@ -90,9 +90,10 @@ def test_file_source_config_loads_with_a_folder_relative_to_the_file(tmp_path: P
     path.write_text(text, encoding="utf-8")
     cfg = load_source_config(path)
     assert (cfg.kind, cfg.folder, cfg.encoding, cfg.ready) == ("file", tmp_path / "drop", "gbk", "manifest")
-    assert set(cfg.mapping) == {"enterprises", "workers", "cases"} and cfg.entities == [
+    assert set(cfg.mapping) == {"enterprises", "workers", "grid_officers", "cases"} and cfg.entities == [
         "enterprises",
         "workers",
+        "grid_officers",
         "cases",
     ]
 

@@ -126,6 +126,23 @@ def test_a_day_adds_changes_and_removes_rows_inside_its_own_date(plans, worlds) 
     assert all(seen.values()), seen
 
 
+def test_day_0_carries_bad_rows_of_every_kind_the_generator_knows(plans, worlds) -> None:  # type: ignore[no-untyped-def]
+    """Rule: even a CI-sized city (volume 0.02) has, on day 0, at least one bad row of each kind
+    the generator makes for each entity - the single-city sandbox's kinds and the timeline's extra
+    ones (ID format and birth date, blank names and kinds, unreadable coordinates, credit-code
+    format, unrecognised union flag, zero workers affected) - and the roster's."""
+    from connectors.sandbox.data import CASE_BAD_KINDS, ENTERPRISE_BAD_KINDS, WORKER_BAD_KINDS
+    from connectors.sandbox.province import EXTRA_BAD_KINDS
+    from connectors.sandbox.roster import ROSTER_BAD_KINDS
+
+    tl = _timeline(plans, worlds, "jingzhou")
+    base = {"workers": WORKER_BAD_KINDS, "enterprises": ENTERPRISE_BAD_KINDS, "cases": CASE_BAD_KINDS}
+    for entity, kinds in base.items():
+        want = {k.value for k in (*kinds, *EXTRA_BAD_KINDS[entity])}
+        assert want <= {t["expected"] for t in tl.truth(entity)}, entity
+    assert {k.value for k in ROSTER_BAD_KINDS} <= {t["expected"] for t in tl.truth("grid_officers")}
+
+
 def test_outage_and_day_control_over_http(province: ProvinceSandbox) -> None:
     """Rule: POST /_sim/outage makes every data endpoint answer 503 until it is lifted; POST
     /_sim/day moves EVERY city of the process forward to day N (date = start + N, else 409;

@@ -14,6 +14,7 @@ import pytest
 
 from geodata.codes import Level, division_level, level_of
 from grid.accounts.access import Principal, Role, apply_scope, may_reassign, reveal_reason, supervises
+from grid.cases.states import Action
 from grid.store.db import transaction
 
 ROLE_AT = {
@@ -146,3 +147,31 @@ def test_a_reveal_reason_has_one_rule(raw: str, kept: str | None) -> None:
 )
 def test_may_reassign(unit: str, owner: str, returned: bool, expected: bool) -> None:
     assert may_reassign(unit, chain_code=CELL, owner_code=owner, returned=returned) is expected
+
+
+OTHER_CELL = COMMUNITY + "004"
+
+
+@pytest.mark.parametrize(
+    ("officer_id", "cells", "owner", "owner_officer", "expected"),
+    [
+        pytest.param(7, (CELL,), CELL, 7, True, id="the roster gave the case to this officer"),
+        pytest.param(7, (CELL,), CELL, None, True, id="a cell case given to no officer in particular"),
+        pytest.param(7, (CELL,), CELL, 8, False, id="another officer of the same cell owns it"),
+        pytest.param(7, (CELL,), OTHER_CELL, 9, False, id="a neighbouring cell's case"),
+        pytest.param(7, (CELL,), COMMUNITY, None, False, id="the community union's case"),
+        pytest.param(
+            None, (CELL,), CELL, 7, False, id="an account not tied to the roster, case of an officer"
+        ),
+        pytest.param(None, (CELL,), CELL, None, True, id="an account not tied to the roster, no officer"),
+    ],
+)
+def test_an_officer_owns_the_cases_the_roster_gave_it(
+    officer_id: int | None, cells: tuple[str, ...], owner: str, owner_officer: int | None, expected: bool
+) -> None:
+    """Rule: owner kind officer — the case's cell is the officer's and the officer is the one of record."""
+    p = Principal(1, "o", Role.GRID_OFFICER, COMMUNITY, cells, officer_id)
+    assert p.owns(owner, owner_officer) is expected
+    assert p.may(Action.RESOLVE, chain_code=CELL, owner_code=owner, owner_officer=owner_officer) is expected
+    unit = Principal(2, "c", Role.COMMUNITY, COMMUNITY)
+    assert unit.owns(owner, owner_officer) is (owner == COMMUNITY)

@@ -132,7 +132,15 @@ def make_world(
                 (world.code(level), int(level), f"test {level.name.lower()} union"),
             )
         for i, cell in enumerate(world.cells):
-            cur.execute("INSERT INTO grid_officer (cell_code, account) VALUES (%s, %s)", (cell, f"wg{i}"))
+            cur.execute(
+                "INSERT INTO officer (source_record_id, name) VALUES (%s, %s) RETURNING id",
+                (f"wg{i}-{cell}", f"网格员{i}"),
+            )
+            cur.execute(
+                "INSERT INTO officer_cell (officer_id, cell_code) "
+                "SELECT id, %s FROM officer WHERE source_record_id = %s",
+                (cell, f"wg{i}-{cell}"),
+            )
     return world
 
 
@@ -476,6 +484,42 @@ def test_dedupe_onto_an_open_case_of_the_same_party_and_kind(
         assert last.action is Action.NOTE and "attached_report" in last.payload
         text = json.dumps(last.payload)
         assert salt not in text and worker(W1 + salt).hex() not in text  # the party is not in the history
+
+
+@pytest.mark.parametrize("first_city", ["a", "b"])
+def test_a_worker_reported_by_two_cities_with_two_employers_lands_in_one_case(
+    conn: psycopg2.extensions.connection, first_city: str
+) -> None:
+    """Dedupe rule across cities: a worker with a job in two cities (one HMAC, employers EA and EB)
+    reported by both, same kind, attaches to ONE case in either order - even when city A's report
+    first joins an open case about its employer EA opened for another worker (the second report
+    then finds the worker there, before EB's own open case)."""
+    world = make_world(conn)
+    salt = secrets.token_hex(4)
+    person, other = worker("two-city" + salt), worker("colleague" + salt)
+    ea, eb = uscc("ea" + salt[:4]), uscc("eb" + salt[:4])
+    employer_case = open_case(
+        conn, report=report(world, worker_hmac=other, enterprise_uscc=ea), rules=RULES, actor="t", at=T0
+    )
+    other_b = open_case(
+        conn,
+        report=report(world, worker_hmac=worker("b" + salt), enterprise_uscc=eb),
+        rules=RULES,
+        actor="t",
+        at=T0,
+    )
+    reports = {
+        "a": report(world, channel="sync", source_ref=f"a:{salt}", worker_hmac=person, enterprise_uscc=ea),
+        "b": report(world, channel="sync", source_ref=f"b:{salt}", worker_hmac=person, enterprise_uscc=eb),
+    }
+    second_city = "b" if first_city == "a" else "a"
+    first = open_case(conn, report=reports[first_city], rules=RULES, actor="sync", at=T0 + timedelta(hours=1))
+    second = open_case(
+        conn, report=reports[second_city], rules=RULES, actor="sync", at=T0 + timedelta(hours=2)
+    )
+    assert first.attached and second.attached
+    assert first.case_id == second.case_id
+    assert first.case_id in (employer_case.case_id, other_b.case_id)
 
 
 def test_a_replayed_report_is_taken_once(conn: psycopg2.extensions.connection) -> None:

@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from connectors.kinds import CaseKind
 from grid.accounts.access import Principal, Role
 from grid.accounts.config import WebSettings
-from grid.accounts.sessions import add_user
+from grid.accounts.users import add_user
 from grid.cases.actions import escalate, return_to_parent
 from grid.cases.intake import CaseReport, open_case
 from grid.cases.store import CaseRules, rules_from_settings
@@ -49,10 +49,14 @@ class Tree:
     hmac: dict[int, bytes] = field(default_factory=dict)  # id -> worker HMAC
     plain: dict[int, dict[str, str]] = field(default_factory=dict)  # id -> worker's real fields
     user_ids: dict[str, int] = field(default_factory=dict)
+    officers: dict[str, int] = field(default_factory=dict)  # roster code -> officer id
+    officer_of: dict[str, int] = field(default_factory=dict)  # login -> officer id (roster accounts)
 
     def principal(self, login: str) -> Principal:
         role, scope, cells = self.users[login]
-        return Principal(self.user_ids[login], login, role, scope, tuple(sorted(cells)))
+        return Principal(
+            self.user_ids[login], login, role, scope, tuple(sorted(cells)), self.officer_of.get(login)
+        )
 
 
 def _free_city(cur: psycopg2.extensions.cursor) -> str:
@@ -105,8 +109,23 @@ def _seed(conn: psycopg2.extensions.connection, rules: CaseRules) -> Tree:
         row = cur.fetchone()
         assert row is not None
         version_id = row[0]
+        tag = secrets.token_hex(3)
+        # the roster: one officer per cell, and a second officer on the first cell (the tie-break)
+        roster = [(f"o{i}{tag}", cell) for i, cell in enumerate(cells)] + [(f"o0b{tag}", cells[0])]
+        officers: dict[str, int] = {}
+        for code, cell in roster:
+            cur.execute(
+                "INSERT INTO officer (source_record_id, name, phone_masked) "
+                "VALUES (%s, %s, '138****0000') RETURNING id",
+                (code, f"网格员{code[:3]}"),
+            )
+            r = cur.fetchone()
+            assert r is not None
+            officers[code] = int(r[0])
+            cur.execute(
+                "INSERT INTO officer_cell (officer_id, cell_code) VALUES (%s, %s)", (officers[code], cell)
+            )
         for i, cell in enumerate(cells):
-            cur.execute("INSERT INTO grid_officer (cell_code, account) VALUES (%s, %s)", (cell, f"o{i}"))
             cur.execute(
                 "INSERT INTO grid_cell (code, community_code, name, geom, version_id, generated, valid_from) "
                 "VALUES (%s, %s, %s, ST_GeomFromText(%s, 4326), %s, true, '2026-01-01')",
@@ -117,10 +136,12 @@ def _seed(conn: psycopg2.extensions.connection, rules: CaseRules) -> Tree:
             "'EPSG:4326') ON CONFLICT DO NOTHING",
             (f"webtest{city[2:4]}", city),
         )
-    tag = secrets.token_hex(3)
     users: dict[str, tuple[Role, str, list[str]]] = {
         f"off1{tag}": (Role.GRID_OFFICER, communities[0], [cells[0]]),
+        f"offb{tag}": (Role.GRID_OFFICER, communities[0], [cells[0]]),  # the first cell's second officer
         f"off4{tag}": (Role.GRID_OFFICER, communities[2], [cells[3]]),
+        # an officer account not tied to the roster (cells given by hand): owns no roster officer's case
+        f"offl{tag}": (Role.GRID_OFFICER, communities[3], [cells[4]]),
         f"com1{tag}": (Role.COMMUNITY, communities[0], []),
         f"town1{tag}": (Role.TOWN, towns[0], []),
         f"town2{tag}": (Role.TOWN, towns[1], []),
@@ -131,8 +152,16 @@ def _seed(conn: psycopg2.extensions.connection, rules: CaseRules) -> Tree:
         f"adm{tag}": (Role.ADMIN, "420000000000", []),
         f"other{tag}": (Role.CITY, "429000000000" if city[:4] != "4290" else "428000000000", []),
     }
-    tree = Tree(city, counties, towns, communities, cells, users)
+    tree = Tree(city, counties, towns, communities, cells, users, officers=officers)
+    # officer accounts are tied to the roster (their cells come from it)
+    tied = {f"off1{tag}": f"o0{tag}", f"offb{tag}": f"o0b{tag}", f"off4{tag}": f"o3{tag}"}
     for login, (role, scope, cs) in users.items():
+        if login in tied:
+            tree.user_ids[login] = add_user(
+                conn, login=login, password=PASSWORD, role=role, scope_code=scope, officer=tied[login]
+            )
+            tree.officer_of[login] = officers[tied[login]]
+            continue
         tree.user_ids[login] = add_user(
             conn, login=login, password=PASSWORD, role=role, scope_code=scope, cells=cs
         )

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from grid.accounts.access import Role
-from grid.accounts.sessions import add_user
+from grid.accounts.users import add_user
 from tests.web.conftest import PASSWORD, client, login
 
 #: Where the fuzzer's requests say they come from (through a trusted proxy): its failed logins must

@@ -63,7 +63,7 @@ def test_no_user_enumeration(tree: Tree, web_app: Any) -> None:
 
 def test_login_throttled_after_repeated_failures(app_factory: Any, database_url: str) -> None:
     from grid.accounts.access import Role
-    from grid.accounts.sessions import add_user
+    from grid.accounts.users import add_user
 
     conn = psycopg2.connect(database_url)
     try:

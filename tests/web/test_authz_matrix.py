@@ -3,9 +3,10 @@
 The expected answer comes from an oracle written here from the rules in prose (an officer sees the
 cases of its cells; a unit sees its code prefix's subtree; an owner acts on what it owns; a unit
 strictly above the owner on the chain may urge and reassign; province, city and admin never
-reveal), not from the app's own predicates. Run once through the app (zero false allows and zero
-false denies) and once against the database alone, the application filter removed, so that
-row-level security alone must give the same answer.
+reveal; an officer owns the cases of its cells that the roster gave to it — or to no officer — and
+not those of another officer of a shared cell), not from the app's own predicates. Run once
+through the app (zero false allows and zero false denies) and once against the database alone,
+the application filter removed, so that row-level security alone must give the same answer.
 """
 
 from __future__ import annotations
@@ -40,17 +41,22 @@ class Oracle:
     def __init__(self, tree: Tree, login_: str) -> None:
         self.role, self.scope, self.cells = tree.users[login_]
         self.role = Role(self.role)
+        self.officer = tree.officer_of.get(login_)  # the roster officer an officer account is tied to
+
+    def officer_ok(self, owner_officer: int | None) -> bool:
+        """The officer half of ownership: the roster gave the case to this officer, or to none."""
+        return owner_officer is None or owner_officer == self.officer
 
     def sees(self, chain: str) -> bool:
         if self.role is Role.GRID_OFFICER:
             return chain in self.cells
         return chain.startswith(self.scope[: PREFIX[self.role.value]])
 
-    def owns(self, chain: str, owner: str) -> bool:
+    def owns(self, chain: str, owner: str, owner_officer: int | None = None) -> bool:
         if not self.sees(chain):
             return False
         if self.role is Role.GRID_OFFICER:
-            return owner in self.cells
+            return owner in self.cells and self.officer_ok(owner_officer)
         return self.role is not Role.ADMIN and owner == self.scope
 
     def supervises(self, chain: str, owner: str) -> bool:
@@ -61,9 +67,9 @@ class Oracle:
     def reveals(self, chain: str) -> bool:
         return self.sees(chain) and self.role in (Role.GRID_OFFICER, Role.COMMUNITY, Role.TOWN, Role.COUNTY)
 
-    def mine(self, chain: str, owner: str) -> bool:
+    def mine(self, chain: str, owner: str, owner_officer: int | None = None) -> bool:
         if self.role is Role.GRID_OFFICER:
-            return self.sees(chain)
+            return self.sees(chain) and self.officer_ok(owner_officer)
         return self.sees(chain) and owner == self.scope
 
 
@@ -73,6 +79,24 @@ def _current_owner(conn: Any, case_id: int) -> str:
         row = cur.fetchone()
         assert row is not None
         return str(row[0])
+
+
+def _current_officer(conn: Any, case_id: int) -> int | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT owner_officer FROM case_file WHERE id = %s", (case_id,))
+        row = cur.fetchone()
+        assert row is not None
+        return None if row[0] is None else int(row[0])
+
+
+def test_the_sample_has_both_owner_kinds_and_a_shared_cell(tree: Tree, owner_conn: Any) -> None:
+    """The matrix below proves something about officer ownership only if the sample has cases owned
+    by an officer, by a unit, and a cell whose second officer sees a case it does not own."""
+    officers = {_current_officer(owner_conn, i) for i in tree.cases.values()}
+    assert None in officers and len(officers - {None}) >= 3
+    second = next(u for u in tree.users if u.startswith("offb"))
+    shared = [i for i in tree.cases.values() if tree.chain[i] in tree.users[second][2]]
+    assert any(_current_officer(owner_conn, i) not in (None, tree.officer_of[second]) for i in shared)
 
 
 def test_matrix_through_the_app(tree: Tree, web_app: Any, owner_conn: Any) -> None:
@@ -98,7 +122,11 @@ def test_matrix_through_the_app(tree: Tree, web_app: Any, owner_conn: Any) -> No
         form_csrf = csrf
         # lists: inbox (mine), subtree (API), subtree (HTML)
         listed = {int(x) for x in re.findall(r'data-case="(\d+)"', page.text)} & sample
-        want_mine = {i for i in sample if o.mine(tree.chain[i], _current_owner(owner_conn, i))}
+        want_mine = {
+            i
+            for i in sample
+            if o.mine(tree.chain[i], _current_owner(owner_conn, i), _current_officer(owner_conn, i))
+        }
         for i in sample:
             expect(i in listed, i in want_mine, f"{user} inbox lists case {i}")
         # other tests' cases share the province: narrow the listings to the sample's city (the
@@ -120,6 +148,7 @@ def test_matrix_through_the_app(tree: Tree, web_app: Any, owner_conn: Any) -> No
         for name, i in sorted(tree.cases.items()):
             chain = tree.chain[i]
             owner = _current_owner(owner_conn, i)
+            officer = _current_officer(owner_conn, i)
             sees = o.sees(chain)
             r = c.get(f"/cases/{i}")
             expect(r.status_code == 200, sees, f"{user} GET /cases/{name}")
@@ -128,7 +157,7 @@ def test_matrix_through_the_app(tree: Tree, web_app: Any, owner_conn: Any) -> No
             if r.status_code == 200:
                 expect(
                     bool(r.json()["owner_actions"]),
-                    o.owns(chain, owner),
+                    o.owns(chain, owner, officer),
                     f"{user} offered owner actions {name}",
                 )
                 expect(
@@ -140,14 +169,22 @@ def test_matrix_through_the_app(tree: Tree, web_app: Any, owner_conn: Any) -> No
             r = c.post(
                 f"/api/v1/cases/{i}/actions/note", json={"version": v, "text": "矩阵测试备注"}, headers=h
             )
-            expect(r.status_code == 200, o.owns(chain, owner), f"{user} API note {name} ({r.status_code})")
+            expect(
+                r.status_code == 200,
+                o.owns(chain, owner, officer),
+                f"{user} API note {name} ({r.status_code})",
+            )
             if r.status_code not in (200, 403, 404):
                 mistakes.append(f"unexpected {r.status_code} for {user} API note {name}: {r.text}")
             v = version_of(owner_conn, i)
             r = c.post(
                 f"/cases/{i}/actions/note", data={"csrf": form_csrf, "version": str(v), "text": "表单备注"}
             )
-            expect(r.status_code == 303, o.owns(chain, owner), f"{user} form note {name} ({r.status_code})")
+            expect(
+                r.status_code == 303,
+                o.owns(chain, owner, officer),
+                f"{user} form note {name} ({r.status_code})",
+            )
             v = version_of(owner_conn, i)
             r = c.post(
                 f"/api/v1/cases/{i}/actions/urge", json={"version": v, "text": "请加快办理"}, headers=h
@@ -231,6 +268,13 @@ def test_matrix_against_the_database_alone(tree: Tree, database_url: str, owner_
             o = Oracle(tree, user)
             p = tree.principal(user)
             want = {i for i in sample if o.sees(tree.chain[i])}
+            # the database's half of officer ownership: of what it sees, an officer may not update
+            # a case the roster gave to another officer (policy case_file_officer_owns)
+            want_update = {
+                i
+                for i in want
+                if o.role is not Role.GRID_OFFICER or o.officer_ok(_current_officer(owner_conn, i))
+            }
             apply_scope(conn, p)
             with conn.cursor() as cur:
                 got = _ids(cur, "SELECT id FROM case_file WHERE id = ANY(%s)", (sample,))
@@ -255,8 +299,8 @@ def test_matrix_against_the_database_alone(tree: Tree, database_url: str, owner_
                         mistakes.append(f"{user} {what} case {i}: got {i in seen}, want {i in want}")
             if got_workers != {tree.hmac[i] for i in want}:
                 mistakes.append(f"{user} worker rows differ")
-            if updated != len(want):
-                mistakes.append(f"{user} could update {updated} cases, want {len(want)}")
+            if updated != len(want_update):
+                mistakes.append(f"{user} could update {updated} cases, want {len(want_update)}")
             # the web module's own query with its filter removed gives the same set
             apply_scope(conn, p)
             box = casework.inbox(conn, p, view="subtree", status="all", unscoped=True, limit=100000)

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
 from grid.accounts.access import Role
-from grid.accounts.sessions import add_user
+from grid.accounts.users import add_user
 from grid.monitoring import choropleth
 from grid.monitoring.coverage import COUNT_FIELDS, RATES, Counts
 from grid.store.db import transaction

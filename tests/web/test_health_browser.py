@@ -25,7 +25,7 @@ from connectors.sandbox.app import SandboxServer, correct_record, create_app
 from connectors.sandbox.fixes import fixed_row
 from connectors.validate import CHINA_TZ
 from grid.accounts.access import Role
-from grid.accounts.sessions import add_user
+from grid.accounts.users import add_user
 from grid.settings import PROJECT_ROOT, get_settings
 from tests.conftest import SAMPLE_CITY, write_sources
 from tests.flows.helpers import query, sources_env

@@ -18,7 +18,8 @@ import pytest
 from playwright.sync_api import Browser
 
 from grid.accounts.access import Role
-from grid.accounts.sessions import _login_key, add_user
+from grid.accounts.sessions import _login_key
+from grid.accounts.users import add_user
 from grid.settings import get_settings
 from gridflow_cli.services import services
 from tests.web.conftest import PASSWORD, LiveServer, Tree, client, login
