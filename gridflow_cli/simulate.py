@@ -168,7 +168,10 @@ def truth_from_sim(
         r.raise_for_status()
         out[entity] = {
             str(i["id"]): Expected(
-                _parse_local(i.get("updated_at")), i.get("outcome"), bool(i.get("present", True))
+                _parse_local(i.get("updated_at")),
+                i.get("outcome"),
+                bool(i.get("present", True)),
+                _parse_local(i.get("accept_from")),
             )
             for i in r.json()["items"]
             if i.get("id") not in (None, "")
@@ -229,7 +232,7 @@ class Officers:
         if unit in self.passwords:
             return login
         from grid.accounts.access import Role
-        from grid.accounts.sessions import add_user
+        from grid.accounts.users import add_user
         from grid.store.db import connect
 
         if len(unit) != 12:

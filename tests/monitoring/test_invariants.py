@@ -207,3 +207,26 @@ def test_a_record_that_left_the_export_unseen_is_no_loss_but_a_present_one_is(da
         conn.close()
     assert check.checked == 2
     assert check.examples == ["no_such_city workers never-stored lost (not stored, not quarantined)"]
+
+
+def test_a_newer_version_with_unchanged_content_counts_as_stored(synced: Any) -> None:
+    """The sync does not rewrite a newer version whose validated content is unchanged, so a stored
+    version within the truth's ``[accept_from, latest]`` is the latest; outside it, a breach."""
+    rid, stored = query(
+        "SELECT source_record_id, source_updated_at FROM worker WHERE source = 'inv_city' LIMIT 1"
+    )[0]
+    later = stored + timedelta(days=3)
+    conn = connect()
+    try:
+        same = inv.records_accounted(
+            conn,
+            source="inv_city",
+            truth={"workers": {rid: inv.Expected(later, "stored", accept_from=stored)}},
+        )
+        newer = inv.records_accounted(
+            conn, source="inv_city", truth={"workers": {rid: inv.Expected(later, "stored")}}
+        )
+    finally:
+        conn.close()
+    assert same.ok and same.checked == 1
+    assert newer.breaches == 1 and f"{rid} stored at" in newer.examples[0]
