@@ -430,6 +430,8 @@ def boundary_change(city_code: str, folder: Path, *, valid_from: date) -> str:
             str(path),
             "--scope",
             community,
+            "--valid-from",
+            valid_from.isoformat(),
             "--commit",
         ],
         capture_output=True,

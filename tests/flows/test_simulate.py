@@ -195,6 +195,7 @@ def test_a_ci_sized_simulation_holds_every_invariant_every_day(province: Provinc
     assert result[2].records > 0
     assert (result[1].boundary or "").startswith("merged "), result[1].boundary
     assert "committed cell version" in (result[1].boundary or ""), result[1].boundary
+    assert f"valid from {result[1].date.isoformat()}" in (result[1].boundary or ""), result[1].boundary
     new_cell = result[1].boundary.split("; split ")[1].split(" into ")[1].split(",")[1].split()[0]
     assert query("SELECT count(*) FROM grid_cell WHERE code = %s AND valid_to IS NULL", new_cell)[0][0] == 1
     assert sum(1 for line in lines if line.startswith("day ") and "invariants" in line) == DAYS
