@@ -44,6 +44,8 @@ from connectors.source import Page
 from connectors.sources import open_source
 from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk, skip_unchanged
 from grid.cases.intake import page_intake
+from grid.cases.store import rules_from_settings
+from grid.clock import local_day, past_only, resolve
 from grid.settings import FLOWS_ROLE, get_settings
 from grid.store.db import connect, transaction
 from grid.store.failpoints import failpoint
@@ -172,6 +174,7 @@ def _sync_entity(
     cell_version: int,
     totals: sync.RunTotals,
     submit: Submit,
+    at: datetime | None = None,
 ) -> None:
     settings = get_settings()
     log = _logger()
@@ -221,7 +224,7 @@ def _sync_entity(
         done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
-        today = date.today()
+        today = date.today() if at is None else local_day(at, rules_from_settings().policy.calendar.tz)
         futures = [
             submit(
                 prepare_chunk,
@@ -243,7 +246,7 @@ def _sync_entity(
             since=since,
             cursor_after=page.cursor_after,
             snapshot_run_id=snapshot,
-            on_reports=page_intake(config.name) if entity == "cases" else None,
+            on_reports=page_intake(config.name, at=at) if entity == "cases" else None,
         )
         if stored is not None:
             sync.note_versions(stored, written)  # committed: later pages skip these versions
@@ -327,9 +330,13 @@ def _publish(config: SourceConfig, row: dict[str, Any], totals: sync.RunTotals, 
 
 
 @flow(name="sync-source", flow_run_name="sync-{source_name}", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
-def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
-    """Sync one source, every entity, from its stored position. A concurrent run is a no-op."""
+def sync_source(source_name: str, full: bool = False, as_of: str | None = None) -> dict[str, Any]:
+    """Sync one source, every entity, from its stored position. A concurrent run is a no-op.
+
+    ``as_of`` (an ISO time, see :mod:`grid.clock`) is the time the run acts at: the day records are
+    validated against and the time cases are taken in at; default the current time."""
     settings = get_settings()
+    at = past_only(resolve(as_of)) if as_of else None
     configs = {c.name: c for c in load_all_sources(settings.sources_dir)}
     if source_name not in configs:
         raise SyncFailed(f"unknown source {source_name!r}; known: {', '.join(sorted(configs)) or 'none'}")
@@ -353,6 +360,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
             flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
             parent_flow_run_id=flow_run.get_parent_flow_run_id(),
             on_finish=publish,
+            at=at,
         ) as run:
             version = current_cell_version(config.city_code)
             if not version:
@@ -363,7 +371,7 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
                 for entity in config.entities:
                     _sync_entity(
                         conn, config, entity, run_id=run.id, full=full, cell_version=version,
-                        totals=run.totals, submit=submit,
+                        totals=run.totals, submit=submit, at=at,
                     )  # fmt: skip
         run_id, totals = run.id, run.totals
         row = _summary(source_name, run_id, totals, "completed")
@@ -382,10 +390,10 @@ def sync_source(source_name: str, full: bool = False) -> dict[str, Any]:
 
 
 @flow(name="sync-city", flow_run_name="sync-city-{source_name}")
-def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
+def sync_city(source_name: str, full: bool = False, as_of: str | None = None) -> dict[str, Any]:
     """One city on demand (deployment ``sync-city/one-city``, taken by any worker of the pool):
     ``sync-source`` as the nightly run uses it (chunks prepared where the settings ask)."""
-    result: dict[str, Any] = sync_source(source_name, full=full)
+    result: dict[str, Any] = sync_source(source_name, full=full, as_of=as_of)
     return result
 
 
@@ -393,9 +401,9 @@ def sync_city(source_name: str, full: bool = False) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE, task_run_name="source-{source_name}")
-def run_source(source_name: str, full: bool) -> dict[str, Any]:
+def run_source(source_name: str, full: bool, as_of: str | None = None) -> dict[str, Any]:
     """One child flow run; its failure is reported, not raised, so the other cities go on."""
-    state = sync_source(source_name, full=full, return_state=True)
+    state = sync_source(source_name, full=full, as_of=as_of, return_state=True)
     if state.is_completed():
         return {"ok": True, "row": state.result()}
     exc = state.result(raise_on_failure=False)
@@ -404,8 +412,11 @@ def run_source(source_name: str, full: bool) -> dict[str, Any]:
 
 
 @flow(name="nightly-sync", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
-def nightly_sync(sources: list[str] | None = None, full: bool = False) -> list[dict[str, Any]]:
-    """Sync every enabled source (or the named ones) in parallel up to the configured limit."""
+def nightly_sync(
+    sources: list[str] | None = None, full: bool = False, as_of: str | None = None
+) -> list[dict[str, Any]]:
+    """Sync every enabled source (or the named ones) in parallel up to the configured limit, at
+    ``as_of`` (an ISO time; default now — see :mod:`grid.clock`)."""
     settings = get_settings()
     configs = load_all_sources(settings.sources_dir)
     if sources:
@@ -419,7 +430,7 @@ def nightly_sync(sources: list[str] | None = None, full: bool = False) -> list[d
     limit = max(1, settings.max_parallel_sources)
     results: list[dict[str, Any]] = []
     for name in selected:
-        pending.append(run_source.submit(name, full))
+        pending.append(run_source.submit(name, full, as_of))
         if len(pending) >= limit:
             results.append(pending.pop(0).result())
     results.extend(f.result() for f in pending)

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import typer
@@ -87,6 +87,10 @@ def db_url(
 def world_load(
     city: Annotated[str, typer.Option(help="12-digit city code of the sample world")] = "",
     cells: Annotated[int, typer.Option(help="about how many generated grid cells")] = 0,
+    valid_from: Annotated[
+        str,
+        typer.Option(help="first day of the loaded versions, YYYY-MM-DD (default: today; not after today)"),
+    ] = "",
 ) -> None:
     """Load real divisions (whole country) and the sample city's generated towns' polygons,
     communities and grid cells. Idempotent."""
@@ -104,6 +108,14 @@ def world_load(
     sample_codes = {d.code for d in sample.divisions}
     divisions = [d for d in national if d.code not in sample_codes] + list(sample.divisions)
     today = today_local()
+    if valid_from:
+        try:
+            start = date.fromisoformat(valid_from)
+        except ValueError:
+            fail(f"--valid-from must be a date YYYY-MM-DD, got {valid_from!r}")
+        if start > today:
+            fail(f"--valid-from {start} is after today ({today})")
+        today = start
     conn = connect_or_fail()
     try:
         with transaction(conn) as cur:
@@ -450,6 +462,11 @@ monitoring.register(app)
 from gridflow_cli import alerts  # noqa: E402
 
 alerts.register(app)
+
+# -- the simulation (gridflow_cli/simulate.py) ---------------------------------------------------
+from gridflow_cli import simulate  # noqa: E402
+
+simulate.register(app)
 
 
 def main() -> None:

@@ -500,14 +500,16 @@ def intake_reports(
     return [open_one(cur, r, rules=rules, actor=actor, at=when) for r in reports]
 
 
-def page_intake(source: str, rules: CaseRules | None = None) -> Callable[[Cursor, list[CaseReport]], int]:
+def page_intake(
+    source: str, rules: CaseRules | None = None, *, at: datetime | None = None
+) -> Callable[[Cursor, list[CaseReport]], int]:
     """The sync's ``on_reports`` for a page of case reports from ``source`` (nightly sync and
     reprocessing alike): reports open, or attach to, cases in the page's own transaction; returns
-    how many were new to the store."""
+    how many were new to the store. ``at`` is the time cases are taken in at (default: now)."""
     the_rules = rules or rules_from_settings()
 
     def take(cur: Cursor, reports: list[CaseReport]) -> int:
-        results = intake_reports(cur, reports, rules=the_rules, actor=f"sync:{source}")
+        results = intake_reports(cur, reports, rules=the_rules, actor=f"sync:{source}", at=at)
         return sum(1 for r in results if not r.already_taken)
 
     return take

@@ -15,11 +15,12 @@ settled when a newer stored version no longer has it), the cursor, and the run's
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg2.extensions
@@ -303,13 +304,15 @@ def start_run(
     mode: str,
     flow_run_id: str | None,
     parent_flow_run_id: str | None = None,
+    at: datetime | None = None,
 ) -> int:
+    """A new ``sync_run``, started now — or at ``at``, the run's clock (:mod:`grid.clock`)."""
     with transaction(conn) as cur:
         cursors = all_cursors(cur, source=source)
         cur.execute(
-            "INSERT INTO sync_run (source, mode, flow_run_id, parent_flow_run_id, cursor_before)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (source, mode, flow_run_id, parent_flow_run_id, json.dumps(cursors)),
+            "INSERT INTO sync_run (source, mode, flow_run_id, parent_flow_run_id, cursor_before, started_at)"
+            " VALUES (%s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING id",
+            (source, mode, flow_run_id, parent_flow_run_id, json.dumps(cursors), at),
         )
         return int(fetch_one(cur)[0])
 
@@ -332,12 +335,14 @@ def run(
     flow_run_id: str | None,
     parent_flow_run_id: str | None = None,
     on_finish: Callable[[Run], None] | None = None,
+    at: datetime | None = None,
 ) -> Iterator[Run]:
     """One run's life, for the nightly sync and reprocessing alike: started on entry; on exit —
     whatever happened — what an error left open is rolled back, the run is finished with its
     counters and the first line of that error, and ``on_finish`` sees it (artifacts)."""
+    t0 = time.monotonic()
     the_run = Run(start_run(conn, source=source, mode=mode, flow_run_id=flow_run_id,
-                            parent_flow_run_id=parent_flow_run_id))  # fmt: skip
+                            parent_flow_run_id=parent_flow_run_id, at=at))  # fmt: skip
     try:
         yield the_run
     except Exception as exc:
@@ -345,7 +350,8 @@ def run(
         raise
     finally:
         conn.rollback()
-        finish_run(conn, run_id=the_run.id, totals=the_run.totals, error=the_run.error)
+        end = None if at is None else at + timedelta(seconds=time.monotonic() - t0)
+        finish_run(conn, run_id=the_run.id, totals=the_run.totals, error=the_run.error, at=end)
         if on_finish is not None:
             on_finish(the_run)
 
@@ -357,7 +363,12 @@ def error_line(exc: BaseException) -> str:
 
 
 def finish_run(
-    conn: psycopg2.extensions.connection, *, run_id: int, totals: RunTotals, error: str | None = None
+    conn: psycopg2.extensions.connection,
+    *,
+    run_id: int,
+    totals: RunTotals,
+    error: str | None = None,
+    at: datetime | None = None,
 ) -> None:
     with transaction(conn) as cur:
         cur.execute("SELECT source FROM sync_run WHERE id = %s", (run_id,))
@@ -365,12 +376,13 @@ def finish_run(
         cursors = all_cursors(cur, source=source)
         cur.execute(
             """
-            UPDATE sync_run SET status = %s, finished_at = now(), pages = %s, received = %s, loaded = %s,
+            UPDATE sync_run SET status = %s, finished_at = coalesce(%s, now()), pages = %s, received = %s, loaded = %s,
                 unchanged = %s, quarantined = %s, unmapped = %s, counts = %s, cursor_after = %s, error = %s
             WHERE id = %s
             """,
             (
                 "failed" if error else "completed",
+                at,
                 totals.pages,
                 totals.received,
                 totals.loaded,
