@@ -4,22 +4,26 @@ Revision ID: 0012
 Revises: 0011
 
 * ``officer`` replaces ``grid_officer`` (0002, keyed by cell and a login name): one row per officer
-  of a source's roster (``source_record_id`` is the roster's officer id), versioned like ``worker`` (row hash,
-  first/last run, ``missed_full_runs``, soft delete). The name is a staff name shown plainly to the
-  officer's supervisors; the phone is personal: AES-GCM in ``phone_enc`` (vault purpose ``pii``),
-  keyed HMAC and a masked form.
+  of a source's roster (``source_record_id`` is the roster's officer id), versioned like
+  ``worker`` (row hash, first/last run, ``missed_full_runs``, soft delete, which also takes the
+  officer out of post). The name is a staff name shown plainly to the officer's supervisors; the
+  phone is personal: AES-GCM in ``phone_enc`` (purpose ``officer-pii``), keyed HMAC (purpose
+  ``phone``, as a worker's) and a masked form. ``source_cursor`` admits the ``grid_officers`` stream.
 * ``officer_cell``: the cells an officer serves (a cell may have several officers).
 * ``case_file.owner_officer``: which officer of the owning cell owns a case. Chosen by the trigger
-  ``case_file_owner_officer`` whenever a case lands on a cell (insert, or ``owner_code`` moves),
-  through ``gridflow_pick_officer``: the active officer of the cell with the fewest open cases, then
-  the lowest id (``grid.cases.owners`` documents the rule). NULL when a division owns the case.
+  ``case_file_owner_officer`` whenever a case lands on a cell (insert, or ``owner_code`` moves): the
+  cell's one active officer, or among several ``gridflow_pick_officer``'s: fewest open cases, then
+  the lowest id (``grid.cases.owners`` documents the rule; counts are as of the statement's start,
+  and intake writes one case a statement). NULL when a division owns the case.
 * ``app_user.officer_id``: an account tied to the roster; its cells are read from ``officer_cell``
   at sign-in and on every request (never copied), and are empty when the officer is inactive.
 * ``account_audit``: every change to an account (who, what, when), with the account's scope for RLS.
 
 RLS for ``gridflow_app``: officers and their cells by a visible cell, or the signed-in account's
 own officer; the phone columns are not granted. An administrator (``gridflow.admin`` = ``on`` plus
-its scope) may read and update the accounts, sessions and audit rows of its scope.
+its scope) may read and update the accounts and audit rows of its scope; a disabled account's
+sessions are revoked through ``gridflow_revoke_sessions``. The restrictive ``case_file_officer_owns``
+keeps an officer's transaction (``gridflow.officer``) off another officer's case.
 """
 
 from __future__ import annotations
@@ -140,6 +144,8 @@ CREATE TRIGGER case_file_owner_officer BEFORE INSERT OR UPDATE OF owner_code, ow
 
 ALTER TABLE app_user ADD COLUMN officer_id bigint REFERENCES officer (id);
 ALTER TABLE app_user ADD CONSTRAINT app_user_officer_role CHECK (officer_id IS NULL OR role = 'grid_officer');
+-- The roster's policies below look an officer's account up by officer on every request.
+CREATE INDEX app_user_officer ON app_user (officer_id) WHERE officer_id IS NOT NULL;
 
 CREATE TABLE account_audit (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
