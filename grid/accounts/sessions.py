@@ -60,6 +60,9 @@ def _state(cur: psycopg2.extensions.cursor, **settings: str) -> None:
 # An account's cells: for one tied to the roster (``app_user.officer_id``) the cells its officer
 # serves now, none once the officer is inactive (read at sign-in and on every request, never
 # copied, so they follow the roster); otherwise the cells given with ``users add --cell``.
+# Signing in and resuming ask ``gridflow_account_cells`` (migration 0012: the same rule for the
+# account the transaction names, planned once); listings read it through the tables.
+SIGNED_IN_CELLS = "gridflow_account_cells(u.id)"
 CELLS_OF_USER = """
     CASE WHEN u.officer_id IS NULL
          THEN ARRAY(SELECT c.cell_code FROM user_cell c WHERE c.user_id = u.id ORDER BY c.cell_code)
@@ -69,7 +72,7 @@ CELLS_OF_USER = """
 
 
 def _principal(cur: psycopg2.extensions.cursor, user_id: int, login: str, role: str, scope: str) -> Principal:
-    cur.execute(f"SELECT {CELLS_OF_USER}, u.officer_id FROM app_user u WHERE u.id = %s", (user_id,))
+    cur.execute(f"SELECT {SIGNED_IN_CELLS}, u.officer_id FROM app_user u WHERE u.id = %s", (user_id,))
     row = cur.fetchone()
     assert row is not None
     cells = tuple(str(c) for c in row[0])
@@ -146,7 +149,7 @@ def resume(conn: Conn, *, token: str, web: WebSettings) -> Session | None:
         cur.execute(
             f"""
             SELECT u.id, u.login, u.role, u.scope_code, s.csrf_token, s.last_seen_at < now() - interval '60 seconds',
-                   {CELLS_OF_USER}, u.officer_id
+                   {SIGNED_IN_CELLS}, u.officer_id
             FROM web_session s JOIN app_user u ON u.id = s.user_id
             WHERE s.token_hash = %s AND u.active AND s.revoked_at IS NULL
               AND s.expires_at > now() AND s.last_seen_at > now() - make_interval(mins => %s)

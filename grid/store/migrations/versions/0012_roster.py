@@ -4,22 +4,26 @@ Revision ID: 0012
 Revises: 0011
 
 * ``officer`` replaces ``grid_officer`` (0002, keyed by cell and a login name): one row per officer
-  of a source's roster (``source_record_id`` is the roster's officer id), versioned like ``worker`` (row hash,
-  first/last run, ``missed_full_runs``, soft delete). The name is a staff name shown plainly to the
-  officer's supervisors; the phone is personal: AES-GCM in ``phone_enc`` (vault purpose ``pii``),
-  keyed HMAC and a masked form.
+  of a source's roster (``source_record_id`` is the roster's officer id), versioned like
+  ``worker`` (row hash, first/last run, ``missed_full_runs``, soft delete, which also takes the
+  officer out of post). The name is a staff name shown plainly to the officer's supervisors; the
+  phone is personal: AES-GCM in ``phone_enc`` (purpose ``officer-pii``), keyed HMAC (purpose
+  ``phone``, as a worker's) and a masked form. ``source_cursor`` admits the ``grid_officers`` stream.
 * ``officer_cell``: the cells an officer serves (a cell may have several officers).
 * ``case_file.owner_officer``: which officer of the owning cell owns a case. Chosen by the trigger
-  ``case_file_owner_officer`` whenever a case lands on a cell (insert, or ``owner_code`` moves),
-  through ``gridflow_pick_officer``: the active officer of the cell with the fewest open cases, then
-  the lowest id (``grid.cases.owners`` documents the rule). NULL when a division owns the case.
+  ``case_file_owner_officer`` whenever a case lands on a cell (insert, or ``owner_code`` moves): the
+  cell's one active officer, or among several ``gridflow_pick_officer``'s: fewest open cases, then
+  the lowest id (``grid.cases.owners`` documents the rule; counts are as of the statement's start,
+  and intake writes one case a statement). NULL when a division owns the case.
 * ``app_user.officer_id``: an account tied to the roster; its cells are read from ``officer_cell``
   at sign-in and on every request (never copied), and are empty when the officer is inactive.
 * ``account_audit``: every change to an account (who, what, when), with the account's scope for RLS.
 
 RLS for ``gridflow_app``: officers and their cells by a visible cell, or the signed-in account's
 own officer; the phone columns are not granted. An administrator (``gridflow.admin`` = ``on`` plus
-its scope) may read and update the accounts, sessions and audit rows of its scope.
+its scope) may read and update the accounts and audit rows of its scope; a disabled account's
+sessions are revoked through ``gridflow_revoke_sessions``. The restrictive ``case_file_officer_owns``
+keeps an officer's transaction (``gridflow.officer``) off another officer's case.
 """
 
 from __future__ import annotations
@@ -140,6 +144,8 @@ CREATE TRIGGER case_file_owner_officer BEFORE INSERT OR UPDATE OF owner_code, ow
 
 ALTER TABLE app_user ADD COLUMN officer_id bigint REFERENCES officer (id);
 ALTER TABLE app_user ADD CONSTRAINT app_user_officer_role CHECK (officer_id IS NULL OR role = 'grid_officer');
+-- The roster's policies below look an officer's account up by officer on every request.
+CREATE INDEX app_user_officer ON app_user (officer_id) WHERE officer_id IS NOT NULL;
 
 CREATE TABLE account_audit (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -187,6 +193,38 @@ $$;
 REVOKE ALL ON FUNCTION gridflow_revoke_sessions(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION gridflow_revoke_sessions(bigint) TO gridflow_app;
 
+-- The cells of the account a transaction signs in or resumes (login named by ``gridflow.login``, or
+-- the session of ``gridflow.session``): its officer's cells now (none once the officer left) for an
+-- account tied to the roster, else its own. One call instead of a query through four tables' row-
+-- level security, whose planning cost more than the request (plpgsql keeps the plans). Any other
+-- account: no cells.
+CREATE FUNCTION gridflow_account_cells(uid bigint) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $$
+DECLARE
+    tied bigint;
+    found_cells text[];
+BEGIN
+    SELECT u.officer_id INTO tied FROM public.app_user u
+    WHERE u.id = uid AND (u.login = nullif(current_setting('gridflow.login', true), '')
+        OR EXISTS (SELECT 1 FROM public.web_session s WHERE s.user_id = u.id
+                   AND s.token_hash = public.gridflow_setting_bytes('gridflow.session')));
+    IF NOT FOUND THEN
+        RETURN ARRAY[]::text[];
+    END IF;
+    IF tied IS NULL THEN
+        SELECT pg_catalog.array_agg(c.cell_code ORDER BY c.cell_code) INTO found_cells
+        FROM public.user_cell c WHERE c.user_id = uid;
+    ELSE
+        SELECT pg_catalog.array_agg(oc.cell_code ORDER BY oc.cell_code) INTO found_cells
+        FROM public.officer_cell oc JOIN public.officer o ON o.id = oc.officer_id
+        WHERE oc.officer_id = tied AND o.active;
+    END IF;
+    RETURN coalesce(found_cells, ARRAY[]::text[]);
+END;
+$$;
+REVOKE ALL ON FUNCTION gridflow_account_cells(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION gridflow_account_cells(bigint) TO gridflow_app;
+
 -- The officer half of "owns" in the database (grid.accounts.access.owns): a transaction that acts
 -- for an officer (gridflow.officer = its id; "0" for an account not tied to the roster) may update
 -- a case only when no officer, or that officer, owns it. Restrictive: it narrows case_file_scope.
@@ -214,6 +252,7 @@ def downgrade() -> None:
 DROP TABLE IF EXISTS account_audit;
 DROP POLICY IF EXISTS case_file_officer_owns ON case_file;
 DROP FUNCTION IF EXISTS gridflow_revoke_sessions(bigint);
+DROP FUNCTION IF EXISTS gridflow_account_cells(bigint);
 DROP POLICY IF EXISTS app_user_admin ON app_user;
 REVOKE UPDATE (active, role, password_hash, updated_at) ON app_user FROM gridflow_app;
 DROP POLICY IF EXISTS officer_scope ON officer;
