@@ -4,7 +4,8 @@ cell or officer, configured in a file (``config/notify.toml``, or ``GRIDFLOW_NOT
 Routing, most specific rule first (the rule that matched is stored with the delivery, in
 ``notification_outbox.delivered_via``, so "why did this notice go to group X" has an answer):
 
-1. a robot that lists the recipient under ``officers`` (an officer id or account);
+1. a robot that lists, under ``officers``, the roster id of the grid officer who owns the case
+   (``case_file.owner_officer``) when the notice is addressed to that officer's cell;
 2. a robot that lists the recipient's own code (a unit's 12-digit code or a cell's 15 digits);
 3. the robot of the nearest unit above it (the town's group when a community has none, …, the
    province's);
@@ -97,11 +98,12 @@ class Routing:
     def __bool__(self) -> bool:
         return bool(self.robots or self.webhooks)
 
-    def route(self, target: str, recipient: str) -> Route | None:
-        """The most specific route for a notice to ``recipient`` on ``target`` (None: wait)."""
+    def route(self, target: str, recipient: str, officer: str | None = None) -> Route | None:
+        """The most specific route for a notice to ``recipient`` on ``target`` (None: wait);
+        ``officer``: the roster id of the grid officer who owns the case on that cell, if any."""
         mine = [r for r in self.robots if target in r.targets]
         for r in mine:
-            if recipient in r.officers:
+            if officer is not None and officer in r.officers:
                 return Route(r.kind, r.url, f"robot:{r.name} (officer)", r.secret)
         for r in mine:
             if recipient in r.codes:

@@ -310,14 +310,20 @@ def deliver(
         with transaction(conn) as cur:
             cur.execute(
                 """
-                SELECT o.id, o.target, o.recipient_code, o.payload, o.attempts FROM notification_outbox o
+                SELECT o.id, o.target, o.recipient_code, o.payload, o.attempts, off.officer
+                FROM notification_outbox o
+                LEFT JOIN LATERAL (
+                    -- a notice to a cell goes to the roster officer who owns the case there
+                    SELECT f.source_record_id AS officer FROM case_file c JOIN officer f ON f.id = c.owner_officer
+                    WHERE c.id = o.case_id AND c.owner_code = o.recipient_code
+                ) off ON true
                 WHERE o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= %(at)s
                   AND o.id <> ALL(%(skip)s::bigint[])
                   AND (o.target = ANY(%(hooks)s::text[])
                        OR EXISTS (SELECT 1 FROM unnest(%(pre)s::text[], %(pre_t)s::text[]) r(p, t)
                                   WHERE r.t = o.target AND left(o.recipient_code, length(r.p)) = r.p)
                        OR EXISTS (SELECT 1 FROM unnest(%(eq)s::text[], %(eq_t)s::text[]) r(e, t)
-                                  WHERE r.t = o.target AND o.recipient_code = r.e))
+                                  WHERE r.t = o.target AND r.e IN (o.recipient_code, off.officer)))
                 ORDER BY o.next_attempt_at, o.id
                 LIMIT %(batch)s
                 FOR UPDATE OF o SKIP LOCKED
@@ -330,8 +336,8 @@ def deliver(
             updates: list[
                 tuple[int, datetime | None, datetime | None, datetime | None, str | None, str | None]
             ] = []
-            for notice_id, target, recipient, payload, attempts in rows:
-                route = routes.route(target, recipient)
+            for notice_id, target, recipient, payload, attempts, officer in rows:
+                route = routes.route(target, recipient, officer)
                 if route is None:
                     unrouted.append(notice_id)
                     continue

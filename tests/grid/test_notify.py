@@ -210,6 +210,35 @@ def test_wecom_and_dingtalk_robots_get_their_own_formats_signed_and_routed_most_
         assert not any(p in json.dumps(body, ensure_ascii=False) for p in PII)
 
 
+def test_a_notice_to_an_officers_cell_goes_to_the_robot_of_the_officer_who_owns_the_case(
+    conn: psycopg2.extensions.connection, receiver: Receiver
+) -> None:
+    """Delivery rule: a notice addressed to a cell goes to the robot listing the roster id of the
+    officer who owns the case there (``case_file.owner_officer``), before the cell's own robot."""
+    world = make_world(conn)
+    res = open_case(conn, report=report(world, worker_hmac=worker()), rules=RULES, actor="t", at=T0)
+    _only_case(conn, res.case_id)
+    [(roster_id, cell)] = rows(
+        conn,
+        "SELECT o.source_record_id, c.owner_code FROM case_file c JOIN officer o ON o.id = c.owner_officer "
+        "WHERE c.id = %s",
+        res.case_id,
+    )
+    hook = f"{receiver.base}/cgi-bin/webhook/send?key={WECOM_KEY}"
+    routing = Routing(
+        robots=(
+            Robot("cell_group", "wecom", hook, None, codes=(cell,)),
+            Robot("someone_else", "wecom", hook, None, officers=("not-" + roster_id,)),
+            Robot("own_officer", "wecom", hook, None, officers=(roster_id,)),
+        )
+    )
+    with httpx.Client(timeout=5) as client:
+        rep = deliver(conn, routing=routing, client=client, now=T0)
+    assert rep.delivered >= 1
+    assigned = [s for s in _state(conn, res.case_id) if s[0] == "assigned"]
+    assert [(s[2], s[4], s[7]) for s in assigned] == [(cell, True, "robot:own_officer (officer)")]
+
+
 def test_a_bad_dingtalk_signature_is_refused_and_the_notice_retried_with_backoff(
     conn: psycopg2.extensions.connection, receiver: Receiver
 ) -> None:
@@ -273,8 +302,8 @@ CELL = "420502001001001"
 @pytest.mark.parametrize(
     ("target", "recipient", "via"),
     [
-        pytest.param("union", "wg7", "robot:officer (officer)", id="an officer's own robot wins"),
-        pytest.param("union", CELL, "robot:cell (own code)", id="a cell's robot"),
+        pytest.param("union", CELL, "robot:officer (officer)", id="the owning officer's own robot wins"),
+        pytest.param("union", CELL, "robot:cell (own code)", id="a cell's robot when its officer has none"),
         pytest.param(
             "union",
             "420502001002001",
@@ -309,7 +338,8 @@ def test_routing_takes_the_most_specific_rule_and_says_which(target: str, recipi
         ),
         webhooks={"union": "https://u", "government": "https://g"},
     )
-    route = routing.route(target, recipient)
+    # the case on CELL is owned by roster officer wg7 (the deliverer reads it from case_file)
+    route = routing.route(target, recipient, "wg7" if via.endswith("(officer)") else None)
     assert route is not None and route.via == via
 
 
