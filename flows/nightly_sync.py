@@ -297,7 +297,8 @@ class _Progress:
             + (" — done" if done else "")
         )
         if self.artifact_id is None:
-            key = f"sync-{self.source.replace('_', '-')}-{self.entity}-progress"
+            # artifact keys are lowercase letters, digits and dashes (grid_officers -> grid-officers)
+            key = f"sync-{self.source.replace('_', '-')}-{self.entity.replace('_', '-')}-progress"
             self.artifact_id = create_progress_artifact(progress=percent, key=key, description=text)
         else:
             update_progress_artifact(self.artifact_id, progress=percent, description=text)

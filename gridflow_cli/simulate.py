@@ -12,9 +12,11 @@ Each simulated day:
    its outage window is switched down (``POST /_sim/outage``) and back up afterwards;
 2. the nightly sync of every city runs THROUGH THE PREFECT DEPLOYMENT ``nightly-sync/nightly``
    (server and worker as ``scripts/run`` starts them) with ``as_of`` = 02:00 of the day;
-3. simulated officers act through the web API as real unit accounts over HTTP (most on time, some
-   late, some returning cases to the parent, some units never answering); their events carry the
-   real time of the request — the web app never takes a clock from a client;
+3. simulated officers act through the web API over HTTP as real accounts — the unit accounts of
+   the owning unions and, for cases a roster grid officer owns, that officer's own account made as
+   ``gridflow users add --officer`` makes it (most on time, some late, some returning cases to the
+   parent, some never answering); their events carry the real time of the request — the web app
+   never takes a clock from a client;
 4. the escalation sweep runs at several hours of the day in this process with the simulated clock
    (:func:`grid.cases.sweep.sweep`, the function the deployment wraps);
 5. the day's coverage snapshot (:func:`grid.monitoring.coverage.compute_snapshot`);
@@ -212,56 +214,92 @@ def _role_for(unit: str) -> str:
     return {1: "province", 2: "city", 3: "county", 4: "town", 5: "community"}[int(level_of(unit))]
 
 
+#: The key of a case owner the simulation acts as: a unit's 12-digit code, or ``officer:ID`` for a
+#: roster grid officer (``officer.id``) owning cases of its cells.
+OFFICER_KEY = "officer:"
+
+
 class Officers:
-    """Simulated unit accounts acting through the web API over HTTP, each by its profile."""
+    """Simulated officers acting through the web API over HTTP, each by its profile: the unit
+    accounts (one per owning union unit) and the roster's grid officers, whose accounts are made
+    the way ``gridflow users add --officer ID`` makes them (:func:`grid.accounts.users.add_user`
+    with ``officer=``) so their scope and cells follow the synced roster. One account and one
+    session per owner for the whole run, reused every day."""
 
     def __init__(self, web_url: str, *, seed: int) -> None:
         self.web_url = web_url.rstrip("/")
         self.seed = seed
         self.run = secrets.token_hex(3)  # one set of accounts per simulation
         self.passwords: dict[str, str] = {}
-        self.sessions: dict[str, tuple[str, str]] = {}  # unit -> (cookie header, csrf)
+        self.logins: dict[str, str | None] = {}  # owner key -> login (None: no account possible)
+        self.sessions: dict[str, tuple[str, str]] = {}  # owner key -> (cookie header, csrf)
+        #: roster officers whose account could not be made (e.g. left the roster since), by reason
+        self.refused: dict[str, str] = {}
         self.client = httpx.Client(timeout=30.0)
 
     def close(self) -> None:
         self.client.close()
 
-    def _account(self, unit: str) -> str | None:
-        """The unit's simulated account (created on first use), or None for a unit no role holds."""
-        login = f"sim-{self.run}-{unit}"
-        if unit in self.passwords:
-            return login
+    def _account(self, key: str) -> str | None:
+        """The owner's simulated account (created on first use), or None when it cannot have one."""
+        if key in self.logins:
+            return self.logins[key]
         from grid.accounts.access import Role
-        from grid.accounts.users import add_user
-        from grid.store.db import connect
+        from grid.accounts.users import AccountError, add_user
+        from grid.store.db import connect, transaction
 
-        if len(unit) != 12:
-            return None  # a cell's grid officer: h16-roster's accounts, not simulated here
         password = secrets.token_urlsafe(18)
+        login: str | None = None
         conn = connect()
         try:
-            add_user(conn, login=login, password=password, role=Role(_role_for(unit)), scope_code=unit)
+            if key.startswith(OFFICER_KEY):
+                with transaction(conn) as cur:
+                    cur.execute(
+                        "SELECT source_record_id, source FROM officer WHERE id = %s",
+                        (int(key[len(OFFICER_KEY) :]),),
+                    )
+                    row = cur.fetchone()
+                if row is not None:
+                    try:
+                        add_user(
+                            conn,
+                            login=f"sim-{self.run}-o{key[len(OFFICER_KEY) :]}",
+                            password=password,
+                            role=Role.GRID_OFFICER,
+                            scope_code=None,
+                            officer=str(row[0]),
+                            officer_source=None if row[1] is None else str(row[1]),
+                            actor="simulate",
+                        )
+                        login = f"sim-{self.run}-o{key[len(OFFICER_KEY) :]}"
+                    except AccountError as exc:
+                        self.refused[key] = str(exc)
+            elif len(key) == 12:
+                login = f"sim-{self.run}-{key}"
+                add_user(conn, login=login, password=password, role=Role(_role_for(key)), scope_code=key)
         finally:
             conn.close()
-        self.passwords[unit] = password
+        self.logins[key] = login
+        if login is not None:
+            self.passwords[key] = password
         return login
 
-    def _session(self, unit: str) -> tuple[str, str] | None:
-        if unit in self.sessions:
-            return self.sessions[unit]
-        login = self._account(unit)
+    def _session(self, key: str) -> tuple[str, str] | None:
+        if key in self.sessions:
+            return self.sessions[key]
+        login = self._account(key)
         if login is None:
             return None
         r = self.client.post(
-            f"{self.web_url}/api/v1/session", json={"login": login, "password": self.passwords[unit]}
+            f"{self.web_url}/api/v1/session", json={"login": login, "password": self.passwords[key]}
         )
         r.raise_for_status()
         cookie = "; ".join(f"{k}={v}" for k, v in r.cookies.items())
-        self.sessions[unit] = (cookie, str(r.json()["csrf_token"]))
-        return self.sessions[unit]
+        self.sessions[key] = (cookie, str(r.json()["csrf_token"]))
+        return self.sessions[key]
 
-    def _act(self, unit: str, case_id: int, action: str, body: dict[str, Any]) -> bool:
-        s = self._session(unit)
+    def _act(self, key: str, case_id: int, action: str, body: dict[str, Any]) -> bool:
+        s = self._session(key)
         assert s is not None
         r = self.client.post(
             f"{self.web_url}/api/v1/cases/{case_id}/actions/{action}",
@@ -270,36 +308,40 @@ class Officers:
         )
         return r.status_code == 200
 
-    def _inbox(self, unit: str) -> list[dict[str, Any]]:
-        s = self._session(unit)
+    def _inbox(self, key: str) -> list[dict[str, Any]]:
+        s = self._session(key)
         if s is None:
             return []
         r = self.client.get(f"{self.web_url}/api/v1/cases", params={"limit": 200}, headers={"Cookie": s[0]})
         r.raise_for_status()
         rows: list[dict[str, Any]] = r.json()["cases"]
+        if key.startswith(OFFICER_KEY):
+            # an officer's "mine" also lists its cells' cases a union owns (after escalation):
+            # it works only those it owns itself
+            rows = [c for c in rows if len(str(c["owner_code"])) == 15]
         return rows
 
-    def work(self, units: Sequence[str], *, day: date) -> int:
-        """Each unit's inbox worked once for ``day`` by its profile; returns the actions taken."""
+    def work(self, owners: Sequence[str], *, day: date) -> int:
+        """Each owner's inbox worked once for ``day`` by its profile; returns the actions taken."""
         done = 0
-        for unit in units:
-            profile = profile_of(unit, self.seed)
-            if profile == "silent" or len(unit) != 12:
+        for key in owners:
+            profile = profile_of(key, self.seed)
+            if profile == "silent":
                 continue
-            for case in self._inbox(unit):
+            for case in self._inbox(key):
                 opened = datetime.fromisoformat(case["opened_at"]).astimezone(SHANGHAI).date()
                 age = (day - opened).days
                 wait = 4 if profile == "late" else 0
                 state, cid, version = case["state"], int(case["id"]), int(case["version"])
                 if profile == "returner" and state == "new" and case["level"] == 5:
                     done += self._act(
-                        unit, cid, "return_to_parent", {"version": version, "reason": "非本辖区 misrouted"}
+                        key, cid, "return_to_parent", {"version": version, "reason": "非本辖区 misrouted"}
                     )
                 elif state in ("new", "returned") and age >= wait:
-                    done += self._act(unit, cid, "accept", {"version": version})
+                    done += self._act(key, cid, "accept", {"version": version})
                 elif state in ("accepted", "in_progress") and age >= wait + 1:
                     outcome = "assistance_delivered" if case["kind"] == "hardship" else "agreement"
-                    done += self._act(unit, cid, "resolve", {"version": version, "outcome": outcome})
+                    done += self._act(key, cid, "resolve", {"version": version, "outcome": outcome})
         return done
 
 
@@ -320,13 +362,23 @@ def _count(sql: str, *args: Any) -> int:
 
 
 def _owners() -> list[str]:
+    """The owners of open cases, as :class:`Officers` keys: union units by code, roster officers
+    as ``officer:ID``."""
     from grid.cases.states import SQL_OPEN
     from grid.store.db import connect, transaction
 
     conn = connect()
     try:
         with transaction(conn) as cur:
-            cur.execute(f"SELECT DISTINCT owner_code FROM case_file WHERE {SQL_OPEN} ORDER BY 1")
+            cur.execute(
+                f"""
+                SELECT DISTINCT CASE WHEN owner_officer IS NULL THEN owner_code
+                                     ELSE %s || owner_officer::text END
+                FROM case_file WHERE {SQL_OPEN} AND (owner_officer IS NOT NULL OR length(owner_code) = 12)
+                ORDER BY 1
+                """,
+                (OFFICER_KEY,),
+            )
             return [str(r[0]) for r in cur.fetchall()]
     finally:
         conn.close()

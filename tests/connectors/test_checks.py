@@ -181,13 +181,32 @@ def test_unknown_entity_is_a_programming_error() -> None:
             id="the ratio is configurable",
         ),
         pytest.param(0, [400] * 4, {"min_history": 5}, None, id="min_history is configurable"),
+        pytest.param(0, [5, 4, 6], {}, None, id="a small source's empty night is ordinary variation"),
+        pytest.param(7, [20, 20, 20], {}, None, id="a shortfall within 3 sqrt(usual) passes"),
+        pytest.param(
+            6,
+            [20, 20, 20],
+            {},
+            "6 records is under 50% of the usual 20 (median of the last 3 runs), so the day looks "
+            "incomplete and was not loaded",
+            id="a shortfall beyond 3 sqrt(usual) fails",
+        ),
+        pytest.param(
+            0,
+            [5, 5, 5],
+            {"noise": 0},
+            "0 records is under 50% of the usual 5 (median of the last 3 runs), "
+            "so the day looks incomplete and was not loaded",
+            id="noise is configurable",
+        ),
     ],
 )
 def test_volume_check(
     total: int | None, history: list[int], kwargs: dict[str, Any], expected: str | None
 ) -> None:
-    """Rule: a day under half (min_ratio) of the median of recent runs is suspicious; with too
-    little history or an unknown total there is nothing to compare."""
+    """Rule: a day under half (min_ratio) of the median of recent runs is suspicious unless the
+    shortfall is within a count's ordinary variation (noise * sqrt(usual)); with too little
+    history or an unknown total there is nothing to compare."""
     assert volume_check(total, history, **kwargs) == expected
 
 
@@ -195,3 +214,5 @@ def test_volume_check_refuses_a_meaningless_ratio() -> None:
     """Rule: min_ratio must be in (0, 1]."""
     with pytest.raises(ValueError, match="min_ratio"):
         volume_check(1, [1, 1, 1], min_ratio=0)
+    with pytest.raises(ValueError, match="noise"):
+        volume_check(1, [1, 1, 1], noise=-1)

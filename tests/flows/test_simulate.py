@@ -81,7 +81,7 @@ def province(
     stack = ExitStack()
     # the city on its timeline (docs/SANDBOX-TIMELINE.md), day 0 the day before the first simulated day
     port = _free_port()
-    write_sources(folder, with_cases=True, sim_city=f"http://127.0.0.1:{port}")
+    write_sources(folder, with_cases=True, with_roster=True, sim_city=f"http://127.0.0.1:{port}")
     today = local_day(datetime.now(UTC), SHANGHAI)
     stack.enter_context(
         ProvinceSandbox(
@@ -188,7 +188,9 @@ def test_a_ci_sized_simulation_holds_every_invariant_every_day(province: Provinc
     assert len(result) == DAYS
     for day in result:
         assert [(c.rule, c.examples) for c in day.checks if not c.ok] == [], day.line()
-    assert [bool(d.failed_sources) for d in result] == [False, True, False]
+    assert [bool(d.failed_sources) for d in result] == [False, True, False], [
+        d.failed_sources for d in result
+    ]
     # the stale-source rule flags the city on the outage day (its last good night 39 h back) only
     assert [sorted(d.stale) for d in result] == [[], ["sim_city"], []]
     # the catch-up night loaded the outage day's records too (checked against the truth above)
@@ -235,6 +237,17 @@ def test_a_ci_sized_simulation_holds_every_invariant_every_day(province: Provinc
     # officers acted through the API as their unit accounts; the sweep fired at simulated hours
     acted = dict(query("SELECT action, count(*) FROM case_event WHERE actor LIKE 'sim-%%' GROUP BY 1"))
     assert acted.get("accept", 0) > 0 and acted.get("resolve", 0) > 0, acted
+    # the roster's grid officers acted over HTTP as their own accounts (made like `gridflow users
+    # add --officer`), only on cases they owned: the event's owner before is a cell they serve
+    by_officers = dict(query(
+        "SELECT e.action, count(*) FROM case_event e JOIN app_user u ON u.login = e.actor"
+        " WHERE e.actor LIKE 'sim-%%' AND u.officer_id IS NOT NULL GROUP BY 1"))  # fmt: skip
+    assert by_officers.get("accept", 0) > 0 and by_officers.get("resolve", 0) > 0, by_officers
+    not_theirs = query(
+        "SELECT e.case_id, e.seq FROM case_event e JOIN app_user u ON u.login = e.actor"
+        " WHERE e.actor LIKE 'sim-%%' AND u.officer_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+        " officer_cell oc WHERE oc.officer_id = u.officer_id AND oc.cell_code = e.owner_before)")  # fmt: skip
+    assert not_theirs == [], not_theirs
     swept = query("SELECT DISTINCT at FROM case_event WHERE actor = 'system:sweep' AND at >= %s",
                   datetime.combine(day_dates(DAYS, today=today)[0], SWEEP_HOURS[0], tzinfo=SHANGHAI))  # fmt: skip
     assert swept, "no step fired at a simulated sweep hour"
