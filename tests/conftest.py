@@ -12,6 +12,7 @@ import base64
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -34,9 +35,12 @@ def _with_db(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + dbname))
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A fresh, migrated database for this session on the real cluster."""
+@contextmanager
+def fresh_database(prefix: str = "gridflow_test") -> Iterator[str]:
+    """A fresh, migrated database on the real cluster, named in ``GRIDFLOW_DATABASE_URL`` while
+    open (the previous value restored after), then dropped. The session's database is one; a module
+    whose flows load whole cities and change their grids (the province and simulation tests) takes
+    its own, so what it leaves behind cannot change what later modules read."""
     from grid.store import migrate
     from grid.store.cluster import Cluster
 
@@ -46,7 +50,7 @@ def database_url() -> Iterator[str]:
         cluster.start()
         cluster.ensure_database("gridflow")
     admin_url = base.dsn
-    name = f"gridflow_test_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = psycopg2.connect(admin_url)
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -71,6 +75,28 @@ def database_url() -> Iterator[str]:
             )
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+def load_world(url: str, world) -> None:  # type: ignore[no-untyped-def]
+    """Load a built sample world into the database at ``url`` (valid from 2026-01-01)."""
+    from datetime import date
+
+    from grid.store import world as store_world
+    from grid.store.db import connect, transaction
+
+    conn = connect(url)
+    try:
+        with transaction(conn) as cur:
+            store_world.load_sample_world(cur, world, label="sample", valid_from=date(2026, 1, 1))
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated database for this session on the real cluster."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -127,17 +153,7 @@ def sample_world():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def loaded_world(database_url: str, sample_world):  # type: ignore[no-untyped-def]
     """The sample world in the session database: Hubei's real divisions, generated cells."""
-    from datetime import date
-
-    from grid.store import world as store_world
-    from grid.store.db import connect, transaction
-
-    conn = connect(database_url)
-    try:
-        with transaction(conn) as cur:
-            store_world.load_sample_world(cur, sample_world, label="sample", valid_from=date(2026, 1, 1))
-    finally:
-        conn.close()
+    load_world(database_url, sample_world)
     return sample_world
 
 

@@ -18,6 +18,7 @@ import pytest
 from connectors.sandbox.province import province_plans
 from connectors.sandbox.sim import ProvinceSandbox
 from grid.settings import PROJECT_ROOT
+from tests.conftest import fresh_database, load_world
 from tests.flows.helpers import query, sources_env
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
@@ -47,7 +48,15 @@ class Province(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def province(loaded_world, database_url: str, tmp_path_factory) -> Iterator[Province]:  # type: ignore[no-untyped-def]
+def province(loaded_world, tmp_path_factory) -> Iterator[Province]:  # type: ignore[no-untyped-def]
+    # its own database: two more cities' worlds and three cities' records must not change what the
+    # later modules of the session read from the shared one
+    with fresh_database("gridflow_province") as url:
+        load_world(url, loaded_world)
+        yield from _province(url, loaded_world, tmp_path_factory)
+
+
+def _province(database_url: str, loaded_world, tmp_path_factory) -> Iterator[Province]:  # type: ignore[no-untyped-def]
     from geodata.world import build_sample_world
     from grid.cases.owners import ensure_units
     from grid.store import world as store_world

@@ -31,7 +31,7 @@ from grid.store.db import connect, transaction
 from grid.workdays import SHANGHAI
 from gridflow_cli import services
 from gridflow_cli.simulate import SWEEP_HOURS, Plan, day_dates, sandbox_start, simulate
-from tests.conftest import SAMPLE_CITY, SANDBOX_AS_OF, write_sources
+from tests.conftest import SAMPLE_CITY, SANDBOX_AS_OF, fresh_database, load_world, write_sources
 from tests.flows.helpers import env as set_env
 from tests.flows.helpers import prefect_database, query, service_passwords
 from tests.flows.test_prefect_server import _free_port
@@ -65,6 +65,16 @@ def _dataset(world: Any, seed: int, cases: int) -> SandboxDataset:
 
 @pytest.fixture(scope="module")
 def province(
+    loaded_world: Any, sample_world: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Province]:
+    # its own database: the simulation changes the sample city's grid and opens its cases, which the
+    # later modules of the session must not read from the shared one
+    with fresh_database("gridflow_sim") as url:
+        load_world(url, loaded_world)
+        yield from _province(url, loaded_world, sample_world, tmp_path_factory)
+
+
+def _province(
     database_url: str, loaded_world: Any, sample_world: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Province]:
     from grid.cases.owners import ensure_units
