@@ -20,7 +20,7 @@ from grid.monitoring import invariants as inv
 from grid.store.db import connect, transaction
 from grid.workdays import SHANGHAI
 from gridflow_cli.simulate import coverage_of, sweep_at, truth_from_source
-from tests.conftest import SAMPLE_CITY, SANDBOX_AS_OF, write_sources
+from tests.conftest import SAMPLE_CITY, SANDBOX_AS_OF, fresh_database, load_world, write_sources
 from tests.flows.helpers import query, sources_env
 
 pytestmark = [pytest.mark.db, pytest.mark.flow]
@@ -45,7 +45,15 @@ def _dataset(world: Any, *, seed: int, cases: int) -> SandboxDataset:
 def synced(
     prefect_harness: None, loaded_world: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    """One city synced ``as_of`` a past night with case reports, swept now, snapshot computed."""
+    """One city synced ``as_of`` a past night with case reports, swept now, snapshot computed, in
+    a database of its own: the invariants read the whole database, and other modules of the session
+    leave cases in the shared one that break them on purpose (e.g. several open cases of a worker)."""
+    with fresh_database("gridflow_invariants") as url:
+        load_world(url, loaded_world)
+        yield from _synced(loaded_world, tmp_path_factory)
+
+
+def _synced(loaded_world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from flows.nightly_sync import sync_source
     from grid.cases.owners import ensure_units
 
