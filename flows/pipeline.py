@@ -31,7 +31,7 @@ from geodata.cellindex import CellIndex
 from geodata.placement import place_batch
 from grid.cases.details import CaseDetails, masked_address, seal
 from grid.cases.intake import CaseReport, IntakeError, worker_key
-from grid.ingest import enterprise_copy, field_problem_copy, reject_copy, worker_copy
+from grid.ingest import enterprise_copy, field_problem_copy, reject_copy, worker_lines
 from grid.people import Vault, vault_from_settings
 from grid.roster.store import officer_copy
 from grid.settings import FLOWS_ROLE
@@ -330,8 +330,18 @@ def prepare_chunk(
         keep = [i for i in range(len(fresh)) if i not in dropped]
         fresh, placed = [fresh[i] for i in keep], placed.take(keep)
     _unmapped_reasons(fresh, placed.reason, placed.cell_code, placed.division_code)
-    build = worker_copy if spec.entity == "workers" else enterprise_copy
-    rows_text = build(fresh, placed, ctx.vault)  # type: ignore[arg-type]
+    new_text, new_ids = "", []
+    if spec.entity == "workers":
+        # Records the store does not hold (by ``known``) go straight into the table; the rest
+        # through the version-guarded upsert (grid.sync.store.write_page).
+        lines = worker_lines(fresh, placed, ctx.vault)  # type: ignore[arg-type]
+        held = [i for i, r in enumerate(fresh) if r.source_record_id in known]
+        new = [i for i, r in enumerate(fresh) if r.source_record_id not in known]
+        rows_text = "".join(lines[i] + "\n" for i in held)
+        new_text = "".join(lines[i] + "\n" for i in new)
+        new_ids = [fresh[i].source_record_id for i in new]
+    else:
+        rows_text = enterprise_copy(fresh, placed, ctx.vault)  # type: ignore[arg-type]
     rejects_text = reject_copy(rejects, ctx.vault)  # type: ignore[arg-type]
     problems_text = field_problem_copy(fresh, ctx.vault)  # type: ignore[arg-type]
     seen: list[str] = []
@@ -344,6 +354,8 @@ def prepare_chunk(
         entity=spec.entity,
         rows_text=rows_text,
         n_rows=len(fresh),
+        new_text=new_text,
+        new_ids=new_ids,
         rejects_text=rejects_text,
         skipped=len(records) - n_fresh + len(unchanged),
         problems_text=problems_text,

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from geodata.placement import PlacedBatch
@@ -86,23 +87,56 @@ def _coord(value: float) -> str:
     return NULL if math.isnan(value) else repr(round(float(value), 8))
 
 
-def _coords(values: Any) -> list[str]:
-    """COPY text of a column of coordinates (NaN -> NULL), as :func:`_coord` per value."""
-    return [NULL if v != v else repr(round(v, 8)) for v in values.tolist()]
+def _rounded(values: Any) -> list[float | None]:
+    """A column of coordinates as stored: rounded to 8 decimals (about a millimetre), NaN -> None."""
+    return [None if v != v else round(v, 8) for v in values.tolist()]
+
+
+#: EWKB of a 2-D point with SRID 4326, little-endian: byte order, type 0x20000001, SRID; x and y follow.
+_EWKB_POINT_4326 = bytes.fromhex("0101000020e6100000")
+_EWKB_DTYPE = np.dtype([("head", "V9"), ("x", "<f8"), ("y", "<f8")])  # packed: 25 bytes a point
+
+
+def ewkb_points(lons: Sequence[float | None], lats: Sequence[float | None]) -> list[str]:
+    """COPY text of a geometry column: each point as hex EWKB (SRID 4326), NULL where either
+    coordinate is missing. PostGIS reads hex EWKB on input, so the database does no point
+    construction; the whole column is packed and hex-encoded in one call each."""
+    n = len(lons)
+    if n == 0:
+        return []
+    points = np.zeros(n, dtype=_EWKB_DTYPE)
+    points["head"] = np.void(_EWKB_POINT_4326)
+    points["x"] = [math.nan if v is None else v for v in lons]
+    points["y"] = [math.nan if v is None else v for v in lats]
+    text = points.tobytes().hex()
+    width = 2 * _EWKB_DTYPE.itemsize
+    return [
+        NULL if lons[i] is None or lats[i] is None else text[width * i : width * i + width] for i in range(n)
+    ]
 
 
 def worker_copy(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault) -> str:
-    """COPY text of worker rows (``WORKER_COLUMNS`` order).
+    """COPY text of worker rows (``WORKER_COLUMNS`` order): :func:`worker_lines`, joined."""
+    lines = worker_lines(records, placed, vault)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def worker_lines(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault) -> list[str]:
+    """One COPY line per worker row (``WORKER_COLUMNS`` order, no line ends).
 
     The hot path of the sync: the vault's primitives are inlined (same keys, purposes and formats
     as :meth:`Vault.mac`, :meth:`Vault.encrypt`, :meth:`Vault.fingerprint`), nonces are drawn in
-    one call, and only free-text columns are escaped (the others were validated to digits,
-    letters or our own constants).
+    one call, the point goes in as hex EWKB (:func:`ewkb_points`), and only free-text columns are
+    escaped (the others were validated to digits, letters or our own constants). The row hash
+    covers the coordinates as text rounded to 8 decimals, as it always has.
     """
     n = len(records)
     if n == 0:
-        return ""
-    lons, lats = _coords(placed.lon), _coords(placed.lat)
+        return []
+    rounded_lon, rounded_lat = _rounded(placed.lon), _rounded(placed.lat)
+    geoms = ewkb_points(rounded_lon, rounded_lat)
+    lons = [NULL if v is None else repr(v) for v in rounded_lon]
+    lats = [NULL if v is None else repr(v) for v in rounded_lat]
     cells, divisions, methods, reasons = placed.cell_code, placed.division_code, placed.method, placed.reason
     mac = vault.mac_bytes
     fingerprint = vault.fingerprint
@@ -138,8 +172,7 @@ def worker_copy(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault
                     mask_phone(phone) if phone else NULL,
                     "\\\\x" + blob.hex(),
                     uscc or NULL,
-                    lon,
-                    lat,
+                    geoms[i],
                     cells[i] or NULL,
                     divisions[i] or NULL,
                     methods[i],
@@ -148,8 +181,7 @@ def worker_copy(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault
                 )
             )
         )
-    append("")
-    return "\n".join(lines)
+    return lines
 
 
 def decrypt_worker_pii(blob: bytes, vault: Vault) -> dict[str, str | None]:

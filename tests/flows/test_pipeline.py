@@ -189,3 +189,80 @@ def test_a_case_report_addressed_outside_the_region_is_quarantined(loaded_world,
     chunk = prepare_chunk(spec, [row], {}, date(2026, 11, 21))
     assert chunk.reports == []
     assert dict(chunk.by_reason) == {"address_outside_region": 1}
+
+
+_COMPARED = (
+    "source_record_id, source_updated_at, id_hmac, id_masked, name_masked, gender, birth_year, phone_hmac,"
+    " phone_masked, enterprise_uscc, ST_AsEWKT(geom), cell_code, division_code, placement_method,"
+    " unmapped_reason, row_hash, first_run_id = last_run_id, deleted_at IS NULL, missed_full_runs"
+)
+
+
+@pytest.mark.db
+def test_records_the_store_never_held_are_copied_straight_in_with_what_the_upsert_would_store(
+    loaded_world, sandbox_dataset, conn
+) -> None:  # type: ignore[no-untyped-def]
+    """Rule (issue #20, a cheaper record): a worker the store does not hold is COPYed straight
+    into the table, and stores exactly what the version-guarded upsert stores (every column but
+    the random nonce of the encrypted blob and the bookkeeping times); a record that is there
+    after all — soft-deleted, or not in the prepared map — makes its chunk fall back to the
+    upsert, which restores the deleted one and leaves the others unchanged."""
+    import dataclasses
+    import secrets
+
+    from connectors.config import load_source_config
+    from flows.pipeline import current_cell_version, prepare_chunk
+    from grid.settings import PROJECT_ROOT
+    from grid.store.db import transaction
+    from grid.sync import store as sync
+
+    config = load_source_config(PROJECT_ROOT / "config" / "sources" / "yichang.toml")
+    rows = [r.row for r in sandbox_dataset.rows("workers")[:300]]
+    spec = ChunkSpec(
+        source="city", entity="workers", city_code=loaded_world.city_code,
+        cell_version=current_cell_version(loaded_world.city_code),
+        mapping=dict(config.mapping["workers"]), default_crs="gcj02", full=False,  # type: ignore[index]
+    )  # fmt: skip
+    day = date(2026, 11, 21)
+    direct, upsert = f"d{secrets.token_hex(4)}", f"u{secrets.token_hex(4)}"
+    with transaction(conn) as cur:
+        for name in (direct, upsert):
+            sync.register_source(cur, name=name, display_name=name, city_code=loaded_world.city_code,
+                                 kind="http", crs="gcj02", enabled=True, config={})  # fmt: skip
+
+    def write(source: str, chunk: sync.PreparedChunk) -> sync.PageResult:
+        run = sync.start_run(conn, source=source, mode="incremental", flow_run_id=None)
+        return sync.write_page(conn, run_id=run, source=source, entity="workers", chunks=[chunk],
+                               received=len(rows), since=None, cursor_after="c")  # fmt: skip
+
+    first = prepare_chunk(spec, rows[:200], {}, day)
+    assert first.n_rows > 150 and not first.rows_text and len(first.new_ids) == first.n_rows
+    as_upsert = dataclasses.replace(first, rows_text=first.new_text, new_text="", new_ids=[])
+    got, via_upsert = write(direct, first), write(upsert, as_upsert)
+    assert (got.inserted, got.updated, got.unchanged) == (first.n_rows, 0, 0)
+    assert (via_upsert.inserted, via_upsert.updated) == (first.n_rows, 0)
+
+    def stored(source: str) -> list[tuple]:
+        with transaction(conn) as cur:
+            cur.execute(
+                f"SELECT {_COMPARED} FROM worker WHERE source = %s ORDER BY source_record_id", (source,)
+            )
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur.fetchall()]
+
+    assert stored(direct) == stored(upsert)
+    assert any(r[10] and r[10].startswith("SRID=4326;POINT(") for r in stored(direct))
+
+    gone = first.new_ids[0]
+    with transaction(conn) as cur:
+        cur.execute("UPDATE worker SET deleted_at = now() WHERE source = %s AND source_record_id = %s",
+                    (direct, gone))  # fmt: skip
+    # The next page: the soft-deleted record comes back, another 100 are new; the map (as the sync
+    # builds it) holds neither, so the straight COPY meets the deleted row and the chunk falls back.
+    back = next(r for r in rows if str(r[spec.mapping["source_record_id"]]).strip() == gone)
+    again = prepare_chunk(spec, [back, *rows[200:]], {}, day)
+    result = write(direct, again)
+    assert result.updated == 1 and result.inserted == again.n_rows - 1
+    with transaction(conn) as cur:
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM worker WHERE source = %s",
+                    (direct,))  # fmt: skip
+        assert cur.fetchone() == (first.n_rows + again.n_rows - 1, 0)

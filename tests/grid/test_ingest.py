@@ -6,6 +6,7 @@ import secrets
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
+import shapely
 
 from connectors.records import WorkerRecord
 from geodata.placement import PlacedBatch
@@ -80,4 +81,9 @@ def test_worker_copy_columns_are_the_vaults_macs_masks_and_ciphertexts() -> None
         )  # fmt: skip
         assert cols["row_hash"] == "\\x" + vault.fingerprint(content.encode()).hex()
         assert cols["cell_code"] == placed.cell_code[i]
+        if i:  # no point: NULL, so the store holds no geometry
+            assert cols["geom"] is None
+        else:  # hex EWKB of the rounded point in WGS84 (SRID 4326), what PostGIS reads on COPY
+            point = shapely.from_wkb(bytes.fromhex(str(cols["geom"])))
+            assert (point.x, point.y, shapely.get_srid(point)) == (round(111.29, 8), round(30.69, 8), 4326)
     assert "11010519491231002X" not in text and "13812345678" not in text and "娜娜" not in text
