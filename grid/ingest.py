@@ -25,7 +25,7 @@ import orjson
 
 from geodata.placement import PlacedBatch
 from grid.people import CIPHERTEXT_VERSION, Vault, mask_id, mask_name, mask_phone
-from grid.store.copy import ESCAPES, NULL
+from grid.store.copy import NULL, escape
 
 WORKER_PII = "worker-pii"
 #: Vault purpose of a quarantined record's raw version (its keyed HMAC and its encryption).
@@ -76,7 +76,7 @@ class RejectLike(Protocol):
 
 
 def _t(value: str | None) -> str:
-    return NULL if value is None else value.translate(ESCAPES)
+    return NULL if value is None else escape(value)
 
 
 def _b(value: bytes | None) -> str:
@@ -144,7 +144,6 @@ def worker_lines(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vaul
     aad = WORKER_PII.encode()
     nonces = os.urandom(12 * n)
     dumps = orjson.dumps
-    esc = ESCAPES
     lines: list[str] = []
     append = lines.append
     for i, r in enumerate(records):
@@ -161,11 +160,11 @@ def worker_lines(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vaul
         append(
             "\t".join(
                 (
-                    r.source_record_id.translate(esc),
+                    escape(r.source_record_id),
                     r.source_updated_at.isoformat(),
                     "\\\\x" + mac(("id\x1f" + id_number).encode()).hex(),
                     mask_id(id_number),
-                    mask_name(name).translate(esc),
+                    escape(mask_name(name)),
                     r.gender or NULL,
                     str(birth.year) if birth else NULL,
                     "\\\\x" + mac(("phone\x1f" + phone).encode()).hex() if phone else NULL,

@@ -22,6 +22,13 @@ _UNESCAPES = {"t": "\t", "n": "\n", "r": "\r"}
 NULL = "\\N"
 
 
+def escape(text: str) -> str:
+    """``text`` as a COPY text field (:data:`ESCAPES`); most fields need no escaping, and
+    checking that is several times cheaper than ``str.translate`` (tab, newline and carriage
+    return are the non-printable characters COPY escapes; a backslash is printable)."""
+    return text if text.isprintable() and "\\" not in text else text.translate(ESCAPES)
+
+
 def _field(value: Any) -> str:
     if value is None:
         return NULL
@@ -33,7 +40,7 @@ def _field(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, float | int):
         return repr(value)
-    return str(value).translate(ESCAPES)
+    return escape(str(value))
 
 
 def copy_text(rows: Iterable[Sequence[Any]]) -> str:
@@ -79,8 +86,13 @@ def bytea_field(value: str | None) -> bytes:
 
 
 def copy_from_text(cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str], text: str) -> None:
+    """COPY ``text`` into ``table(columns)``: encoded once (in the connection's client encoding)
+    and sent in 1 MiB pieces; psycopg2 would otherwise encode and send a text stream 8 KiB at a
+    time, which costs the caller 40 % more CPU."""
     if text:
-        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        codec = psycopg2.extensions.encodings.get(cur.connection.encoding, "utf-8")
+        cur.copy_expert(sql, io.BytesIO(text.encode(codec)), size=1 << 20)
 
 
 def copy_rows(

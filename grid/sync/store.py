@@ -712,6 +712,10 @@ def write_page(
     result = PageResult(received=received)
     high_water: datetime | None = None
     with transaction(conn) as cur:
+        if table == "worker":  # the foreign key a worker row no longer checks itself (migration 0015)
+            cur.execute("SELECT 1 FROM source WHERE name = %s FOR KEY SHARE", (source,))
+            if cur.fetchone() is None:
+                raise ValueError(f"source {source} is not registered: no page of it can be written")
         if table:
             _stage(cur, f"stage_{table}", columns)
         _stage(cur, "stage_quarantine", QUARANTINE_COLUMNS)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grid.store.copy import bytea_field, copy_text, parse_copy_text
+from grid.store.copy import ESCAPES, bytea_field, copy_text, escape, parse_copy_text
 from grid.store.db import transaction
 from grid.sync import store as sync
 from grid.sync.store import PreparedChunk
@@ -107,6 +107,13 @@ def test_copy_text_reads_back_exactly(rows: list[list[str | None]]) -> None:
     """Rule: parse_copy_text is the inverse of copy_text: text with tabs, newlines, backslashes and
     carriage returns, and NULLs, come back exactly (one row per row, one field per field)."""
     assert parse_copy_text(copy_text(rows)) == rows
+
+
+@given(_FIELD.filter(lambda v: v is not None))
+def test_the_cheap_escape_is_the_full_translation(text: str) -> None:
+    """Rule: escape(), which skips str.translate for text with nothing to escape, gives exactly
+    what translating every field with ESCAPES gives (tabs, newlines, CR, backslashes, any text)."""
+    assert escape(text) == text.translate(ESCAPES)
 
 
 def test_bytes_read_back_from_copy_text() -> None:
@@ -388,3 +395,36 @@ def test_field_problems_are_kept_once_with_the_stored_version_and_settled_when_i
     assert (
         _count(conn, "SELECT count(*) FROM field_problem WHERE source = %s AND settled_at IS NULL", src) == 0
     )
+
+
+def test_worker_pages_need_a_registered_source_and_a_source_keeps_its_workers(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """Rule (migration 0015): worker rows no longer check their source per row; instead a page of
+    workers is refused, writing nothing, unless its source is registered, and a source that has
+    worker rows can be neither deleted nor renamed (what the foreign key promised)."""
+    ghost = f"g{secrets.token_hex(4)}"
+    run = sync.start_run(conn, source=_source(conn), mode="incremental", flow_run_id=None)
+    with pytest.raises(ValueError, match="is not registered"):
+        _write(
+            conn, run, ghost, PreparedChunk(entity="workers"), entity="workers", received=0, cursor_after="c"
+        )
+    assert _count(conn, "SELECT count(*) FROM source_cursor WHERE source = %s", ghost) == 0
+    src = _source(conn)
+    with transaction(conn) as cur:
+        cur.execute(
+            "INSERT INTO worker (source, source_record_id, source_updated_at, id_hmac, id_masked, name_masked,"
+            " pii_enc, placement_method, row_hash) VALUES (%s, 'w1', now(), '\\x01', 'm', 'n', '\\x02', 'unmapped',"
+            " '\\x03')",
+            (src,),
+        )
+    for sql in ("DELETE FROM source WHERE name = %s", "UPDATE source SET name = name || 'x' WHERE name = %s"):
+        refused = pytest.raises(psycopg2.errors.ForeignKeyViolation, match="still has worker records")
+        with refused, transaction(conn) as cur:
+            cur.execute(sql, (src,))
+    with transaction(conn) as cur:  # other changes to the source row go through
+        cur.execute("UPDATE source SET display_name = 'renamed' WHERE name = %s", (src,))
+    empty = _source(conn)
+    with transaction(conn) as cur:
+        cur.execute("DELETE FROM source WHERE name = %s", (empty,))
+        assert cur.rowcount == 1
