@@ -764,6 +764,7 @@ def _worker_fast_path(
     usccs = _USCC_OK
     gender_map = _GENDER
     mobile = _MOBILE_RE.fullmatch
+    fixed = _FIXED_RE.fullmatch
     min_lon, min_lat, max_lon, max_lat = _MIN_LON, _MIN_LAT, _MAX_LON, _MAX_LAT
     crss: dict[str, str | None] = {}  # the record's crs text -> the CRS point() would use
     new = object.__new__
@@ -855,7 +856,11 @@ def _worker_fast_path(
             v = get(f_phone)
             if type(v) is str and len(v) == 11 and mobile(v):
                 phone = v
-            elif v is not None and (type(v) is not str or v):
+            elif type(v) is str and v.isascii() and fixed(t := v.replace("-", "")):
+                phone = t  # 0717-6234567 (digits and hyphens: the reference removes the hyphens)
+            elif type(v) is str and len(v) == 15 and v.startswith("+86 ") and mobile(v[4:]):
+                phone = v[4:]  # +86 13812345678
+            elif v is not None and (type(v) is not str or v):  # not blank: normalise_phone() decides
                 try:
                     phone = normalise_phone(v)
                 except FieldError:
