@@ -105,6 +105,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
+from itertools import repeat
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -1089,7 +1090,7 @@ def _run(
     records: list[R] = []
     rejects: list[Reject] = []
     rid_field = common.rid
-    if any(DAMAGE_KEY in r for r in rows):
+    if any(map(operator.contains, rows, repeat(DAMAGE_KEY))):  # = any(DAMAGE_KEY in r ...), in C
         rejects.extend(_damage_reject(r, common) for r in rows if DAMAGE_KEY in r)
         rows = [r for r in rows if DAMAGE_KEY not in r]
         more, more_rejects = _run(rows, common, validate_row, fast_row)
