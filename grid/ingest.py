@@ -115,12 +115,6 @@ def ewkb_points(lons: Sequence[float | None], lats: Sequence[float | None]) -> l
     ]
 
 
-def worker_copy(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault) -> str:
-    """COPY text of worker rows (``WORKER_COLUMNS`` order): :func:`worker_lines`, joined."""
-    lines = worker_lines(records, placed, vault)
-    return "\n".join(lines) + "\n" if lines else ""
-
-
 def worker_lines(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault) -> list[str]:
     """One COPY line per worker row (``WORKER_COLUMNS`` order, no line ends).
 

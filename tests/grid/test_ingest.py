@@ -10,7 +10,7 @@ import shapely
 
 from connectors.records import WorkerRecord
 from geodata.placement import PlacedBatch
-from grid.ingest import decrypt_worker_pii, worker_copy
+from grid.ingest import decrypt_worker_pii, worker_lines
 from grid.people import Vault, mask_id, mask_name, mask_phone
 from grid.sync.store import WORKER_COLUMNS
 
@@ -33,7 +33,7 @@ def _unescape(field: str) -> str | None:
     return "".join(out)
 
 
-def test_worker_copy_columns_are_the_vaults_macs_masks_and_ciphertexts() -> None:
+def test_worker_lines_columns_are_the_vaults_macs_masks_and_ciphertexts() -> None:
     """Each column of a worker COPY line equals the vault primitive it stands for: ID/phone HMACs
     as Vault.mac, masks as grid.people, the PII blob decrypts to the four personal fields, the
     row hash is Vault.fingerprint of the content; free text with tabs/backslashes is escaped and
@@ -54,7 +54,7 @@ def test_worker_copy_columns_are_the_vaults_macs_masks_and_ciphertexts() -> None
         method=["point_in_cell", "unmapped"],
         reason=[None, "no_location"],
     )
-    text = worker_copy(records, placed, vault)
+    text = "\n".join(worker_lines(records, placed, vault)) + "\n"
     lines = text.split("\n")
     assert lines[-1] == "" and len(lines) == 3
     for line, r, i in zip(lines[:2], records, range(2), strict=True):
