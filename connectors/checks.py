@@ -48,13 +48,8 @@ class SuspiciousVolume(RuntimeError):
 
 
 def _present_fields(raw_rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    present: set[str] = set()
-    seen_shapes: set[frozenset[str]] = set()
-    for row in raw_rows:
-        shape = frozenset(row)
-        if shape not in seen_shapes:  # pages are mostly one shape: cheap for 500-row pages
-            seen_shapes.add(shape)
-            present |= shape
+    """Every field name any row of the page has (one C-level union over the rows' keys)."""
+    present: set[str] = set().union(*raw_rows)
     return present
 
 

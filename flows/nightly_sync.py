@@ -215,12 +215,14 @@ def _sync_entity(
                 raise SuspiciousVolume(f"source {config.name} {entity}: {problem}")
         for note in check_schema(entity, page.records, spec.mapping):  # breaking drift raises SchemaDrift
             log.warning("%s %s page %d: %s", config.name, entity, page_no, note)
-        ids = [str(v).strip() for r in page.records if (v := r.get(id_field)) not in (None, "")]
-        if stored is not None:
-            known = {k: v for k in ids if (v := stored.get(k)) is not None}
-        else:
+        known: dict[str, datetime] = {}
+        if stored is None:
+            ids = [str(v).strip() for r in page.records if (v := r.get(id_field)) not in (None, "")]
             with transaction(conn) as cur:
                 known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
+        elif stored:  # (a stream with nothing stored yet has nothing to look up)
+            ids = [str(v).strip() for r in page.records if (v := r.get(id_field)) not in (None, "")]
+            known = {k: v for k in ids if (v := stored.get(k)) is not None}
         done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -230,7 +232,7 @@ def _sync_entity(
                 prepare_chunk,
                 spec,
                 piece,
-                {k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known},
+                {k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known} if known else {},
                 today,
             )
             for piece in pieces

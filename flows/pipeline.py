@@ -330,16 +330,20 @@ def prepare_chunk(
         keep = [i for i in range(len(fresh)) if i not in dropped]
         fresh, placed = [fresh[i] for i in keep], placed.take(keep)
     _unmapped_reasons(fresh, placed.reason, placed.cell_code, placed.division_code)
-    new_text, new_ids = "", []
+    rows_text, new_text, new_ids = "", "", []
     if spec.entity == "workers":
         # Records the store does not hold (by ``known``) go straight into the table; the rest
         # through the version-guarded upsert (grid.sync.store.write_page).
         lines = worker_lines(fresh, placed, ctx.vault)  # type: ignore[arg-type]
-        held = [i for i, r in enumerate(fresh) if r.source_record_id in known]
-        new = [i for i, r in enumerate(fresh) if r.source_record_id not in known]
-        rows_text = "".join(lines[i] + "\n" for i in held)
-        new_text = "".join(lines[i] + "\n" for i in new)
-        new_ids = [fresh[i].source_record_id for i in new]
+        ids = [r.source_record_id for r in fresh]
+        if not known:  # a first night, or nothing of this chunk stored yet: all new
+            new_text, new_ids = "\n".join(lines) + "\n" if lines else "", ids
+        else:
+            held = [i for i, rid in enumerate(ids) if rid in known]
+            new = [i for i, rid in enumerate(ids) if rid not in known]
+            rows_text = "".join(lines[i] + "\n" for i in held)
+            new_text = "".join(lines[i] + "\n" for i in new)
+            new_ids = [ids[i] for i in new]
     else:
         rows_text = enterprise_copy(fresh, placed, ctx.vault)  # type: ignore[arg-type]
     rejects_text = reject_copy(rejects, ctx.vault)  # type: ignore[arg-type]
