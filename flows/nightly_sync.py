@@ -16,6 +16,7 @@ one log line per page. Flow parameters carry source names only — never persona
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import time
@@ -122,6 +123,37 @@ def _fetch(
             time.sleep(settings.page_retry_delay_s)
 
 
+def _pages(
+    config: SourceConfig, entity: str, cursor: str | None, since: datetime | None
+) -> Iterator[tuple[int, Page]]:
+    """(page number, page) of a stream from ``cursor`` to its last page, in order.
+
+    From an HTTP source the next page is fetched while the caller prepares and writes this one
+    (one page ahead, in one thread, in the run's context so its retries log to the run): the city
+    system's time to build a page and ours to read it overlap with the rest. Nothing changes
+    for what is committed: a page is still written, with its cursor, only after the one before,
+    and a page fetched ahead of a failure is dropped. A file source is read page by page (it
+    records a file as taken when it reads the file's last page)."""
+    page_no = 0
+    ahead: Future[Page] | None = None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") if config.kind == "http" else None
+    try:
+        while True:
+            page_no += 1
+            page = ahead.result() if ahead is not None else _fetch(config, entity, cursor, since, page_no)
+            ahead = None
+            if pool is not None and page.cursor_after is not None:
+                run_in = contextvars.copy_context().run
+                ahead = pool.submit(run_in, _fetch, config, entity, page.cursor_after, since, page_no + 1)
+            yield page_no, page
+            if page.cursor_after is None:
+                return
+            cursor = page.cursor_after
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 # -- one source -------------------------------------------------------------------------------
 
 
@@ -199,13 +231,10 @@ def _sync_entity(
         if plan.whole
         else None
     )
-    page_no = 0
     progress = _Progress(config.name, entity)
-    while True:
-        page_no += 1
-        page = _fetch(config, entity, cursor, since, page_no)
+    for page_no, page in _pages(config, entity, cursor, since):
         failpoint("after_fetch")
-        if cursor is None:  # a stream's first page: is the day's volume plausible?
+        if page_no == 1 and cursor is None:  # a stream's first page: is the day's volume plausible?
             with transaction(conn) as cur:
                 history = sync.recent_volumes(
                     cur, source=config.name, entity=entity, mode="full" if full else "incremental"
@@ -262,12 +291,9 @@ def _sync_entity(
             log.info("%s roster page %d: %d open cases of officers who left handed to the community",
                      config.name, page_no, result.released)  # fmt: skip
         progress.page(page_no, result.received, page)
-        if page.cursor_after is None:
-            if snapshot is not None:
-                log.info("%s %s full snapshot: %d missing, %d soft-deleted", config.name, entity,
-                         result.missing, result.soft_deleted)  # fmt: skip
-            return
-        cursor = page.cursor_after
+        if page.cursor_after is None and snapshot is not None:
+            log.info("%s %s full snapshot: %d missing, %d soft-deleted", config.name, entity,
+                     result.missing, result.soft_deleted)  # fmt: skip
 
 
 class _Progress:
