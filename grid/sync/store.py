@@ -4,8 +4,9 @@
 quarantine, cursor, run counters, the version map — is here, so its lock and write order read
 in one file.)
 
-A page is written in ONE transaction together with the advance of its source cursor: COPY into
-a staging table, a version-guarded upsert keyed on (source, source_record_id) — an older
+A page is written in ONE transaction together with the advance of its source cursor: workers the
+store did not hold COPYed straight into the table (:func:`_copy_new`), the rest COPYed into a
+staging table and upserted with a version guard keyed on (source, source_record_id) — an older
 version never overwrites a newer one and a replay changes nothing — the page's rejects into
 quarantine (once per record and reason), the field problems of the records it loaded (a field
 that failed its rule and was stored empty: ``connectors.problems``; once per record and field,
