@@ -44,7 +44,7 @@ from connectors.checks import SuspiciousVolume, check_schema, volume_check
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.source import Page
 from connectors.sources import open_source
-from flows.pipeline import ChunkSpec, current_cell_version, prepare_chunk, skip_unchanged
+from flows.pipeline import ChunkSpec, batch_gc, current_cell_version, prepare_chunk, settle_gc, skip_unchanged
 from grid.cases.intake import page_intake
 from grid.cases.store import rules_from_settings
 from grid.clock import local_day, past_only, resolve
@@ -239,6 +239,8 @@ def _sync_entity(
         if plan.whole
         else None
     )
+    if stored:
+        settle_gc()  # a million entries the collector need not walk again and again
     progress = _Progress(config.name, entity)
     mostly_unchanged = [False]  # of the last page written: then fetch the next one ahead
     for page_no, page in _pages(config, entity, cursor, since, fetch_ahead=lambda: mostly_unchanged[0]):
@@ -405,7 +407,7 @@ def sync_source(source_name: str, full: bool = False, as_of: str | None = None) 
                 raise SyncFailed(
                     f"no grid cells are loaded for {config.city_code}: run `gridflow world load` first"
                 )
-            with chunk_pool() as submit:
+            with batch_gc(), chunk_pool() as submit:
                 for entity in config.entities:
                     _sync_entity(
                         conn, config, entity, run_id=run.id, full=full, cell_version=version,

@@ -8,10 +8,12 @@ caches it by (city, cell version).
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -64,6 +66,48 @@ class GridContext:
 _contexts: dict[tuple[str, int], GridContext] = {}
 _lock = threading.Lock()
 
+#: Young-generation threshold of Python's cyclic garbage collector during a sync (default 700).
+BATCH_GC_THRESHOLD: Final = (50_000, 20, 100)
+_gc_users = 0
+_gc_lock = threading.Lock()
+_gc_before: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextmanager
+def batch_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector tuned for a sync, for as long as any sync of this process
+    runs (nested and concurrent syncs share it; the last one out restores the defaults).
+
+    A page of JSON is tens of thousands of new dicts, and every collection walked the grid
+    context, the stored-version map and the page: about a fifth of the CPU spent preparing a chunk
+    (measured, 100,000 sandbox rows: 33 µs a record with the defaults, 23 with this). So the
+    long-lived structures, once built, are frozen out of the collector's walks (:func:`settle_gc`)
+    and the young generation is collected every 50,000 allocations instead of 700. Reference
+    counting still frees everything that is not in a cycle at once."""
+    global _gc_users, _gc_before
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_before = gc.get_threshold()
+            gc.set_threshold(*BATCH_GC_THRESHOLD)
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_before)
+                gc.unfreeze()
+
+
+def settle_gc() -> None:
+    """Everything alive now is long-lived (a grid context or a version map just built): keep it
+    out of the collector's walks until the last sync of the process ends (:func:`batch_gc`).
+    Outside a sync (a test, a reprocessing request) nothing is frozen."""
+    with _gc_lock:
+        if _gc_users:
+            gc.freeze()
+
 
 def current_cell_version(city_code: str) -> int:
     """The newest committed grid version under a city (keys the per-process context cache)."""
@@ -98,6 +142,7 @@ def grid_context(city_code: str, cell_version: int) -> GridContext:
             cell_codes=frozenset(cells.codes),
         )
         _contexts[key] = ctx
+        settle_gc()
         return ctx
 
 

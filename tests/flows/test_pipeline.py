@@ -266,3 +266,24 @@ def test_records_the_store_never_held_are_copied_straight_in_with_what_the_upser
         cur.execute("SELECT count(*), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM worker WHERE source = %s",
                     (direct,))  # fmt: skip
         assert cur.fetchone() == (first.n_rows + again.n_rows - 1, 0)
+
+
+def test_the_collector_is_tuned_while_any_sync_runs_and_restored_when_the_last_ends() -> None:
+    """Rule (issue #20): during a sync Python's cyclic collector runs with the batch threshold
+    and the long-lived structures frozen; syncs of one process share that (one ending does not
+    undo it for another still running), and the last one out restores the thresholds it found
+    and unfreezes."""
+    import gc
+
+    from flows.pipeline import BATCH_GC_THRESHOLD, batch_gc, settle_gc
+
+    before = gc.get_threshold()
+    with batch_gc():
+        assert gc.get_threshold() == BATCH_GC_THRESHOLD
+        settle_gc()
+        assert gc.get_freeze_count() > 0
+        with batch_gc():  # a second sync of the same process
+            pass
+        assert gc.get_threshold() == BATCH_GC_THRESHOLD  # still tuned for the first
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
