@@ -650,7 +650,7 @@ def _field_problems(
     if not stored:
         return
     if problems:
-        cur.execute("TRUNCATE stage_field_problem")
+        _stage(cur, "stage_field_problem", FIELD_PROBLEM_COLUMNS)
         copy_from_text(cur, "stage_field_problem", FIELD_PROBLEM_COLUMNS, chunk.problems_text)
         cols = ", ".join(FIELD_PROBLEM_COLUMNS)
         cur.execute(
@@ -717,11 +717,7 @@ def write_page(
             cur.execute("SELECT 1 FROM source WHERE name = %s FOR KEY SHARE", (source,))
             if cur.fetchone() is None:
                 raise ValueError(f"source {source} is not registered: no page of it can be written")
-        if table:
-            _stage(cur, f"stage_{table}", columns)
-        _stage(cur, "stage_quarantine", QUARANTINE_COLUMNS)
-        if table:
-            _stage(cur, "stage_field_problem", FIELD_PROBLEM_COLUMNS)
+        # Staging tables are made when a chunk needs one: a page of unchanged records makes none.
         for chunk in chunks:
             result.by_method.update(chunk.by_method)
             result.by_reason.update(chunk.by_reason)
@@ -739,6 +735,7 @@ def write_page(
                 result.inserted += taken
                 result.unchanged += len(chunk.reports) - taken
             if chunk.n_rows and entity == ROSTER:
+                _stage(cur, f"stage_{table}", columns)
                 inserted, updated = upsert_officers(
                     cur, source=source, run_id=run_id, rows_text=chunk.rows_text
                 )
@@ -753,7 +750,7 @@ def write_page(
                 else:
                     upsert_text += chunk.new_text
                 if upsert_text:
-                    cur.execute(f"TRUNCATE stage_{table}")
+                    _stage(cur, f"stage_{table}", columns)
                     copy_from_text(cur, f"stage_{table}", columns, upsert_text)
                     cur.execute(_upsert_sql(table, columns), {"source": source, "run": run_id})
                     inserted, updated = fetch_one(cur)
@@ -764,7 +761,7 @@ def write_page(
                     cur, table=table, source=source, entity=entity, run_id=run_id, chunk=chunk, fresh=fresh
                 )
             if chunk.rejects_text:
-                cur.execute("TRUNCATE stage_quarantine")
+                _stage(cur, "stage_quarantine", QUARANTINE_COLUMNS)
                 copy_from_text(cur, "stage_quarantine", QUARANTINE_COLUMNS, chunk.rejects_text)
                 cur.execute(
                     f"""
