@@ -519,18 +519,20 @@ def stored_versions(
     if entity not in _TABLES:
         return {}
     table = _TABLES[entity][0]
-    where = f"FROM {table} WHERE source = %s AND deleted_at IS NULL"
-    with transaction(conn) as cur:
-        cur.execute(f"SELECT count(*) FROM (SELECT 1 {where} LIMIT %s) s", (source, limit + 1))
-        if int(fetch_one(cur)[0]) > limit:
-            return None
     versions: dict[str, datetime] = {}
     with conn.cursor(name=f"stored_versions_{entity}") as cur:  # server-side: streamed, not buffered
         cur.itersize = batch
-        cur.execute(f"SELECT source_record_id, source_updated_at {where}", (source,))
-        versions.update(cur)
+        cur.execute(
+            f"SELECT source_record_id, source_updated_at FROM {table}"
+            " WHERE source = %s AND deleted_at IS NULL LIMIT %s",
+            (source, limit + 1),
+        )
+        while rows := cur.fetchmany(batch):  # one read; past the limit it stops and says so
+            versions.update(rows)
+            if len(versions) > limit:
+                break
     conn.commit()
-    return versions
+    return None if len(versions) > limit else versions
 
 
 def note_versions(versions: dict[str, datetime], chunks: Iterable[PreparedChunk]) -> None:
