@@ -21,6 +21,7 @@ from typing import Any, Final
 from connectors.reasons import Reason
 from connectors.records import Reject
 from connectors.validate import (
+    CHINA_TZ,
     FieldError,
     parse_timestamp,
     validate_cases,
@@ -160,13 +161,23 @@ def _split_unchanged(
     seen_ids: set[str] = set()
     for row in raw_rows:
         rid = row.get(id_field)
-        key = str(rid).strip() if rid is not None else ""
+        key = rid.strip() if type(rid) is str else str(rid).strip() if rid is not None else ""
         stored = known.get(key)
         if stored is not None and key not in seen_ids:
-            try:
-                version = parse_timestamp(row.get(ts_field))
-            except FieldError:
-                version = None
+            ts = row.get(ts_field)
+            version: datetime | None = None
+            if type(ts) is str and len(ts) == 19:  # "2024-05-01 12:00:00", the usual form: at once
+                try:
+                    naive = datetime.fromisoformat(ts)
+                except ValueError:
+                    naive = None
+                if naive is not None and naive.tzinfo is None:
+                    version = datetime.combine(naive, naive.time(), CHINA_TZ)
+            if version is None:
+                try:
+                    version = parse_timestamp(ts)
+                except FieldError:
+                    version = None
             if version == stored:
                 unchanged.append((key, stored))
                 seen_ids.add(key)

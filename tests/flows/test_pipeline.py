@@ -37,13 +37,17 @@ def test_rows_stored_at_the_same_version_are_counted_and_everything_else_goes_to
         {"id": "c", "updated_at": "2026-11-20T08:00:00+08:00"},  # not stored
         {"id": "d", "updated_at": "yesterday"},  # unreadable time: validation gives the reason
         {"id": "e", "updated_at": "2026-11-20 08:00:00"},  # naive = Beijing time, same instant
+        {"id": "f", "updated_at": "2026-11-20T08:00:00"},  # the same, with a T
+        {"id": "g", "updated_at": "2026-11-20T08:00+08"},  # 19 characters with its own offset
+        {"id": "h", "updated_at": "2026-11-20T08:00+09"},  # ... another instant
     ]
-    done, todo = skip_unchanged(_spec(), rows, {"a": V1, "b": V1, "d": V1, "e": V1})
-    assert done.skipped == 2
+    known = {k: V1 for k in "abdefgh"}
+    done, todo = skip_unchanged(_spec(), rows, known)
+    assert done.skipped == 4
     assert done.high_water == V1
     assert done.n_rows == 0 and not done.rows_text and not done.rejects_text
     assert done.seen == []  # incremental run: no snapshot bookkeeping
-    assert [r["id"] for r in todo] == ["b", "c", "d"]
+    assert [r["id"] for r in todo] == ["b", "c", "d", "h"]
 
 
 def test_a_repeated_row_of_an_unchanged_record_is_still_prepared_once_more() -> None:
