@@ -166,6 +166,8 @@ class RunTotals:
             "quarantined_by_reason": dict(self.by_reason),
             "placed_by_method": dict(self.by_method),
             "field_problems_by_reason": dict(self.by_problem),
+            "missing": self.missing,
+            "soft_deleted": self.soft_deleted,
         }
 
 
