@@ -7,9 +7,10 @@ held for the run; a second run exits as a no-op). Within a source, a page is the
 of retry: it is fetched (the only step that touches the network, so the only one retried), split
 into chunks prepared on a plain pool (a thread, or a Dask cluster when ``GRIDFLOW_DASK_ADDRESS`` is
 set), and written in ONE transaction with the cursor advance — a run killed at any point resumes
-from the last committed page. An HTTP stream's next page is fetched while this one is prepared
-and written (:func:`_pages`). Pages, chunks and records are not task runs: the Prefect server
-spends ~20 ms of CPU on each task run, more than a city's page of 500 rows costs to prepare. What
+from the last committed page. After a page of mostly unchanged records, an HTTP stream's next
+page is fetched while this one is prepared and written (:func:`_pages`). Pages, chunks and records
+are not task runs: the Prefect server spends ~20 ms of CPU on each task run, more than a city's
+page of 500 rows costs to prepare. What
 the server shows instead is each stream's progress: one progress artifact per stream and run,
 updated after the committed pages (at most once a second, and always after the last page), and
 one log line per page. Flow parameters carry source names only — never personal data.

@@ -286,3 +286,41 @@ def test_pages_and_chunks_are_no_task_runs_and_the_server_shows_each_streams_pro
             assert arts[0].type == "progress" and float(arts[0].data) == 100.0  # type: ignore[arg-type]
             assert f"page {n} committed" in (arts[0].description or ""), arts[0].description
             assert "done" in (arts[0].description or "")
+
+
+def test_the_next_page_is_fetched_ahead_only_when_asked_and_pages_come_in_order(
+    sources_dir: Path, sandbox_dataset
+) -> None:  # type: ignore[no-untyped-def]
+    """Rule (issue #20): an HTTP stream's next page is requested while this one is worked on only
+    while the sync asks for it (after a page of mostly unchanged records) — so a crash re-fetches
+    at most the page in flight, or two while fetching ahead — and the pages come in stream order
+    either way, each once."""
+    import time
+
+    from connectors.config import load_source_config
+    from connectors.sandbox.app import SandboxServer, create_app
+    from flows.nightly_sync import _pages
+
+    requests: list[str | None] = []
+
+    def record(entity, request):  # type: ignore[no-untyped-def]
+        if entity == "workers":
+            requests.append(request.query_params.get("cursor"))
+
+    with SandboxServer(create_app(sandbox_dataset, hooks=[record])) as server:
+        write_sources(sources_dir, city_f=server.base_url)
+        config = load_source_config(sources_dir / "city_f.toml")
+        ahead = {"on": False}
+        seen: list[int] = []
+        for page_no, page in _pages(config, "workers", None, None, fetch_ahead=lambda: ahead["on"]):
+            seen.append(page_no)
+            # Not asked before the second page: none ahead of the first; from then on, the next.
+            expected = page_no + (1 if page_no >= 2 and page.cursor_after else 0)
+            deadline = time.monotonic() + 10
+            while len(requests) < expected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)  # time enough for a request that should not be made
+            assert len(requests) == expected, (page_no, len(requests))
+            ahead["on"] = True
+    pages = -(-len(sandbox_dataset.workers) // 500)
+    assert seen == list(range(1, pages + 1)) and len(requests) == pages
