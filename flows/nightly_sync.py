@@ -283,7 +283,7 @@ def _sync_entity(
                 raise SuspiciousVolume(f"source {config.name} {entity}: {problem}")
         for note in check_schema(entity, page.records, spec.mapping):  # breaking drift raises SchemaDrift
             log.warning("%s %s page %d: %s", config.name, entity, page_no, note)
-        known: Mapping[str, datetime]
+        known: Mapping[str, sync.StoredVersion]
         if stored is not None:  # the whole stream's stored versions, looked up in place
             known = stored
         else:
@@ -299,7 +299,13 @@ def _sync_entity(
                 prepare_chunk,
                 spec,
                 piece,
-                {k: known[k] for r in piece if (k := str(r.get(id_field)).strip()) in known} if known else {},
+                {
+                    k: sync.stored_version(known[k])
+                    for r in piece
+                    if (k := str(r.get(id_field)).strip()) in known
+                }
+                if known
+                else {},
                 today,
             )
             for piece in pieces

@@ -40,7 +40,7 @@ from grid.roster.store import officer_copy
 from grid.settings import FLOWS_ROLE
 from grid.store import geo
 from grid.store.db import connect, transaction
-from grid.sync.store import PreparedChunk
+from grid.sync.store import PreparedChunk, StoredVersion, newest_version, stored_version
 
 
 @dataclass(frozen=True)
@@ -148,15 +148,20 @@ def grid_context(city_code: str, cell_version: int) -> GridContext:
 
 
 def _split_unchanged(
-    spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, datetime]
-) -> tuple[list[tuple[str, datetime]], list[Mapping[str, Any]]]:
+    spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, StoredVersion]
+) -> tuple[list[tuple[str, StoredVersion]], list[Mapping[str, Any]]]:
     """Rows the store already holds at exactly this version need no validation: they were valid
-    when stored, and the same version is the same content. Returns ((id, version) of those, the
-    rest to validate). A row whose id or time cannot be read goes to validation and its reason."""
+    when stored, and the same version is the same content. Returns ((id, stored version) of those,
+    the rest to validate). A row whose id or time cannot be read goes to validation and its reason.
+
+    A version read by :func:`grid.sync.store.stored_versions` is the Beijing wall time as text:
+    a source that sends its times in the same form ("2026-11-20 08:00:00") is matched by one
+    string comparison, with nothing parsed (a naive source time is Beijing time, and from 1992 a
+    Beijing wall time is one instant). Any other form is read and compared as an instant."""
     if not known:
         return [], list(raw_rows)
     id_field, ts_field = spec.mapping["source_record_id"], spec.mapping["source_updated_at"]
-    unchanged: list[tuple[str, datetime]] = []
+    unchanged: list[tuple[str, StoredVersion]] = []
     todo: list[Mapping[str, Any]] = []
     seen_ids: set[str] = set()
     for row in raw_rows:
@@ -165,20 +170,7 @@ def _split_unchanged(
         stored = known.get(key)
         if stored is not None and key not in seen_ids:
             ts = row.get(ts_field)
-            version: datetime | None = None
-            if type(ts) is str and len(ts) == 19:  # "2024-05-01 12:00:00", the usual form: at once
-                try:
-                    naive = datetime.fromisoformat(ts)
-                except ValueError:
-                    naive = None
-                if naive is not None and naive.tzinfo is None:
-                    version = datetime.combine(naive, naive.time(), CHINA_TZ)
-            if version is None:
-                try:
-                    version = parse_timestamp(ts)
-                except FieldError:
-                    version = None
-            if version == stored:
+            if ts == stored or _same_instant(ts, stored):
                 unchanged.append((key, stored))
                 seen_ids.add(key)
                 continue
@@ -186,8 +178,26 @@ def _split_unchanged(
     return unchanged, todo
 
 
+def _same_instant(ts: Any, stored: StoredVersion) -> bool:
+    """Whether a source's time ``ts`` is the stored version (in any form the validator reads)."""
+    version: datetime | None = None
+    if type(ts) is str and len(ts) == 19:  # "2024-05-01T12:00:00", a usual form: at once
+        try:
+            naive = datetime.fromisoformat(ts)
+        except ValueError:
+            naive = None
+        if naive is not None and naive.tzinfo is None:
+            version = datetime.combine(naive, naive.time(), CHINA_TZ)
+    if version is None:
+        try:
+            version = parse_timestamp(ts)
+        except FieldError:
+            return False
+    return version is not None and version == stored_version(stored)
+
+
 def skip_unchanged(
-    spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, datetime]
+    spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, StoredVersion]
 ) -> tuple[PreparedChunk, list[Mapping[str, Any]]]:
     """A page's rows already stored at exactly this version, summarised as one chunk that needs no
     preparing (their count, newest time and, in a full snapshot, their ids), and the rest to prepare.
@@ -201,7 +211,7 @@ def skip_unchanged(
     done = PreparedChunk(
         entity=spec.entity,
         skipped=len(unchanged),
-        high_water=max((t for _, t in unchanged), default=None),
+        high_water=newest_version([t for _, t in unchanged]),
         seen=[rid for rid, _ in unchanged] if spec.full else [],
     )
     return done, todo
@@ -338,7 +348,7 @@ def _prepare_officers(
         n_rows=len(fresh),
         rejects_text=reject_copy(rejects, ctx.vault),  # type: ignore[arg-type]
         skipped=len(good) - len(fresh) + len(unchanged),
-        high_water=max([*(r.source_updated_at for r in records), *(t for _, t in unchanged)], default=None),
+        high_water=newest_version([*(r.source_updated_at for r in records), *(t for _, t in unchanged)]),
         by_reason=Counter(str(j.reason) for j in rejects),
         seen=seen,
         versions=[(r.source_record_id, r.source_updated_at) for r in fresh],
@@ -420,7 +430,7 @@ def prepare_chunk(
         skipped=len(records) - n_fresh + len(unchanged),
         problems_text=problems_text,
         unmapped=sum(1 for c in placed.cell_code if c is None),
-        high_water=max([*(r.source_updated_at for r in records), *(t for _, t in unchanged)], default=None),
+        high_water=newest_version([*(r.source_updated_at for r in records), *(t for _, t in unchanged)]),
         by_method=Counter(placed.method),
         by_reason=Counter(str(j.reason) for j in rejects),
         by_problem=Counter(str(p.reason) for r in fresh for p in r.problems),

@@ -15,6 +15,7 @@ settled when a newer stored version no longer has it), the cursor, and the run's
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections import Counter
@@ -27,9 +28,10 @@ from typing import Any
 import psycopg2.errors
 import psycopg2.extensions
 
+from connectors.validate import CHINA_TZ
 from grid.cases.store import rules_from_settings
 from grid.roster.store import OFFICER_COLUMNS, release_departed, upsert_officers
-from grid.store.copy import ESCAPES, copy_from_text, copy_text, parse_copy_text
+from grid.store.copy import ESCAPES, copy_from_text, copy_text, parse_copy_text, unescape_field
 from grid.store.db import fetch_one, transaction
 from grid.store.failpoints import failpoint
 
@@ -499,45 +501,96 @@ def existing_versions(
     return dict(cur.fetchall())
 
 
+#: A stored version as :func:`stored_versions` reads it: the local Beijing wall time as
+#: PostgreSQL prints it ("2026-11-20 08:00:00", fractions only when there are some) for a version
+#: from 1992 on, a tz-aware datetime otherwise and for every version a run notes itself.
+StoredVersion = datetime | str
+#: From 1992 Asia/Shanghai is UTC+8 all year (it kept summer time 1986-1991): a wall time then
+#: names exactly one instant, the one a naive source time means.
+_FIXED_OFFSET_FROM = "1992-01-01 00:00:00+08"
+_LOCAL_VERSIONS = (
+    "COPY (SELECT source_record_id, CASE WHEN source_updated_at >= %(fixed)s"
+    " THEN (source_updated_at AT TIME ZONE 'Asia/Shanghai')::text"
+    " ELSE to_char(source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"') END"
+    " FROM {table} WHERE source = %(source)s AND deleted_at IS NULL LIMIT %(limit)s) TO STDOUT"
+)
+
+
+def stored_version(value: StoredVersion) -> datetime:
+    """A stored version (see :data:`StoredVersion`) as a tz-aware datetime."""
+    if type(value) is str:
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo is not None else datetime.combine(parsed, parsed.time(), CHINA_TZ)
+    return value  # type: ignore[return-value]
+
+
+def newest_version(values: Sequence[StoredVersion]) -> datetime | None:
+    """The latest of some stored versions (None if there are none)."""
+    if not values:
+        return None
+    try:
+        return stored_version(max(values))  # all text (a re-run) or all datetimes: at C speed
+    except TypeError:
+        return max(map(stored_version, values))
+
+
 def stored_versions(
     conn: psycopg2.extensions.connection,
     *,
     source: str,
     entity: str,
     limit: int,
-    batch: int = 50_000,
-) -> dict[str, datetime] | None:
+) -> dict[str, StoredVersion] | None:
     """Every stored (not soft-deleted) record of a stream with its source update time, read once
     when a run will fetch the whole stream (a first or rewound run, a full resync); None when the
     stream holds more than ``limit`` records (the map would cost ~150 bytes a record).
 
     The run holds the source lock, so only it adds versions to the stream meanwhile and keeps this
-    map up to date as pages commit (:func:`note_versions`). One streamed read (about a second per
-    million records) replaces a lookup per page (:func:`existing_versions`: ~6–11 µs per id, so a
-    10,000-id page took 60–110 ms against a million rows). An incremental night fetches only what
-    changed and keeps the per-page lookup. Reprocessing may store a newer version meanwhile; the
-    map then only under-skips, and the version guard keeps the store right.
+    map up to date as pages commit (:func:`note_versions`). One COPY of (id, Beijing wall time as
+    text) replaces a lookup per page (:func:`existing_versions`: ~6–11 µs per id, so a
+    10,000-id page took 60–110 ms against a million rows), and costs a third of reading the same
+    rows as datetimes (bench_sync: 0.6 s against 1.9 s for a million). The text is what a source
+    sends for an unchanged record, so a re-run compares strings (:func:`flows.pipeline.skip_unchanged`).
+    An incremental night fetches only what changed and keeps the per-page lookup. Reprocessing
+    may store a newer version meanwhile; the map then only under-skips, and the version guard
+    keeps the store right.
     """
     if entity not in _TABLES:
         return {}
     table = _TABLES[entity][0]
-    versions: dict[str, datetime] = {}
-    with conn.cursor(name=f"stored_versions_{entity}") as cur:  # server-side: streamed, not buffered
-        cur.itersize = batch
-        cur.execute(
-            f"SELECT source_record_id, source_updated_at FROM {table}"
-            " WHERE source = %s AND deleted_at IS NULL LIMIT %s",
-            (source, limit + 1),
+    buffer = io.BytesIO()
+    with transaction(conn) as cur:
+        cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")  # the text form a source's time is compared with
+        query = cur.mogrify(
+            _LOCAL_VERSIONS.format(table=table),
+            {"fixed": _FIXED_OFFSET_FROM, "source": source, "limit": limit + 1},
         )
-        while rows := cur.fetchmany(batch):  # one read; past the limit it stops and says so
-            versions.update(rows)
-            if len(versions) > limit:
-                break
-    conn.commit()
-    return None if len(versions) > limit else versions
+        cur.copy_expert(query.decode(), buffer)
+    text = buffer.getvalue().decode()
+    del buffer
+    escaped = "\\" in text  # an id with a tab, newline or backslash, escaped by COPY
+    lines = text.split("\n")
+    del text
+    lines.pop()  # after the last row's newline
+    if len(lines) > limit:
+        return None
+    texts: dict[str, str]
+    if escaped:
+        texts = {}
+        for line in lines:
+            rid, version = line.split("\t")
+            texts[unescape_field(rid) or ""] = version
+    else:
+        texts = dict(line.split("\t") for line in lines)
+    del lines
+    before_1992 = [rid for rid, version in texts.items() if version.endswith("+00:00")]  # instants
+    versions: dict[str, StoredVersion] = texts  # type: ignore[assignment]
+    for rid in before_1992:
+        versions[rid] = datetime.fromisoformat(texts[rid])
+    return versions
 
 
-def note_versions(versions: dict[str, datetime], chunks: Iterable[PreparedChunk]) -> None:
+def note_versions(versions: dict[str, StoredVersion], chunks: Iterable[PreparedChunk]) -> None:
     """Fold a committed page's stored versions into a stream's map (see :func:`stored_versions`).
     A record is noted only when the store now holds that version or a newer one, so a later page
     that skips it as unchanged is right."""

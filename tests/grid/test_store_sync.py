@@ -7,12 +7,14 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flows.pipeline import ChunkSpec, skip_unchanged
 from grid.store.copy import ESCAPES, bytea_field, copy_text, escape, parse_copy_text
 from grid.store.db import transaction
 from grid.sync import store as sync
@@ -159,14 +161,85 @@ def test_stored_versions_hold_each_live_record_and_follow_committed_pages(
             "UPDATE enterprise SET deleted_at = now() WHERE source = %s AND source_record_id = 'e2'", (src,)
         )
     stored = sync.stored_versions(conn, source=src, entity="enterprises", limit=2)
-    assert stored == {"e1": T0, "e3": later}
+    assert stored is not None
+    assert {rid: sync.stored_version(v) for rid, v in stored.items()} == {"e1": T0, "e3": later}
     assert sync.stored_versions(conn, source=src, entity="enterprises", limit=1) is None  # too big: per page
     assert sync.stored_versions(conn, source=src, entity="cases", limit=2) == {}
     assert sync.stored_versions(conn, source=_source(conn), entity="enterprises", limit=2) == {}
 
     page = PreparedChunk(entity="enterprises", versions=[("e2", later), ("e4", T0)])
     sync.note_versions(stored, [PreparedChunk(entity="enterprises"), page])
-    assert stored == {"e1": T0, "e2": later, "e3": later, "e4": T0}
+    assert {rid: sync.stored_version(v) for rid, v in stored.items()} == {
+        "e1": T0, "e2": later, "e3": later, "e4": T0
+    }  # fmt: skip
+
+
+# Versions that test the text form of stored_versions: whole and fractional seconds, the turn of
+# a day in UTC but not in Beijing, and China's summer time (1986-1991), including the hour
+# 01:00-02:00 on 1988-09-11 that Beijing's clocks showed twice.
+_SHANGHAI = ZoneInfo("Asia/Shanghai")
+_VERSIONS = {
+    "whole": datetime(2026, 11, 20, 8, 0, tzinfo=_SHANGHAI),
+    "fraction": datetime(2026, 11, 20, 8, 0, 0, 250_000, tzinfo=_SHANGHAI),
+    "utc-yesterday": datetime(2026, 11, 21, 3, 0, tzinfo=_SHANGHAI),
+    "1991": datetime(1991, 12, 31, 23, 59, 59, tzinfo=_SHANGHAI),
+    "summer-1988": datetime(1988, 7, 1, 12, 0, tzinfo=_SHANGHAI),
+    "twice-first": datetime(1988, 9, 11, 1, 30, tzinfo=_SHANGHAI, fold=0),
+    "twice-second": datetime(1988, 9, 11, 1, 30, tzinfo=_SHANGHAI, fold=1),
+    "tab\tand\\backslash": datetime(2025, 1, 1, tzinfo=_SHANGHAI),
+}
+
+
+def _forms(version: datetime) -> list[Any]:
+    """The ways a source may send one instant."""
+    local = version.astimezone(_SHANGHAI)
+    naive = local.replace(tzinfo=None)
+    return [
+        naive.isoformat(" "),
+        naive.isoformat(),
+        version.isoformat(),
+        version.astimezone(UTC).isoformat(),
+        naive.isoformat(" ", timespec="microseconds"),
+    ]
+
+
+def test_a_stored_version_read_as_text_skips_exactly_what_the_instant_skips(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """Rule: the versions stored_versions reads (Beijing wall time as text from 1992 on, an instant
+    before) make a re-run skip exactly the rows it would skip comparing instants: every form of the
+    stored instant is skipped, a different instant never is, and a naive time in the hour Beijing
+    saw twice in 1988 (which means its first occurrence) does not match the second."""
+    src = _source(conn)
+    run = sync.start_run(conn, source=src, mode="incremental", flow_run_id=None)
+    _write(conn, run, src, _chunk([_ent(rid, v) for rid, v in _VERSIONS.items()], []), received=len(_VERSIONS),
+           cursor_after=None)  # fmt: skip
+    stored = sync.stored_versions(conn, source=src, entity="enterprises", limit=100)
+    assert stored is not None and stored.keys() == _VERSIONS.keys()
+    assert stored["whole"] == "2026-11-20 08:00:00"  # what the sandbox and most cities send
+    assert isinstance(stored["summer-1988"], datetime)  # before 1992: an instant
+    instants = {rid: sync.stored_version(v) for rid, v in stored.items()}
+    assert {rid: v.timestamp() for rid, v in instants.items()} == {
+        rid: v.timestamp() for rid, v in _VERSIONS.items()
+    }
+    spec = ChunkSpec(source=src, entity="enterprises", city_code="420500000000", cell_version=1,
+                     mapping={"source_record_id": "id", "source_updated_at": "t"}, default_crs="gcj02", full=False)  # fmt: skip
+    for rid, version in _VERSIONS.items():
+        others = [v for v in _VERSIONS.values() if v.timestamp() != version.timestamp()]
+        same = [{"id": rid, "t": form} for form in _forms(version)]
+        other = [{"id": rid, "t": form} for v in others for form in _forms(v)]
+        for row in same + other:
+            with_text, todo_text = skip_unchanged(spec, [row], stored)
+            with_instant, todo_instant = skip_unchanged(spec, [row], instants)
+            assert (with_text.skipped, with_text.high_water, todo_text) == (
+                with_instant.skipped, with_instant.high_water, todo_instant
+            ), (rid, row["t"])  # fmt: skip
+            # A naive time in the hour seen twice names no single instant (PEP 495): never skipped,
+            # only validated again (the version guard keeps the store right).
+            repeated_hour = rid.startswith("twice") and "+" not in row["t"]
+            assert with_text.skipped == (row in same and not repeated_hour), (rid, row["t"])
+    fold_naive = {"id": "twice-second", "t": "1988-09-11 01:30:00"}  # the first 01:30, an hour earlier
+    assert skip_unchanged(spec, [fold_naive], stored)[0].skipped == 0
 
 
 def test_older_version_never_overwrites_newer(conn: psycopg2.extensions.connection) -> None:
