@@ -222,8 +222,9 @@ def test_a_stored_version_read_as_text_skips_exactly_what_the_instant_skips(
     assert {rid: v.timestamp() for rid, v in instants.items()} == {
         rid: v.timestamp() for rid, v in _VERSIONS.items()
     }
-    spec = ChunkSpec(source=src, entity="enterprises", city_code="420500000000", cell_version=1,
-                     mapping={"source_record_id": "id", "source_updated_at": "t"}, default_crs="gcj02", full=False)  # fmt: skip
+    mapping = {"source_record_id": "id", "source_updated_at": "t"}
+    spec = ChunkSpec(source=src, entity="enterprises", city_code="420500000000", cell_version=1, mapping=mapping,
+                     default_crs="gcj02", full=False)  # fmt: skip
     for rid, version in _VERSIONS.items():
         others = [v for v in _VERSIONS.values() if v.timestamp() != version.timestamp()]
         same = [{"id": rid, "t": form} for form in _forms(version)]
