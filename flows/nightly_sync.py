@@ -290,6 +290,11 @@ def _sync_entity(
             ids = [str(v).strip() for r in page.records if (v := r.get(id_field)) not in (None, "")]
             with transaction(conn) as cur:
                 known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
+        if known and known.keys().isdisjoint(
+            v.strip() if type(v) is str else str(v).strip() if v is not None else ""
+            for v in (r.get(id_field) for r in page.records)
+        ):  # a first night's page: nothing in it stored or noted, no row to look up one by one
+            known = {}
         done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size
         pieces = [todo[i : i + size] for i in range(0, len(todo), size)]

@@ -107,3 +107,23 @@ def test_a_worker_is_found_by_its_id_hmac_through_the_hash_index(
         assert "worker_id_hmac" in plan
         cur.execute("SELECT source_record_id FROM worker WHERE id_hmac = %s", (hmacs[1],))
         assert cur.fetchall() == [("r1",)]
+
+
+def test_worker_ids_come_from_a_cached_sequence_and_stay_unique_across_sessions(database_url: str) -> None:
+    """Rule: worker ids are drawn 1,000 at a time per session (migration 0017: no locked nextval a
+    row); two sessions drawing at once never get the same id, and each session's ids increase."""
+    first, second = psycopg2.connect(database_url), psycopg2.connect(database_url)
+    try:
+        drawn = []
+        for c in (first, second, first, second):
+            with transaction(c) as cur:
+                cur.execute("SELECT seqcache FROM pg_sequence WHERE seqrelid = 'worker_id_seq'::regclass")
+                assert cur.fetchone() == (1000,)
+                cur.execute("SELECT nextval('worker_id_seq') FROM generate_series(1, 600)")
+                drawn.append([v for (v,) in cur.fetchall()])
+        assert len({v for ids in drawn for v in ids}) == 4 * 600
+        for ids in (drawn[0] + drawn[2], drawn[1] + drawn[3]):
+            assert ids == sorted(ids)
+    finally:
+        first.close()
+        second.close()

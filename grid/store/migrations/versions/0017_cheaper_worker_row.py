@@ -12,6 +12,10 @@ them (13.2 -> 11.0 µs of backend CPU a row):
   twice a row. The same rule without it: the code (as text, trailing blanks of ``char(n)``
   dropped) is exactly 15 (12) bytes and nothing is left after stripping the ASCII digits.
   ``tests/grid/test_worker_checks.py`` proves both forms accept and refuse the same codes.
+- ``worker.id`` is drawn from its sequence 1,000 at a time per session (``CACHE 1000``) instead
+  of one locked, periodically WAL-logged ``nextval`` a row (~0.4 µs). Ids stay unique and
+  increasing within a session; a session that ends leaves a gap, as a rolled-back insert always
+  did. Nothing reads meaning into a worker's id.
 
 Revision ID: 0017
 Revises: 0016
@@ -36,6 +40,7 @@ def upgrade() -> None:
         f"""
         DROP INDEX worker_id_hmac;
         CREATE INDEX worker_id_hmac ON worker USING hash (id_hmac);
+        ALTER SEQUENCE worker_id_seq CACHE 1000;
         ALTER TABLE worker
             DROP CONSTRAINT worker_cell_code_check,
             DROP CONSTRAINT worker_division_code_check,
@@ -50,6 +55,7 @@ def downgrade() -> None:
         """
         DROP INDEX worker_id_hmac;
         CREATE INDEX worker_id_hmac ON worker (id_hmac);
+        ALTER SEQUENCE worker_id_seq CACHE 1;
         ALTER TABLE worker
             DROP CONSTRAINT worker_cell_code_check,
             DROP CONSTRAINT worker_division_code_check,
