@@ -46,7 +46,15 @@ from connectors.checks import SuspiciousVolume, check_schema, volume_check
 from connectors.config import SourceConfig, SourceRejected, SourceUnavailable, load_all_sources
 from connectors.source import Page
 from connectors.sources import open_source
-from flows.pipeline import ChunkSpec, batch_gc, current_cell_version, prepare_chunk, settle_gc, skip_unchanged
+from flows.pipeline import (
+    ChunkSpec,
+    batch_gc,
+    current_cell_version,
+    prepare_chunk,
+    record_key,
+    settle_gc,
+    skip_unchanged,
+)
 from grid.cases.intake import page_intake
 from grid.cases.store import rules_from_settings
 from grid.clock import local_day, past_only, resolve
@@ -290,10 +298,8 @@ def _sync_entity(
             ids = [str(v).strip() for r in page.records if (v := r.get(id_field)) not in (None, "")]
             with transaction(conn) as cur:
                 known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
-        if known and known.keys().isdisjoint(
-            v.strip() if type(v) is str else str(v).strip() if v is not None else ""
-            for v in (r.get(id_field) for r in page.records)
-        ):  # a first night's page: nothing in it stored or noted, no row to look up one by one
+        if known and known.keys().isdisjoint(record_key(r.get(id_field)) for r in page.records):
+            # a first night's page: nothing in it stored or noted, no row to look up one by one
             known = {}
         done, todo = skip_unchanged(spec, page.records, known)
         size = settings.chunk_size

@@ -147,6 +147,11 @@ def grid_context(city_code: str, cell_version: int) -> GridContext:
         return ctx
 
 
+def record_key(value: Any) -> str:
+    """A row's record id as the version map keys it ("" when there is none)."""
+    return value.strip() if type(value) is str else str(value).strip() if value is not None else ""
+
+
 def _split_unchanged(
     spec: ChunkSpec, raw_rows: Sequence[Mapping[str, Any]], known: Mapping[str, StoredVersion]
 ) -> tuple[list[tuple[str, StoredVersion]], list[Mapping[str, Any]]]:
@@ -166,7 +171,9 @@ def _split_unchanged(
     seen_ids: set[str] = set()
     for row in raw_rows:
         rid = row.get(id_field)
-        key = rid.strip() if type(rid) is str else str(rid).strip() if rid is not None else ""
+        key = (
+            rid.strip() if type(rid) is str else str(rid).strip() if rid is not None else ""
+        )  # record_key, inlined
         stored = known.get(key)
         if stored is not None and key not in seen_ids:
             ts = row.get(ts_field)
