@@ -89,6 +89,11 @@ class WorkerRecord:
     crs: str | None
     #: Fields that failed their rule and are empty above (:mod:`connectors.problems`).
     problems: tuple[FieldProblem, ...] = dc_field(default=(), repr=False)
+    #: ``source_updated_at`` as COPY text, when the validator's fast path read it as a Beijing wall
+    #: time from 1992 on (UTC+8 all year): the source's own text and ``+08``, which spares the
+    #: sync formatting ~1,000,000 datetimes a night. Not an ``__init__`` field, so a record made or
+    #: copied (``dataclasses.replace``) any other way has None and never a stale text; not compared.
+    source_updated_text: str | None = dc_field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

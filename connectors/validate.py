@@ -763,6 +763,7 @@ def _worker_fast_path(
     china = CHINA_TZ
     fromiso = datetime.fromisoformat
     combine = datetime.combine  # = naive.replace(tzinfo=china), at a seventh of its cost
+    fixed_offset_from = "1992"  # Asia/Shanghai is UTC+8 all year from 1992 (summer time 1986-1991)
     id18 = _FAST_ID_RE.fullmatch
     id_check = _ID_CHECK_BY_MOD
     odd = _ODD
@@ -798,6 +799,7 @@ def _worker_fast_path(
             return None
         if naive.tzinfo is not None or naive >= ts_limit:
             return None
+        ts = v
         # resident ID: normalise_id_number()
         s = get(f_id)
         if type(s) is not str:
@@ -958,6 +960,16 @@ def _worker_fast_path(
         out: Any = new(slots)
         out.source_record_id = rid
         out.source_updated_at = combine(naive, naive.time(), china)
+        # as COPY text: PostgreSQL reads "YYYY-MM-DD HH:MM:SS" (or with a T) but not every form
+        # fromisoformat takes in 19 characters (ISO week dates, any separator character)
+        out.source_updated_text = (
+            ts + "+08"
+            if ts >= fixed_offset_from
+            and ts[10] in "T "
+            and ts[4] == "-" == ts[7]
+            and ts[13] == ":" == ts[16]
+            else None
+        )
         out.id_number = s
         out.name = name
         out.gender = gender

@@ -240,6 +240,19 @@ def register_config(conn: Any, config: SourceConfig) -> None:
         )
 
 
+def _first_seen(known: Mapping[str, object], ids: list[Any]) -> bool:
+    """True when no record key of ``ids`` (:func:`flows.pipeline.record_key`) is in ``known``.
+    Ids that are their own key (a str with nothing to strip: ``strip`` returns the same object)
+    are checked as they are, in C; only the others are turned into keys one by one."""
+    keys = known.keys()
+    plain = [v for v in ids if type(v) is str and v.strip() is v]
+    if not keys.isdisjoint(plain):
+        return False
+    if len(plain) == len(ids):
+        return True
+    return keys.isdisjoint(record_key(v) for v in ids if type(v) is not str or v.strip() is not v)
+
+
 def _sync_entity(
     conn: Any,
     config: SourceConfig,
@@ -298,7 +311,7 @@ def _sync_entity(
             ids = [str(v).strip() for r in page.records if (v := r.get(id_field)) not in (None, "")]
             with transaction(conn) as cur:
                 known = sync.existing_versions(cur, source=config.name, entity=entity, ids=ids)
-        if known and known.keys().isdisjoint(record_key(r.get(id_field)) for r in page.records):
+        if known and _first_seen(known, [r.get(id_field) for r in page.records]):
             # a first night's page: nothing in it stored or noted, no row to look up one by one
             known = {}
         done, todo = skip_unchanged(spec, page.records, known)

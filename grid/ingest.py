@@ -13,6 +13,7 @@ unkeyed hash of personal data could be reversed by brute force).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import orjson
 
 from geodata.placement import PlacedBatch
 from grid.people import CIPHERTEXT_VERSION, Vault, mask_id, mask_name, mask_phone
-from grid.store.copy import NULL, escape
+from grid.store.copy import NULL, ascii_field, escape
 
 WORKER_PII = "worker-pii"
 #: Vault purpose of a quarantined record's raw version (its keyed HMAC and its encryption).
@@ -35,6 +36,7 @@ RAW_PURPOSE = "raw"
 class WorkerLike(Protocol):
     source_record_id: str
     source_updated_at: datetime
+    source_updated_text: str | None  # the time as COPY text, when the validator kept it
     id_number: str
     name: str
     gender: str | None
@@ -115,6 +117,12 @@ def ewkb_points(lons: Sequence[float | None], lats: Sequence[float | None]) -> l
     ]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def ascii_name(masked: str) -> str:
+    """A masked name as an ASCII COPY field (a few thousand surnames and last characters: cached)."""
+    return ascii_field(masked)
+
+
 def worker_lines(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vault) -> list[str]:
     """One COPY line per worker row (``WORKER_COLUMNS`` order, no line ends).
 
@@ -122,7 +130,8 @@ def worker_lines(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vaul
     as :meth:`Vault.mac`, :meth:`Vault.encrypt`, :meth:`Vault.fingerprint`), nonces are drawn in
     one call, the point goes in as hex EWKB (:func:`ewkb_points`), and only free-text columns are
     escaped (the others were validated to digits, letters or our own constants). The row hash
-    covers the coordinates as text rounded to 8 decimals, as it always has.
+    covers the coordinates as text rounded to 8 decimals, as it always has. Every line is ASCII
+    (:func:`grid.store.copy.ascii_field`): the masked name's surname goes as UTF-8 byte escapes.
     """
     n = len(records)
     if n == 0:
@@ -154,11 +163,11 @@ def worker_lines(records: Sequence[WorkerLike], placed: PlacedBatch, vault: Vaul
         append(
             "\t".join(
                 (
-                    escape(r.source_record_id),
-                    r.source_updated_at.isoformat(),
+                    ascii_field(r.source_record_id),
+                    r.source_updated_text or r.source_updated_at.isoformat(),
                     "\\\\x" + mac(("id\x1f" + id_number).encode()).hex(),
                     mask_id(id_number),
-                    escape(mask_name(name)),
+                    ascii_name(mask_name(name)),
                     r.gender or NULL,
                     str(birth.year) if birth else NULL,
                     "\\\\x" + mac(("phone\x1f" + phone).encode()).hex() if phone else NULL,

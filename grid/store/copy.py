@@ -3,6 +3,8 @@
 The text format: one line per row, fields separated by a tab, ``\\N`` for NULL, and a backslash,
 tab, newline and carriage return inside a field written as ``\\\\``, ``\\t``, ``\\n``, ``\\r``
 (:data:`ESCAPES`). :func:`copy_text` writes it, :func:`parse_copy_text` reads it back.
+:func:`ascii_field` writes a field in ASCII only, other characters as the ``\\xHH`` escapes of
+their UTF-8 bytes (the hot path of the sync: a page of ASCII text is joined and encoded as a copy).
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ def escape(text: str) -> str:
     return text if text.isprintable() and "\\" not in text else text.translate(ESCAPES)
 
 
+def ascii_field(text: str) -> str:
+    """``text`` as a COPY text field of ASCII characters only: escaped as :func:`escape` does, and
+    every other character written as the ``\\xHH`` escapes of its UTF-8 bytes (``张*`` ->
+    ``\\xe5\\xbc\\xa0*``). PostgreSQL reads such bytes as the database's encoding and checks them,
+    so this holds for a UTF-8 database only (:func:`grid.store.migrate.upgrade` refuses any other).
+
+    Why: one character outside ASCII makes Python store a whole page's text two or four bytes a
+    character, and joining the page's lines, adding the run's columns and encoding it for the
+    wire then cost the sync ~3 us a worker row instead of ~0.5."""
+    if text.isascii():
+        return escape(text)
+    return escape(text).encode("utf-8").decode("ascii", "backslashreplace")
+
+
 def _field(value: Any) -> str:
     if value is None:
         return NULL
@@ -49,11 +65,14 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> str:
 
 
 def unescape_field(field: str) -> str | None:
-    """One field of COPY text as its value: ``\\N`` -> None, escapes undone."""
+    """One field of COPY text as its value: ``\\N`` -> None, escapes undone (the ``\\xHH`` byte
+    escapes :func:`ascii_field` writes as UTF-8)."""
     if field == NULL:
         return None
     if "\\" not in field:
         return field
+    if "\\x" in field.replace("\\\\", ""):  # byte escapes: undo them on the UTF-8 bytes
+        return _unescape_bytes(field)
     out: list[str] = []
     i, n = 0, len(field)
     while i < n:
@@ -66,6 +85,26 @@ def unescape_field(field: str) -> str | None:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def _unescape_bytes(field: str) -> str:
+    out = bytearray()
+    i, n = 0, len(field)
+    while i < n:
+        c = field[i]
+        if c == "\\" and i + 1 < n:
+            nxt = field[i + 1]
+            hexdigits = field[i + 2 : i + 4]
+            if nxt == "x" and len(hexdigits) == 2 and all(h in "0123456789abcdefABCDEF" for h in hexdigits):
+                out.append(int(hexdigits, 16))
+                i += 4
+                continue
+            out += _UNESCAPES.get(nxt, nxt).encode("utf-8")
+            i += 2
+        else:
+            out += c.encode("utf-8")
+            i += 1
+    return out.decode("utf-8")
 
 
 def parse_copy_text(text: str) -> list[list[str | None]]:

@@ -44,9 +44,16 @@ def _exact(value: Any) -> Any:
     """A value with the types spelled out, so that 1 == 1.0 or two time zones naming the same
     instant do not pass for the same result."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        text = getattr(value, "source_updated_text", None)  # a cache the fast path keeps, not compared
+        if text is not None:  # it must name the record's instant (read here as PostgreSQL reads it)
+            assert datetime.fromisoformat(text) == value.source_updated_at  # type: ignore[attr-defined]
         return (
             type(value).__name__,
-            tuple(_exact(getattr(value, f.name)) for f in dataclasses.fields(value)),
+            tuple(
+                _exact(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.name != "source_updated_text"
+            ),
         )
     if isinstance(value, datetime):
         return ("datetime", value.isoformat(), repr(value.tzinfo), value.fold)

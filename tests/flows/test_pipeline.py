@@ -7,11 +7,14 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from stdnum.cn import uscc as _uscc
 
 from connectors.reasons import Reason
 from connectors.validate import CHINA_TZ
-from flows.pipeline import ChunkSpec, skip_unchanged
+from flows.nightly_sync import _first_seen
+from flows.pipeline import ChunkSpec, record_key, skip_unchanged
 
 MAPPING = {"source_record_id": "id", "source_updated_at": "updated_at"}
 V1 = datetime(2026, 11, 20, 8, 0, tzinfo=CHINA_TZ)
@@ -291,3 +294,21 @@ def test_the_collector_is_tuned_while_any_sync_runs_and_restored_when_the_last_e
         assert gc.get_threshold() == BATCH_GC_THRESHOLD  # still tuned for the first
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+_ID = st.one_of(
+    st.sampled_from(["w1", " w1", "w1 ", "\u3000w1", "w2", "", " ", "None", "1", "x"]),
+    st.text(alphabet=" w12\t\u3000", max_size=4),
+    st.integers(0, 3),
+    st.none(),
+    st.lists(st.integers(0, 2), max_size=2),
+)
+
+
+@given(st.sets(st.sampled_from(["w1", "w2", "1", "None", "x", "[1]"])), st.lists(_ID, max_size=8))
+def test_the_first_night_check_is_disjointness_of_record_keys(known_ids: set[str], ids: list[object]) -> None:
+    """Rule: a page counts as unseen (no row looked up one by one) exactly when no row's record key
+    (stripped text, "" for none, the text of a number or a list) is a stored or noted id: the
+    shortcut that checks plain ids in C answers what turning every id into its key answers."""
+    known = dict.fromkeys(known_ids, "2026-11-20 08:00:00")
+    assert _first_seen(known, ids) == known.keys().isdisjoint(record_key(v) for v in ids)

@@ -6,31 +6,17 @@ import secrets
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 import shapely
 
 from connectors.records import WorkerRecord
 from geodata.placement import PlacedBatch
 from grid.ingest import decrypt_worker_pii, worker_lines
 from grid.people import Vault, mask_id, mask_name, mask_phone
+from grid.store.copy import unescape_field
 from grid.sync.store import WORKER_COLUMNS
 
 CST = timezone(timedelta(hours=8))
-
-
-def _unescape(field: str) -> str | None:
-    if field == "\\N":
-        return None
-    out, i = [], 0
-    while i < len(field):
-        c = field[i]
-        if c == "\\":
-            nxt = field[i + 1]
-            out.append({"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}[nxt])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
 
 
 def test_worker_lines_columns_are_the_vaults_macs_masks_and_ciphertexts() -> None:
@@ -58,7 +44,7 @@ def test_worker_lines_columns_are_the_vaults_macs_masks_and_ciphertexts() -> Non
     lines = text.split("\n")
     assert lines[-1] == "" and len(lines) == 3
     for line, r, i in zip(lines[:2], records, range(2), strict=True):
-        cols = dict(zip(WORKER_COLUMNS, map(_unescape, line.split("\t")), strict=True))
+        cols = dict(zip(WORKER_COLUMNS, map(unescape_field, line.split("\t")), strict=True))
         assert cols["source_record_id"] == r.source_record_id
         assert cols["source_updated_at"] == updated.isoformat()
         assert cols["id_hmac"] == "\\x" + vault.mac(r.id_number, purpose="id").hex()
@@ -87,3 +73,77 @@ def test_worker_lines_columns_are_the_vaults_macs_masks_and_ciphertexts() -> Non
             point = shapely.from_wkb(bytes.fromhex(str(cols["geom"])))
             assert (point.x, point.y, shapely.get_srid(point)) == (round(111.29, 8), round(30.69, 8), 4326)
     assert "11010519491231002X" not in text and "13812345678" not in text and "娜娜" not in text
+    assert text.isascii()  # the masked names go as UTF-8 byte escapes (grid.store.copy.ascii_field)
+
+
+def _valid_row(when: str) -> dict[str, object]:
+    from connectors.sandbox.data import YICHANG_MAPPING
+
+    m = YICHANG_MAPPING["workers"]
+    return {
+        m["source_record_id"]: f"w-{when}", m["source_updated_at"]: when, m["id_number"]: "420502199001011238",
+        m["name"]: "张三", m["gender"]: "男", m["birth_date"]: "1990-01-01", m["phone"]: "13812345678",
+        m["enterprise_uscc"]: None, m["address"]: None, m["lon"]: 111.29, m["lat"]: 30.69, m["crs"]: "gcj02",
+    }  # fmt: skip
+
+
+@pytest.mark.db
+def test_a_source_time_goes_to_the_store_as_the_same_instant_in_every_form(conn) -> None:  # type: ignore[no-untyped-def]
+    """Rule: the update time a worker line carries is the record's own instant. The validator's fast
+    path keeps a Beijing wall time from 1992 on as the source's text with +08 (no formatting);
+    an earlier time (summer time 1986-1991), or a form PostgreSQL would not read the same (an ISO
+    week date, another separator), is formatted from the datetime. PostgreSQL reads each line's
+    text back as exactly the validated instant."""
+    from connectors.sandbox.data import YICHANG_MAPPING
+    from connectors.validate import validate_workers
+    from grid.store.db import transaction
+
+    forms = {
+        "2026-11-20 08:00:00": "2026-11-20 08:00:00+08",
+        "2026-11-20T08:00:00": "2026-11-20T08:00:00+08",
+        "1992-01-01 00:00:00": "1992-01-01 00:00:00+08",
+        "1991-09-14 23:30:00": None,  # summer time: +09 that day
+        "1988-09-11 01:30:00": None,  # the hour that happened twice
+        "2026-W47-5T08:00:00": None,  # an ISO week date fromisoformat reads
+        "2026-11-20_08:00:00": None,  # any separator character fromisoformat reads
+    }
+    rows, vault = [_valid_row(when) for when in forms], Vault(hmac_key=b"h" * 32, enc_key=b"e" * 32)
+    records, rejects = validate_workers(
+        rows, mapping=YICHANG_MAPPING["workers"], default_crs="gcj02", today=date(2026, 12, 1)
+    )
+    assert not rejects and len(records) == len(forms)
+    n = len(records)
+    cells = ["420502001001001"] * n
+    placed = PlacedBatch(
+        lon=np.full(n, 111.29),
+        lat=np.full(n, 30.69),
+        cell_code=cells,
+        division_code=[c[:12] for c in cells],
+        method=["point_in_cell"] * n,
+        reason=[None] * n,
+    )
+    lines = worker_lines(records, placed, vault)
+    with transaction(conn) as cur:
+        for r, (when, text), line in zip(records, forms.items(), lines, strict=True):
+            assert r.source_updated_text == text, when
+            column = line.split("\t")[WORKER_COLUMNS.index("source_updated_at")]
+            assert column == (text or r.source_updated_at.isoformat())
+            cur.execute("SELECT %s::timestamptz = %s", (column, r.source_updated_at))
+            assert cur.fetchone() == (True,), when
+
+
+def test_a_copied_record_never_carries_a_stale_time_text() -> None:
+    """Rule: the kept time text is not an __init__ field: dataclasses.replace (or any constructor)
+    gives None, so a record whose time changed is formatted from its datetime; it is not compared."""
+    import dataclasses
+
+    from connectors.sandbox.data import YICHANG_MAPPING
+    from connectors.validate import validate_workers
+
+    (r,), _ = validate_workers([_valid_row("2026-11-20 08:00:00")], mapping=YICHANG_MAPPING["workers"],
+                               default_crs="gcj02", today=date(2026, 12, 1))  # fmt: skip
+    assert r.source_updated_text == "2026-11-20 08:00:00+08"
+    moved = dataclasses.replace(r, source_updated_at=r.source_updated_at + timedelta(hours=1))
+    assert moved.source_updated_text is None
+    same = dataclasses.replace(r)
+    assert same == r and same.source_updated_text is None

@@ -15,7 +15,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flows.pipeline import ChunkSpec, skip_unchanged
-from grid.store.copy import ESCAPES, bytea_field, copy_text, escape, parse_copy_text
+from grid.store.copy import (
+    ESCAPES,
+    ascii_field,
+    bytea_field,
+    copy_from_text,
+    copy_text,
+    escape,
+    parse_copy_text,
+    unescape_field,
+)
 from grid.store.db import transaction
 from grid.sync import store as sync
 from grid.sync.store import PreparedChunk
@@ -116,6 +125,68 @@ def test_the_cheap_escape_is_the_full_translation(text: str) -> None:
     """Rule: escape(), which skips str.translate for text with nothing to escape, gives exactly
     what translating every field with ESCAPES gives (tabs, newlines, CR, backslashes, any text)."""
     assert escape(text) == text.translate(ESCAPES)
+
+
+@given(_FIELD.filter(lambda v: v is not None))
+def test_an_ascii_field_is_ascii_and_reads_back_as_the_text(text: str) -> None:
+    """Rule: ascii_field writes any text (Chinese, tabs, backslashes, a literal "\\x41") in ASCII
+    only, and reading the field back gives the text itself."""
+    field = ascii_field(text)
+    assert field.isascii()
+    assert unescape_field(field) == text
+    assert parse_copy_text(field + "\t" + copy_text([[text]])) == [[text, text]]
+
+
+_TRICKY = [
+    "张*",
+    "欧****娜",
+    "a\tb\\c",
+    "\\x41",
+    "\\\\xe5",
+    "😀 emoji",
+    "\u3000全角空格\u3000",
+    "tab\there",
+    "x" * 300,
+]
+
+
+def test_postgresql_reads_an_ascii_field_as_the_text_itself(conn: psycopg2.extensions.connection) -> None:
+    """Rule: what ascii_field writes, COPY into a UTF-8 database stores as the original text (the
+    byte escapes are read as UTF-8; a backslash or tab in the text stays one)."""
+    with transaction(conn) as cur:
+        cur.execute("CREATE TEMP TABLE ascii_copy (n int, t text) ON COMMIT DROP")
+        copy_from_text(
+            cur, "ascii_copy", ("n", "t"), "".join(f"{i}\t{ascii_field(t)}\n" for i, t in enumerate(_TRICKY))
+        )
+        cur.execute("SELECT t FROM ascii_copy ORDER BY n")
+        assert [r[0] for r in cur.fetchall()] == _TRICKY
+
+
+def test_a_database_not_encoded_in_utf8_is_refused_before_any_migration(database_url: str) -> None:
+    """Rule: migrate.upgrade refuses a database that is not UTF-8 (the sync writes Chinese text as
+    UTF-8 byte escapes), with a sentence naming the encoding, and creates nothing in it."""
+    from grid.store import migrate
+
+    admin = psycopg2.connect(database_url)
+    admin.autocommit = True
+    name = f"gridflow_latin1_{secrets.token_hex(4)}"
+    with admin.cursor() as cur:
+        cur.execute(
+            f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        )
+    url = database_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        with pytest.raises(migrate.WrongEncoding, match=f"database {name} is encoded LATIN1"):
+            migrate.upgrade(url)
+        check = psycopg2.connect(url)
+        with check.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            assert cur.fetchone() == (0,)
+        check.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
 
 
 def test_bytes_read_back_from_copy_text() -> None:
