@@ -338,6 +338,28 @@ def scratch_cluster() -> Iterator[Any]:
             shutil.rmtree(state, ignore_errors=True)
 
 
+def test_a_private_cluster_compares_text_bytewise_in_code_point_order(scratch_cluster: Any) -> None:
+    """Rule: a cluster gridflow makes collates "C" (PostgreSQL's memcmp path, not strcoll) with
+    C.UTF-8 character classes: text sorts in code point order, as under C.UTF-8 before, and
+    upper/lower still know letters outside ASCII."""
+    settings: Settings = scratch_cluster.settings
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=settings.cluster_port, user=OWNER_ROLE, dbname="postgres",
+        password=settings.db_password(OWNER_ROLE),
+    )  # fmt: skip
+    words = ["张三", "a", "B", "é", "😀", "Z", "ａ", "b", "张", "10", "9"]
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = 'template1'")
+            assert cur.fetchone() == ("C", "C.UTF-8")
+            cur.execute("SELECT array_agg(w ORDER BY w), upper('é') FROM unnest(%s::text[]) AS w", (words,))
+            ordered, upper = cur.fetchone()
+    finally:
+        conn.close()
+    assert ordered == sorted(words)  # Python's str order is code point order
+    assert upper == "É"
+
+
 def test_private_cluster_trusts_no_local_user_and_converts_a_trusting_one(scratch_cluster: Any) -> None:
     cluster = scratch_cluster
     settings: Settings = cluster.settings
