@@ -46,7 +46,7 @@ def db_up() -> None:
             cluster.ensure_prefect_database()
         connect().close()
         migrate.upgrade(s.dsn)
-    except (ClusterError, DatabaseUnavailable) as exc:
+    except (ClusterError, DatabaseUnavailable, migrate.WrongEncoding) as exc:
         fail(str(exc))
     typer.echo(f"database ready: {redact_dsn(s.dsn)}")
 

@@ -162,9 +162,12 @@ def test_postgresql_reads_an_ascii_field_as_the_text_itself(conn: psycopg2.exten
         assert [r[0] for r in cur.fetchall()] == _TRICKY
 
 
-def test_a_database_not_encoded_in_utf8_is_refused_before_any_migration(database_url: str) -> None:
-    """Rule: migrate.upgrade refuses a database that is not UTF-8 (the sync writes Chinese text as
-    UTF-8 byte escapes), with a sentence naming the encoding, and creates nothing in it."""
+def test_a_database_not_encoded_in_utf8_is_refused_before_any_migration(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: migrate.upgrade (and so `gridflow db up`) refuses a database that is not UTF-8 (the
+    sync writes Chinese text as UTF-8 byte escapes), with a sentence naming the encoding, and
+    creates nothing in it."""
     from grid.store import migrate
 
     admin = psycopg2.connect(database_url)
@@ -178,6 +181,22 @@ def test_a_database_not_encoded_in_utf8_is_refused_before_any_migration(database
     try:
         with pytest.raises(migrate.WrongEncoding, match=f"database {name} is encoded LATIN1"):
             migrate.upgrade(url)
+        # gridflow db up says so in one sentence, no traceback
+        from typer.testing import CliRunner
+
+        from grid.settings import get_settings
+        from gridflow_cli.main import app
+
+        monkeypatch.setenv("GRIDFLOW_DATABASE_URL", url)
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(app, ["db", "up"])
+        finally:
+            monkeypatch.undo()
+            get_settings.cache_clear()
+        assert result.exit_code == 1, result.output
+        assert f"gridflow: database {name} is encoded LATIN1" in result.output
+        assert "Traceback" not in result.output
         check = psycopg2.connect(url)
         with check.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
