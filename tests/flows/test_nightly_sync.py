@@ -60,7 +60,8 @@ def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database
     and the run's counts (received / loaded / quarantined / unmapped) equal the tables. Every
     record whose identifying fields are valid is loaded (issue #21): one with only a bad phone,
     birth date, employer code or location is stored with a field problem of that reason code, and
-    one left without any location is stored unmapped with that reason."""
+    one left without any location is stored unmapped with that reason. A stored worker's masked
+    name and update time read back as the source sent them."""
     from flows.nightly_sync import nightly_sync
 
     write_sources(sources_dir, city_a=sandbox_url)
@@ -183,6 +184,27 @@ def test_sync_loads_every_record_or_quarantines_it_and_counts_match_the_database
     )
     assert methods.get("point_in_cell", 0) > 0
     assert any(m.startswith("address_") for m in methods), methods
+    # What the sync COPYs as escapes or as the source's own text reads back as the source sent it:
+    # the masked name (Chinese, written as UTF-8 byte escapes) and the update time (its wall-time
+    # text with +08) of every clean worker row.
+    from grid.people import mask_name
+
+    mapping = sandbox_dataset.mapping["workers"]
+    sent = {
+        r.record_id: (mask_name(str(r.row[mapping["name"]])), r.updated_at)
+        for r in sandbox_dataset.rows("workers")
+        if r.label == "ok"
+    }
+    stored = {
+        rid: (name, at)
+        for rid, name, at in _query(
+            "SELECT source_record_id, name_masked, source_updated_at FROM worker WHERE source = %s", "city_a"
+        )
+        if rid in sent
+    }
+    assert len(stored) == len(sent) > 1000
+    assert stored == sent
+    assert all(not name.isascii() and "\\" not in name for name, _ in stored.values())
 
 
 def test_second_sync_of_an_unchanged_night_changes_nothing(
