@@ -65,29 +65,12 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> str:
 
 
 def unescape_field(field: str) -> str | None:
-    """One field of COPY text as its value: ``\\N`` -> None, escapes undone (the ``\\xHH`` byte
-    escapes :func:`ascii_field` writes as UTF-8)."""
+    """One field of COPY text as its value: ``\\N`` -> None, escapes undone (also the ``\\xHH``
+    byte escapes :func:`ascii_field` writes, which spell UTF-8)."""
     if field == NULL:
         return None
     if "\\" not in field:
         return field
-    if "\\x" in field.replace("\\\\", ""):  # byte escapes: undo them on the UTF-8 bytes
-        return _unescape_bytes(field)
-    out: list[str] = []
-    i, n = 0, len(field)
-    while i < n:
-        c = field[i]
-        if c == "\\" and i + 1 < n:
-            nxt = field[i + 1]
-            out.append(_UNESCAPES.get(nxt, nxt))
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def _unescape_bytes(field: str) -> str:
     out = bytearray()
     i, n = 0, len(field)
     while i < n:
@@ -99,12 +82,12 @@ def _unescape_bytes(field: str) -> str:
                 out.append(int(hexdigits, 16))
                 i += 4
                 continue
-            out += _UNESCAPES.get(nxt, nxt).encode("utf-8")
+            out += _UNESCAPES.get(nxt, nxt).encode("utf-8", "surrogatepass")
             i += 2
         else:
-            out += c.encode("utf-8")
+            out += c.encode("utf-8", "surrogatepass")
             i += 1
-    return out.decode("utf-8")
+    return out.decode("utf-8", "surrogatepass")
 
 
 def parse_copy_text(text: str) -> list[list[str | None]]:
