@@ -326,7 +326,7 @@ def _sync_entity(
                 {
                     k: sync.stored_version(known[k])
                     for r in piece
-                    if (k := str(r.get(id_field)).strip()) in known
+                    if (k := record_key(r.get(id_field))) in known
                 }
                 if known
                 else {},
